@@ -1,0 +1,26 @@
+"""planner: the provably best way to deploy an LLM for inference on a GPU cluster.
+
+    from planner import solve, estimate, load_model, load_cluster
+    plans = solve(min_tokens_per_s_per_user=20)          # the study's case, best plan first
+"""
+
+from planner.catalog import load_cluster, load_model
+from planner.errors import InfeasibleError, InvalidLayoutError, PlannerError, SpecError, UnknownNameError
+from planner.search import estimate, make_problem, min_gpus_to_fit, solve
+from planner.specs import (
+    SLA,
+    Calibration,
+    ClusterSpec,
+    ModelSpec,
+    Parallel,
+    Plan,
+    Precision,
+    Problem,
+    Workload,
+)
+
+__all__ = [
+    "SLA", "Calibration", "ClusterSpec", "InfeasibleError", "InvalidLayoutError", "ModelSpec", "Parallel",
+    "Plan", "PlannerError", "Precision", "Problem", "SpecError", "UnknownNameError", "Workload", "estimate",
+    "load_cluster", "load_model", "make_problem", "min_gpus_to_fit", "solve",
+]

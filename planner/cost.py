@@ -1,0 +1,415 @@
+"""The cost model: memory and time equations, the single source of truth for every command.
+
+Every function takes numpy-broadcastable integer arrays for the choices, so the same code
+evaluates one plan (``evaluate``), a grid for the exhaustive oracle, or the coefficient tables of
+the CP-SAT model. Choices and their names:
+
+- ``tp``: attention tensor-parallel size; ``adp``: attention data-parallel size; ``pp``: pipeline
+  stages; ``ep``: expert-parallel size; ``moe_tp``: tensor split inside an expert, always
+  ``tp * adp / ep``; ``m``: decode requests per attention-DP rank per pipeline micro-batch;
+  ``c``: prefill tokens an iteration carries per attention-DP rank (0 or the chunk budget).
+
+Engine model (in-flight batching with chunked prefill, closed loop of requests):
+a replica keeps ``B = m * adp * pp`` requests in flight. Each pipeline micro-batch holds ``m``
+decoding requests per attention-DP rank. To replace finishing requests the replica must prefill
+``m * isl / osl`` tokens per iteration and rank on average; it does so in chunks of ``C`` tokens,
+so a fraction ``f = m * isl / (osl * C)`` of iterations carries a chunk (f < 1 is a rule: the
+chunk budget must keep the batch full). The mean time per output token is the mean time of a
+pass through all stages, ``(1 - f) * pass(c=0) + f * pass(c=C)``; TTFT is ``ceil(isl / C)``
+chunk passes, stretched by the M/D/1 wait for the chunk budget, ``1 + f / (2 (1 - f))``.
+Within a pass, each group of kernels takes the larger of its memory time and its compute time
+(roofline), and communication adds to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner.specs import GB, Batch, Memory, Metrics, Parallel, Precision, Problem
+
+ACT_BYTES = 2.0
+"""Bytes of one activation value moved between GPUs or kept as workspace (BF16) [bytes]."""
+EMBED_BYTES = Precision.bf16.bytes_per_value
+"""Embeddings and LM head stay in BF16 in every serving engine we model [bytes/parameter]."""
+US = 1e-6
+"""Seconds per microsecond [s]."""
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Achievable per-GPU rates after efficiency factors, derived once per problem."""
+
+    hbm: float  # [bytes/s]
+    gemm: float  # [FLOP/s]
+    attention: float  # [FLOP/s]
+    scaleup: float  # [bytes/s]
+    scaleout: float  # [bytes/s]
+    scaleup_latency: float  # [s]
+    scaleout_latency: float  # [s]
+
+    @classmethod
+    def of(cls, p: Problem) -> Rates:
+        """Effective rates of the problem's cluster for its precisions."""
+        c, k = p.cluster, p.calibration
+        attention_math = "fp8" if p.kv_precision == Precision.fp8 else "bf16"
+        return cls(
+            hbm=c.hbm_bandwidth_tbps * 1e12 * k.hbm_efficiency,
+            gemm=c.tflops[p.precision.math] * 1e12 * k.compute_efficiency,
+            attention=c.tflops[attention_math] * 1e12 * k.attention_efficiency,
+            scaleup=c.scaleup_bandwidth_gbps * GB * k.scaleup_efficiency,
+            scaleout=c.scaleout_bandwidth_gbps * GB * k.scaleout_efficiency,
+            scaleup_latency=c.scaleup_latency_us * US,
+            scaleout_latency=c.scaleout_latency_us * US,
+        )
+
+
+def crosses_domain(p: Problem, gpus) -> np.ndarray:
+    """True where a group of `gpus` GPUs cannot sit inside one scale-up domain."""
+    return np.asarray(gpus) > p.cluster.scaleup_domain_gpus
+
+
+# --- architecture quantities -------------------------------------------------------------------
+
+
+def _layer_contexts(p: Problem, context: float) -> tuple[float, float, float]:
+    """Effective attended tokens of (full layers, windowed layers) and the windowed count.
+
+    Returns (full_layers * context, windowed_layers * min(context, window), windowed_layers)
+    summed over the model [layer-tokens].
+    """
+    m = p.model
+    windowed = m.sliding_window_layers
+    full = m.num_layers - windowed
+    return full * context, windowed * min(context, m.sliding_window or context), windowed
+
+
+def attended_layer_tokens(p: Problem, context: float) -> float:
+    """Sum over layers of the tokens one query attends at this context length [layer-tokens]."""
+    full, windowed, _ = _layer_contexts(p, context)
+    return full + windowed
+
+
+def kv_bytes_per_token_layer(p: Problem, tp: np.ndarray | int) -> np.ndarray:
+    """KV cache of one token in one layer held by one GPU [bytes].
+
+    GQA: K and V for ceil(kv_heads / tp) heads (heads replicate once tp exceeds them).
+    MLA: the compressed latent (kv_lora_rank + rope dims), replicated on every TP rank.
+    """
+    m, b = p.model, p.kv_precision.bytes_per_value
+    tp = np.asarray(tp)
+    if m.mla:
+        return np.full(tp.shape, (m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) * b)
+    heads = np.ceil(m.num_kv_heads / tp)
+    return 2 * m.head_dim * heads * b
+
+
+def attention_flops_per_token_context(p: Problem, tp: np.ndarray | int, prefill: bool) -> np.ndarray:
+    """FLOPs of one query token against one attended token in one layer, on one GPU [FLOP].
+
+    GQA: QK^T and PV, 2 * 2 * head_dim per head. MLA decode runs in the absorbed form over the
+    latent (2 * (2 * kv_lora_rank + rope) per head); MLA prefill in the expanded form.
+    """
+    m = p.model
+    heads = m.num_attention_heads / np.asarray(tp)
+    if m.mla:
+        a = m.mla
+        per_head = (
+            2 * (a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim)
+            if prefill
+            else 2 * (2 * a.kv_lora_rank + a.qk_rope_head_dim)
+        )
+        return heads * per_head
+    return heads * 4 * m.head_dim
+
+
+# --- memory [bytes] -----------------------------------------------------------------------------
+
+
+def weight_bytes_per_gpu(p: Problem, tp, adp, pp) -> np.ndarray:
+    """Weights held by one GPU of the busiest stage [bytes].
+
+    Attention, dense FFNs, shared experts and routers are split over tp; routed experts over the
+    stage's tp * adp GPUs (= ep * moe_tp). A stage holds num_layers / pp layers, with
+    ceil(moe_layers / pp) of them MoE. Embedding and LM head (BF16) are split over tp and sit on
+    the first and last stage (both on one GPU when pp = 1).
+    """
+    m, wb = p.model, p.precision.bytes_per_value
+    tp, adp, pp = np.asarray(tp), np.asarray(adp), np.asarray(pp)
+    layers = m.num_layers / pp
+    moe_layers = np.ceil(m.num_moe_layers / pp)
+    dense_layers = np.maximum(layers - moe_layers, 0)
+    tp_params = (
+        layers * m.attention_params_per_layer
+        + dense_layers * m.dense_ffn_params
+        + moe_layers * m.shared_expert_params
+    )
+    expert_params = moe_layers * m.num_experts * m.expert_params
+    embed_copies = np.where((pp == 1) & (not m.tie_word_embeddings), 2, 1)
+    embed = embed_copies * m.vocab_size * m.hidden_size * EMBED_BYTES / tp
+    return tp_params * wb / tp + expert_params * wb / (tp * adp) + embed
+
+
+def kv_cache_bytes_per_gpu(p: Problem, tp, m) -> np.ndarray:
+    """KV cache of one GPU for its requests at full context (isl + osl) [bytes].
+
+    A GPU of an attention-DP rank serves m * pp requests (pp micro-batches) for num_layers / pp
+    layers, i.e. m requests over all layers; windowed layers keep at most the window.
+    """
+    ctx = p.workload.isl + p.workload.osl
+    return np.asarray(m) * attended_layer_tokens(p, ctx) * kv_bytes_per_token_layer(p, tp)
+
+
+def activation_bytes_per_gpu(p: Problem, tp, m, c) -> np.ndarray:
+    """Workspace for the largest iteration's tokens (m decode + c prefill) [bytes].
+
+    Per token: residual, attention and FFN intermediates (BF16), routed-expert intermediates for
+    its top-k experts, and FP32 logits for decode tokens.
+    """
+    md = p.model
+    tp = np.asarray(tp)
+    tokens = np.asarray(m) + np.asarray(c)
+    q_width = md.num_attention_heads * md.head_dim
+    ffn = max(md.intermediate_size, md.experts_per_token * md.moe_intermediate_size)
+    per_token = ACT_BYTES * (4 * md.hidden_size + (2 * q_width + 2 * ffn) / tp)
+    logits = np.asarray(m) * md.vocab_size / tp * 4
+    return tokens * per_token + logits
+
+
+def comm_buffer_bytes(p: Problem, replica_gpus) -> np.ndarray:
+    """Collective buffers (NCCL and all-to-all), once a replica spans more than one GPU [bytes]."""
+    return np.where(np.asarray(replica_gpus) > 1, p.calibration.comm_buffer_gb * GB, 0.0)
+
+
+def reserved_bytes(p: Problem) -> float:
+    """Runtime context memory that is never usable [bytes]."""
+    return p.cluster.reserved_memory_gb * GB
+
+
+def usable_bytes(p: Problem) -> float:
+    """HBM the engine may fill: capacity * memory_utilization [bytes]."""
+    return p.cluster.capacity_bytes * p.calibration.memory_utilization
+
+
+# --- time of one pass through all stages [s] ---------------------------------------------------
+
+
+def _gemm(bytes_, flops, r: Rates) -> np.ndarray:
+    """Roofline of a GEMM group: the larger of its weight-read and its math time [s]."""
+    return np.maximum(bytes_ / r.hbm, flops / r.gemm)
+
+
+def attention_block_time(p: Problem, tp, m, c) -> np.ndarray:
+    """Time of the tensor-parallel part of a pass: every layer's attention and dense GEMMs, KV
+    reads, TP all-reduces, per-layer launch latency, LM head and the iteration overhead [s].
+
+    Decode requests attend isl + osl/2 tokens on average; a chunk attends isl/2 tokens on
+    average and reads its prefix KV once.
+    """
+    md, w, r, k = p.model, p.workload, Rates.of(p), p.calibration
+    tp, m, c = np.asarray(tp), np.asarray(m), np.asarray(c)
+    n = m + c
+    wb = p.precision.bytes_per_value
+    dense_params = (
+        md.num_layers * md.attention_params_per_layer
+        + md.num_dense_layers * md.dense_ffn_params
+        + md.num_moe_layers * md.shared_expert_params
+    ) / tp
+    t = _gemm(dense_params * wb, 2 * n * dense_params, r)
+    # decode attention: KV reads against attention math
+    kv_tok = kv_bytes_per_token_layer(p, tp)
+    dec_ctx = attended_layer_tokens(p, w.isl + w.osl / 2)
+    t = t + m * np.maximum(
+        dec_ctx * kv_tok / r.hbm, dec_ctx * attention_flops_per_token_context(p, tp, False) / r.attention
+    )
+    # prefill chunk attention
+    pre_ctx = attended_layer_tokens(p, w.isl / 2)
+    t = t + np.where(
+        c > 0,
+        c * pre_ctx * attention_flops_per_token_context(p, tp, True) / r.attention
+        + pre_ctx * kv_tok / r.hbm,
+        0.0,
+    )
+    # LM head (BF16) for the decode tokens
+    lm = md.vocab_size * md.hidden_size / tp
+    t = t + _gemm(lm * EMBED_BYTES, 2 * m * lm, r)
+    # TP all-reduce after attention and after the FFN of every layer (ring, inside one domain)
+    ar_bytes = n * md.hidden_size * ACT_BYTES
+    allreduce = r.scaleup_latency + 2 * (tp - 1) / tp * ar_bytes / r.scaleup
+    t = t + np.where(tp > 1, 2 * md.num_layers * allreduce, 0.0)
+    return t + md.num_layers * k.layer_overhead_us * US + k.iteration_overhead_ms * 1e-3
+
+
+def expected_active_experts(p: Problem, tokens, ep) -> np.ndarray:
+    """Distinct experts of one EP rank hit by `tokens` tokens routing top-k uniformly [experts]."""
+    md = p.model
+    miss = (1 - md.experts_per_token / md.num_experts) ** np.asarray(tokens, dtype=float)
+    return md.num_experts / np.asarray(ep) * (1 - miss)
+
+
+def moe_gemm_work(p: Problem, adp, n) -> np.ndarray:
+    """Routed-expert GEMM time of a pass times tp, for n tokens per attention-DP rank [s * GPUs].
+
+    A stage's micro-batch holds N = adp * n tokens. An EP rank holds num_experts / ep experts,
+    each split moe_tp ways, and reads only the experts its tokens activate; it computes
+    N * k / ep token-expert products. Because ep * moe_tp = tp * adp, per GPU this is
+    read = E * P * phi(N) / (tp * adp) bytes and math = 2 * n * k * P / tp FLOPs, where
+    phi(N) = 1 - (1 - k/E)^N is the share of experts hit. The roofline of the two, times tp,
+    depends on (adp, n) only; divide by tp for the time.
+    """
+    md = p.model
+    if not md.is_moe:
+        return np.zeros(np.broadcast(adp, n).shape)
+    r, wb = Rates.of(p), p.precision.bytes_per_value
+    adp, n = np.asarray(adp), np.asarray(n, dtype=float)
+    active = expected_active_experts(p, adp * n, 1)
+    read = active * md.expert_params * wb / adp
+    flops = 2 * n * md.experts_per_token * md.expert_params
+    return md.num_moe_layers * np.maximum(read / r.hbm, flops / r.gemm)
+
+
+def moe_exchange_time(p: Problem, adp, ep, stage_crosses_domain, n) -> np.ndarray:
+    """Token dispatch and combine of all MoE layers of a pass, n tokens per attention-DP rank [s].
+
+    The stage holds N = adp * n tokens; every GPU of an attention-DP rank already has its rank's
+    n tokens (attention outputs are all-reduced over tp). A GPU holds shards of num_experts / ep
+    experts, so it needs each remote token that routes to at least one of them: a share
+    1 - (1 - 1/ep)^k of the tokens, of which (1 - 1/adp) are remote. That many hidden states
+    (BF16) arrive for dispatch and the same leave as partial outputs for combine, over scale-out
+    bandwidth when the stage spans domains. ep = 1 (experts split moe_tp = tp * adp ways) is the
+    all-gather / reduce-scatter case; adp = 1 needs no exchange beyond the TP all-reduce.
+    """
+    md = p.model
+    adp, ep, n = np.asarray(adp), np.asarray(ep), np.asarray(n, dtype=float)
+    if not md.is_moe:
+        return np.zeros(np.broadcast(adp, ep, n).shape)
+    r = Rates.of(p)
+    cross = np.asarray(stage_crosses_domain, dtype=bool)
+    bw = np.where(cross, r.scaleout, r.scaleup)
+    lat = np.where(cross, r.scaleout_latency, r.scaleup_latency)
+    hit = 1 - (1 - 1 / ep) ** md.experts_per_token
+    tokens = adp * n * hit * (1 - 1 / adp)
+    one_way = lat + tokens * md.hidden_size * ACT_BYTES / bw
+    return np.where(adp > 1, md.num_moe_layers * 2 * one_way, 0.0)
+
+
+def moe_block_time(p: Problem, tp, adp, ep, n) -> np.ndarray:
+    """All routed-expert layers of a pass for n tokens per attention-DP rank [s]."""
+    tp, adp = np.asarray(tp), np.asarray(adp)
+    cross = crosses_domain(p, tp * adp)
+    return moe_gemm_work(p, adp, n) / tp + moe_exchange_time(p, adp, ep, cross, n)
+
+
+def pipeline_time(p: Problem, pp, replica_crosses_domain, n) -> np.ndarray:
+    """Activation hand-offs between the pp stages of a pass, n tokens per rank [s].
+
+    One transfer of n tokens' hidden states (BF16) per stage boundary, over scale-out bandwidth
+    when the replica spans more than one scale-up domain.
+    """
+    r = Rates.of(p)
+    pp, cross = np.asarray(pp), np.asarray(replica_crosses_domain, dtype=bool)
+    nbytes = np.asarray(n, dtype=float) * p.model.hidden_size * ACT_BYTES
+    hop = np.where(cross, r.scaleout_latency + nbytes / r.scaleout, r.scaleup_latency + nbytes / r.scaleup)
+    return (pp - 1) * hop
+
+
+def prefill_share(p: Problem, m, chunk) -> np.ndarray:
+    """Fraction f of iterations carrying a prefill chunk: m * isl / (osl * chunk); < 1 to be valid."""
+    w = p.workload
+    return np.asarray(m) * w.isl / (w.osl * np.asarray(chunk, dtype=float))
+
+
+def ttft_factor(p: Problem, m, chunk) -> np.ndarray:
+    """TTFT in units of one chunk pass: ceil(isl / chunk) chunks times the M/D/1 wait stretch.
+
+    Infinite when f >= 1 (the chunk budget cannot keep up) [passes].
+    """
+    f = prefill_share(p, m, chunk)
+    chunks = np.ceil(p.workload.isl / np.asarray(chunk, dtype=float))
+    with np.errstate(divide="ignore"):
+        stretch = np.where(f < 1, 1 + f / (2 * np.maximum(1 - f, 1e-300)), np.inf)
+    return chunks * stretch
+
+
+def mixed(p: Problem, block, m, chunk) -> np.ndarray:
+    """Mean of a per-pass quantity over decode-only and chunk-carrying iterations.
+
+    `block(c)` gives the quantity for an iteration carrying c prefill tokens.
+    """
+    f = np.minimum(prefill_share(p, m, chunk), 1.0)
+    return (1 - f) * block(0) + f * block(chunk)
+
+
+# --- one plan ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A plan's predicted figures and its memory breakdown."""
+
+    metrics: Metrics
+    memory: Memory
+    batch: Batch
+
+
+def pass_time(p: Problem, par: Parallel, m, c) -> np.ndarray:
+    """Time of one micro-batch pass through all stages carrying c prefill tokens per rank [s]."""
+    n = np.asarray(m) + np.asarray(c)
+    return (
+        attention_block_time(p, par.tp, m, c)
+        + moe_block_time(p, par.tp, par.attention_dp, par.ep, n)
+        + pipeline_time(p, par.pp, crosses_domain(p, par.replica_gpus), n)
+    )
+
+
+def memory_breakdown(p: Problem, par: Parallel, m, chunk) -> dict[str, np.ndarray]:
+    """Per-GPU memory terms of the busiest stage [bytes]."""
+    terms = {
+        "weights_bytes": weight_bytes_per_gpu(p, par.tp, par.attention_dp, par.pp),
+        "kv_cache_bytes": kv_cache_bytes_per_gpu(p, par.tp, m),
+        "activation_bytes": activation_bytes_per_gpu(p, par.tp, m, chunk),
+        "comm_buffer_bytes": comm_buffer_bytes(p, par.replica_gpus),
+        "reserved_bytes": np.asarray(reserved_bytes(p)),
+    }
+    terms["per_gpu_bytes"] = sum(terms.values())
+    return terms
+
+
+def metrics_grid(p: Problem, par: Parallel, m, chunk) -> dict[str, np.ndarray]:
+    """TPOT [s], TTFT [s], throughput [tokens/s/GPU over p.gpus], memory [bytes], f, concurrency."""
+    m, chunk = np.asarray(m), np.asarray(chunk)
+    tpot = mixed(p, lambda c: pass_time(p, par, m, c), m, chunk)
+    ttft = ttft_factor(p, m, chunk) * pass_time(p, par, m, chunk)
+    concurrency = m * par.attention_dp * par.pp
+    thr = par.dp * concurrency / tpot / p.gpus
+    out = {"tpot_s": tpot, "ttft_s": ttft, "tokens_per_s_per_gpu": thr, "concurrency": concurrency,
+           "prefill_share": prefill_share(p, m, chunk)}
+    out.update(memory_breakdown(p, par, m, chunk))
+    return out
+
+
+def evaluate(p: Problem, par: Parallel, m: int, chunk: int) -> Evaluation:
+    """Predicted metrics and memory of one plan (m decode requests per rank per micro-batch)."""
+    g = {k: float(v) for k, v in metrics_grid(p, par, m, chunk).items()}
+    tpot_ms = g["tpot_s"] * 1e3
+    concurrency = int(g["concurrency"])
+    metrics = Metrics(
+        tokens_per_s_per_user=1000 / tpot_ms,
+        tokens_per_s_per_gpu=g["tokens_per_s_per_gpu"],
+        tpot_ms=tpot_ms,
+        ttft_ms=g["ttft_s"] * 1e3,
+        requests_per_s=g["tokens_per_s_per_gpu"] * p.gpus / p.workload.osl,
+        prefill_share=g["prefill_share"],
+    )
+    memory = Memory(
+        per_gpu_bytes=g["per_gpu_bytes"],
+        capacity_bytes=p.cluster.capacity_bytes,
+        usable_bytes=usable_bytes(p),
+        weights_bytes=g["weights_bytes"],
+        kv_cache_bytes=g["kv_cache_bytes"],
+        activation_bytes=g["activation_bytes"],
+        comm_buffer_bytes=g["comm_buffer_bytes"],
+        reserved_bytes=g["reserved_bytes"],
+    )
+    return Evaluation(metrics, memory, Batch(concurrency=concurrency, chunk_tokens=chunk, micro_batch=m))

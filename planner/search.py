@@ -1,0 +1,221 @@
+"""The library API: build a problem, solve it (CP-SAT or the oracle), estimate one plan.
+
+Everything returns the pydantic objects of planner.specs; the CLI only renders them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from planner import cost
+from planner.catalog import load_cluster, load_model
+from planner.errors import InfeasibleError, InvalidLayoutError, SpecError
+from planner.oracle import exhaustive
+from planner.rules import explain, layout_violations
+from planner.solver import Candidate, CpSatPlanner, Objective, SolverParams
+from planner.space import Space
+from planner.specs import (
+    SLA,
+    Calibration,
+    ClusterSpec,
+    ModelSpec,
+    Parallel,
+    Plan,
+    Precision,
+    Problem,
+    SolverInfo,
+    Workload,
+)
+
+Method = Literal["cpsat", "exhaustive"]
+
+DEFAULT_MODEL = "gpt-moe-1.8t"
+DEFAULT_CLUSTER = "gb200-nvl72"
+DEFAULT_GPUS = 64
+DEFAULT_ISL = 32768
+DEFAULT_OSL = 1024
+DEFAULT_PRECISION = Precision.fp4
+"""Defaults: the case of NVIDIA's trillion-parameter study."""
+
+
+def _kv_default(cluster: ClusterSpec, precision: Precision) -> Precision:
+    """FP8 KV cache where the GPU has FP8 math and the weights are not BF16, else BF16."""
+    return Precision.fp8 if precision != Precision.bf16 and cluster.supports("fp8") else Precision.bf16
+
+
+def make_problem(
+    model: str | Path | ModelSpec = DEFAULT_MODEL,
+    cluster: str | Path | ClusterSpec = DEFAULT_CLUSTER,
+    gpus: int = DEFAULT_GPUS,
+    isl: int = DEFAULT_ISL,
+    osl: int = DEFAULT_OSL,
+    precision: Precision | str = DEFAULT_PRECISION,
+    kv_precision: Precision | str | None = None,
+    min_tokens_per_s_per_user: float | None = None,
+    max_ttft_s: float | None = None,
+    calibration: Calibration | None = None,
+) -> Problem:
+    """A validated Problem from names or specs; raises SpecError/UnknownNameError on bad input."""
+    from pydantic import ValidationError
+
+    from planner.catalog import validation_message
+
+    m = model if isinstance(model, ModelSpec) else load_model(model)
+    c = cluster if isinstance(cluster, ClusterSpec) else load_cluster(cluster)
+    prec = Precision(precision)
+    kv = Precision(kv_precision) if kv_precision is not None else _kv_default(c, prec)
+    try:
+        sla = (
+            SLA(min_tokens_per_s_per_user=min_tokens_per_s_per_user, max_ttft_s=max_ttft_s)
+            if min_tokens_per_s_per_user is not None
+            else None
+        )
+        return Problem(
+            model=m, cluster=c, gpus=gpus, workload=Workload(isl=isl, osl=osl), precision=prec,
+            kv_precision=kv, sla=sla, calibration=calibration or Calibration(),
+        )
+    except ValidationError as e:
+        raise SpecError(validation_message(e)) from None
+
+
+def build_plan(p: Problem, cand: Candidate, info: SolverInfo) -> Plan:
+    """The Plan of a candidate, with figures recomputed by the float cost model."""
+    ev = cost.evaluate(p, cand.parallel, cand.micro_batch, cand.chunk)
+    return Plan(
+        model=p.model.name, cluster=p.cluster.name, gpus=p.gpus, gpus_used=cand.parallel.gpus_used,
+        isl=p.workload.isl, osl=p.workload.osl, precision=p.precision, kv_precision=p.kv_precision,
+        label=cand.parallel.label, parallel=cand.parallel, batch=ev.batch, metrics=ev.metrics,
+        memory=ev.memory, solver=info, sla=p.sla,
+    )
+
+
+def _search(
+    p: Problem, space: Space, method: Method, objective: Objective = "throughput", use_sla: bool = True,
+    use_ttft: bool = True, top: int = 1, params: SolverParams | None = None,
+) -> tuple[list[Candidate], float]:
+    if method == "exhaustive":
+        return exhaustive(p, space, objective, use_sla, use_ttft, top)
+    return CpSatPlanner(p, space, objective, use_sla, use_ttft, params).solve(top)
+
+
+def _diagnose(p: Problem, space: Space, method: Method, params: SolverParams | None) -> InfeasibleError:
+    """Why no plan exists: the model does not fit, or the SLA/TTFT is out of reach."""
+    free, _ = _search(p, space, method, use_sla=False, use_ttft=False, params=params)
+    if not free:
+        fewest = min_gpus_to_fit(p, method, params)
+        where = (
+            f"it fits on {fewest} {p.cluster.name} GPUs" if fewest
+            else f"it fits on no layout of up to {_FIT_SEARCH_LIMIT} GPUs"
+        )
+        return InfeasibleError(
+            f"{p.model.name} does not fit on {p.gpus} {p.cluster.name} GPUs at {p.precision.value}: {where}"
+            f" (try --gpus {fewest} or a smaller --precision)" if fewest else
+            f"{p.model.name} does not fit on {p.gpus} {p.cluster.name} GPUs at {p.precision.value}: {where}"
+        )
+    assert p.sla is not None
+    fast, _ = _search(p, space, method, objective="min_tpot", use_sla=False, use_ttft=True, params=params)
+    sla = p.sla.min_tokens_per_s_per_user
+    if not fast:
+        quick, _ = _search(p, space, method, objective="min_ttft", use_sla=False, use_ttft=False, params=params)
+        best = cost.evaluate(p, quick[0].parallel, quick[0].micro_batch, quick[0].chunk).metrics.ttft_ms
+        return InfeasibleError(
+            f"TTFT limit {p.sla.max_ttft_s * 1e3:.0f} ms is unreachable: the lowest TTFT any plan reaches "
+            f"here is {best:.0f} ms (raise --ttft or add GPUs)"
+        )
+    best = cost.evaluate(p, fast[0].parallel, fast[0].micro_batch, fast[0].chunk).metrics
+    ttft_note = f" within TTFT {p.sla.max_ttft_s * 1e3:.0f} ms" if p.sla.max_ttft_s else ""
+    return InfeasibleError(
+        f"SLA {sla:g} tokens/s/user is unreachable: the highest any plan reaches here{ttft_note} is "
+        f"{best.tokens_per_s_per_user:.1f} tokens/s/user ({fast[0].parallel.label}); lower --sla or change "
+        f"the cluster"
+    )
+
+
+_FIT_SEARCH_LIMIT = 4096
+"""Largest GPU count the 'fewest GPUs it fits on' search considers [GPUs]."""
+
+
+def min_gpus_to_fit(p: Problem, method: Method = "cpsat", params: SolverParams | None = None) -> int | None:
+    """Fewest GPUs of the problem's cluster on which some layout fits in memory [GPUs], or None."""
+    big = p.model_copy(update={"gpus": _FIT_SEARCH_LIMIT, "sla": None})
+    space = Space.of(big, chunks=(min(Space.of(p).chunks),), micro_batches=(1,))
+    found, _ = _search(big, space, method, objective="min_gpus", use_sla=False, use_ttft=False, params=params)
+    return found[0].parallel.replica_gpus if found else None
+
+
+def solve(
+    problem: Problem | None = None,
+    *,
+    method: Method = "cpsat",
+    top: int = 1,
+    chunks: tuple[int, ...] | None = None,
+    micro_batches: tuple[int, ...] | None = None,
+    params: SolverParams | None = None,
+    **problem_args,
+) -> list[Plan]:
+    """The `top` best distinct layouts (best first) maximising tokens/s/GPU under the SLA.
+
+    Give a Problem, or the make_problem keywords (model, cluster, gpus, isl, osl, precision,
+    kv_precision, min_tokens_per_s_per_user, max_ttft_s, calibration). Raises InfeasibleError
+    saying what is reachable when no plan exists.
+    """
+    p = problem or make_problem(**problem_args)
+    if top < 1:
+        raise SpecError(f"top must be at least 1, got {top}")
+    space = Space.of(p, chunks, micro_batches)
+    found, wall = _search(p, space, method, top=top, params=params)
+    if not found:
+        raise _diagnose(p, space, method, params)
+    plans = []
+    for cand in found:
+        bound = cand.objective_bound
+        plan = build_plan(p, cand, SolverInfo(method=method, status=cand.status, wall_s=wall, candidates=space.size,
+                                              objective_bound=bound))
+        gap = None
+        if bound is not None and bound > 0:
+            gap = max(0.0, (bound - plan.metrics.tokens_per_s_per_gpu) / bound)
+        plans.append(plan.model_copy(update={"solver": plan.solver.model_copy(update={"gap": gap})}))
+    return plans
+
+
+def estimate(
+    problem: Problem | None = None,
+    *,
+    parallel: Parallel,
+    concurrency: int | None = None,
+    chunk: int = 2048,
+    **problem_args,
+) -> Plan:
+    """Evaluate one given plan with the cost model; raises InvalidLayoutError naming the broken rule.
+
+    concurrency is requests per replica; it must split evenly over attention_dp * pp.
+    """
+    p = problem or make_problem(**problem_args)
+    broken = layout_violations(p, parallel)
+    if broken:
+        raise InvalidLayoutError(f"invalid layout {parallel.label}: {explain(p, parallel, broken[0])}")
+    share = parallel.attention_dp * parallel.pp
+    concurrency = concurrency if concurrency is not None else share
+    if concurrency < 1 or chunk < 1:
+        raise InvalidLayoutError("concurrency and chunk must be positive")
+    if concurrency % share:
+        raise InvalidLayoutError(
+            f"concurrency {concurrency} does not split over attention_dp * pp = {share} "
+            f"(use a multiple of {share})"
+        )
+    m = concurrency // share
+    if cost.prefill_share(p, m, chunk) >= 1:
+        need = int(m * p.workload.isl // p.workload.osl) + 1
+        raise InvalidLayoutError(
+            f"{explain(p, parallel, 'chunk_keeps_up')}: {m} requests per rank need a chunk of at least "
+            f"{need} tokens for isl {p.workload.isl} / osl {p.workload.osl}"
+        )
+    plan = build_plan(p, Candidate(parallel, m, chunk, "EVALUATED"),
+                      SolverInfo(method="estimate", status="EVALUATED", wall_s=0.0))
+    if plan.memory.per_gpu_bytes > plan.memory.usable_bytes:
+        raise InvalidLayoutError(
+            f"{explain(p, parallel, 'memory')}: needs {plan.memory.per_gpu_bytes / 1e9:.1f} GB per GPU, "
+            f"{plan.memory.usable_bytes / 1e9:.1f} GB usable"
+        )
+    return plan

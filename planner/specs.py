@@ -1,0 +1,424 @@
+"""Pydantic schemas: the one definition of every input and output of the planner.
+
+Units are spelled in field names where they could be ambiguous (``_bytes``, ``_s``, ``_ms``,
+``_gb`` = 10^9 bytes, ``_gbps`` = 10^9 bytes/s, ``_tbps`` = 10^12 bytes/s, ``_tflops`` = 10^12
+FLOP/s) and repeated in each ``Field(description=...)``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+GB = 1e9
+"""Bytes in one decimal gigabyte [bytes]."""
+
+
+class Precision(str, Enum):
+    """Number format of weights (and GEMM math) or of the KV cache."""
+
+    fp4 = "fp4"
+    int4 = "int4"
+    fp8 = "fp8"
+    bf16 = "bf16"
+
+    @property
+    def bytes_per_value(self) -> float:
+        """Storage per value including block scales [bytes].
+
+        NVFP4/MXFP4 store one 8-bit scale per 16/32 values (0.5 + 1/16 used here, the NVFP4 case);
+        INT4 (AWQ/GPTQ) one 16-bit scale per 128 values; FP8 block scales are negligible.
+        """
+        return {"fp4": 0.5 + 1 / 16, "int4": 0.5 + 2 / 128, "fp8": 1.0, "bf16": 2.0}[self.value]
+
+    @property
+    def math(self) -> str:
+        """The tensor-core format the GEMMs run in: int4 weights are dequantised to FP8 math."""
+        return {"fp4": "fp4", "int4": "fp8", "fp8": "fp8", "bf16": "bf16"}[self.value]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MLA(_Strict):
+    """Multi-head latent attention dimensions (DeepSeek-V3 family)."""
+
+    q_lora_rank: int = Field(0, ge=0, description="Query low-rank dimension; 0 = full-rank query [values]")
+    kv_lora_rank: PositiveInt = Field(description="Compressed KV latent width [values]")
+    qk_nope_head_dim: PositiveInt = Field(description="Per-head non-rotary query/key width [values]")
+    qk_rope_head_dim: PositiveInt = Field(description="Shared rotary key width [values]")
+    v_head_dim: PositiveInt = Field(description="Per-head value width [values]")
+
+
+class ModelSpec(_Strict):
+    """Architecture of a decoder-only transformer, dense or mixture-of-experts."""
+
+    name: str = Field(description="Catalog name, e.g. 'llama-3.1-70b'")
+    description: str = ""
+    source: str = Field(min_length=3, description="Where the architecture numbers come from")
+    aliases: list[str] = Field(default_factory=list, description="Other names (HuggingFace ids)")
+    num_layers: PositiveInt = Field(description="Transformer blocks [layers]")
+    hidden_size: PositiveInt = Field(description="Residual width [values]")
+    num_attention_heads: PositiveInt = Field(description="Query heads [heads]")
+    num_kv_heads: PositiveInt = Field(description="Key/value heads (GQA); MLA: equal to query heads [heads]")
+    head_dim: PositiveInt = Field(description="Per-head query/key/value width [values]")
+    vocab_size: PositiveInt = Field(description="Vocabulary [tokens]")
+    tie_word_embeddings: bool = Field(False, description="Input embedding shared with the LM head")
+    intermediate_size: int = Field(0, ge=0, description="Dense FFN width; 0 when every layer is MoE [values]")
+    gated_ffn: bool = Field(True, description="SwiGLU-style FFN with three matrices (else two)")
+    num_experts: int = Field(0, ge=0, description="Routed experts per MoE layer; 0 = dense model [experts]")
+    experts_per_token: int = Field(0, ge=0, description="Routed experts each token visits (top-k) [experts]")
+    moe_intermediate_size: int = Field(0, ge=0, description="Routed expert FFN width [values]")
+    num_shared_experts: int = Field(0, ge=0, description="Always-active shared experts per MoE layer [experts]")
+    shared_expert_intermediate_size: int = Field(
+        0, ge=0, description="Shared expert FFN width; 0 = same as moe_intermediate_size [values]"
+    )
+    first_dense_layers: int = Field(0, ge=0, description="Leading layers with a dense FFN instead of MoE [layers]")
+    moe_layer_step: PositiveInt = Field(
+        1, description="After the leading dense layers, every n-th layer is MoE, the others dense"
+    )
+    mla: MLA | None = Field(None, description="Latent attention dimensions, when the model uses MLA")
+    sliding_window: int = Field(0, ge=0, description="Window of the windowed/chunked-attention layers [tokens]")
+    sliding_window_layers: int = Field(0, ge=0, description="Layers that attend within sliding_window [layers]")
+    approximations: list[str] = Field(
+        default_factory=list, description="Parts of the architecture the cost model approximates"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if self.num_attention_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of num_kv_heads "
+                f"({self.num_kv_heads})"
+            )
+        if self.num_experts:
+            if not 1 <= self.experts_per_token <= self.num_experts:
+                raise ValueError("experts_per_token must be between 1 and num_experts for an MoE model")
+            if not self.moe_intermediate_size:
+                raise ValueError("moe_intermediate_size is required for an MoE model (num_experts > 0)")
+        elif self.experts_per_token or self.num_shared_experts:
+            raise ValueError("experts_per_token/num_shared_experts need num_experts > 0")
+        if self.num_dense_layers and not self.intermediate_size:
+            raise ValueError(
+                f"{self.num_dense_layers} layers have a dense FFN, so intermediate_size must be > 0"
+            )
+        if self.first_dense_layers > self.num_layers:
+            raise ValueError("first_dense_layers exceeds num_layers")
+        if self.sliding_window_layers > self.num_layers:
+            raise ValueError("sliding_window_layers exceeds num_layers")
+        if self.sliding_window_layers and not self.sliding_window:
+            raise ValueError("sliding_window_layers given without sliding_window")
+        return self
+
+    @property
+    def is_moe(self) -> bool:
+        """True when the model has routed experts."""
+        return self.num_experts > 0
+
+    @property
+    def num_moe_layers(self) -> int:
+        """Layers whose FFN is a mixture of experts [layers]."""
+        if not self.is_moe:
+            return 0
+        rest = self.num_layers - self.first_dense_layers
+        return (rest + self.moe_layer_step - 1) // self.moe_layer_step if self.moe_layer_step > 1 else rest
+
+    @property
+    def num_dense_layers(self) -> int:
+        """Layers whose FFN is dense [layers]."""
+        return self.num_layers - self.num_moe_layers
+
+    # --- parameter counts [parameters] -------------------------------------------------------
+    @property
+    def attention_params_per_layer(self) -> int:
+        """Q, K, V and output projection weights of one layer [parameters]."""
+        h = self.hidden_size
+        if self.mla:
+            m = self.mla
+            qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+            heads = self.num_attention_heads
+            q = (h * m.q_lora_rank + m.q_lora_rank * heads * qk) if m.q_lora_rank else h * heads * qk
+            kv_down = h * (m.kv_lora_rank + m.qk_rope_head_dim)
+            kv_up = m.kv_lora_rank * heads * (m.qk_nope_head_dim + m.v_head_dim)
+            out = heads * m.v_head_dim * h
+            return q + kv_down + kv_up + out
+        q = h * self.num_attention_heads * self.head_dim
+        kv = 2 * h * self.num_kv_heads * self.head_dim
+        out = self.num_attention_heads * self.head_dim * h
+        return q + kv + out
+
+    def _ffn_params(self, width: int) -> int:
+        return (3 if self.gated_ffn else 2) * self.hidden_size * width
+
+    @property
+    def dense_ffn_params(self) -> int:
+        """One dense FFN [parameters]."""
+        return self._ffn_params(self.intermediate_size)
+
+    @property
+    def expert_params(self) -> int:
+        """One routed expert [parameters]."""
+        return self._ffn_params(self.moe_intermediate_size)
+
+    @property
+    def shared_expert_params(self) -> int:
+        """All shared experts of one MoE layer, plus its router [parameters]."""
+        width = self.shared_expert_intermediate_size or self.moe_intermediate_size
+        return self.num_shared_experts * self._ffn_params(width) + self.hidden_size * self.num_experts
+
+    @property
+    def embedding_params(self) -> int:
+        """Input embedding plus LM head (once when tied) [parameters]."""
+        return self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
+
+    @property
+    def total_params(self) -> int:
+        """All weights [parameters]."""
+        return (
+            self.num_layers * self.attention_params_per_layer
+            + self.num_dense_layers * self.dense_ffn_params
+            + self.num_moe_layers * (self.num_experts * self.expert_params + self.shared_expert_params)
+            + self.embedding_params
+        )
+
+    @property
+    def active_params(self) -> int:
+        """Weights one token multiplies with, embeddings included [parameters]."""
+        return (
+            self.num_layers * self.attention_params_per_layer
+            + self.num_dense_layers * self.dense_ffn_params
+            + self.num_moe_layers * (self.experts_per_token * self.expert_params + self.shared_expert_params)
+            + self.embedding_params
+        )
+
+
+class ClusterSpec(_Strict):
+    """A GPU system: per-GPU memory, compute and the two tiers of interconnect."""
+
+    name: str = Field(description="Catalog name, e.g. 'gb200-nvl72'")
+    description: str = ""
+    aliases: list[str] = Field(default_factory=list)
+    gpu: str = Field(description="GPU model name")
+    hbm_capacity_gb: PositiveFloat = Field(description="HBM per GPU usable by the process [GB = 1e9 bytes]")
+    hbm_bandwidth_tbps: PositiveFloat = Field(description="Peak HBM bandwidth per GPU [TB/s = 1e12 bytes/s]")
+    tflops: dict[Literal["bf16", "fp8", "fp4"], PositiveFloat] = Field(
+        description="Dense tensor-core peak per GPU by math format [TFLOP/s = 1e12 FLOP/s]"
+    )
+    scaleup_domain_gpus: PositiveInt = Field(description="GPUs in one NVLink/xGMI domain [GPUs]")
+    scaleup_bandwidth_gbps: PositiveFloat = Field(
+        description="Scale-up bandwidth per GPU, one direction [GB/s = 1e9 bytes/s]"
+    )
+    scaleout_bandwidth_gbps: PositiveFloat = Field(
+        description="Scale-out (NIC) bandwidth per GPU, one direction [GB/s = 1e9 bytes/s]"
+    )
+    gpus_per_node: PositiveInt = Field(description="GPUs per server or tray: the unit GPUs are bought in [GPUs]")
+    scaleup_latency_us: PositiveFloat = Field(description="Latency of one scale-up collective step [us]")
+    scaleout_latency_us: PositiveFloat = Field(description="Latency of one scale-out collective step [us]")
+    reserved_memory_gb: float = Field(
+        ge=0, description="HBM taken by the CUDA/ROCm context and runtime, never usable [GB]"
+    )
+    sources: dict[str, str] = Field(description="Source of each physical number, by field name")
+
+    @model_validator(mode="after")
+    def _every_number_sourced(self) -> ClusterSpec:
+        physical = [
+            "hbm_capacity_gb", "hbm_bandwidth_tbps", "tflops", "scaleup_domain_gpus",
+            "scaleup_bandwidth_gbps", "scaleout_bandwidth_gbps", "gpus_per_node",
+            "scaleup_latency_us", "scaleout_latency_us", "reserved_memory_gb",
+        ]
+        missing = [f for f in physical if not self.sources.get(f, "").strip()]
+        if missing:
+            raise ValueError(f"sources must name where each number comes from; missing: {', '.join(missing)}")
+        if self.reserved_memory_gb >= self.hbm_capacity_gb:
+            raise ValueError("reserved_memory_gb must be smaller than hbm_capacity_gb")
+        if "bf16" not in self.tflops:
+            raise ValueError("tflops must give at least bf16")
+        return self
+
+    def supports(self, math: str) -> bool:
+        """True when the GPU has tensor cores for this math format."""
+        return math in self.tflops
+
+    @property
+    def capacity_bytes(self) -> float:
+        """HBM per GPU [bytes]."""
+        return self.hbm_capacity_gb * GB
+
+
+class Workload(_Strict):
+    """What each request asks for."""
+
+    isl: PositiveInt = Field(32768, description="Input (prompt) tokens per request [tokens]")
+    osl: PositiveInt = Field(1024, description="Output tokens per request [tokens]")
+
+
+class SLA(_Strict):
+    """Service level per user."""
+
+    min_tokens_per_s_per_user: PositiveFloat = Field(description="Minimum decode speed per request [tokens/s]")
+    max_ttft_s: PositiveFloat | None = Field(None, description="Maximum time to first token [s]")
+
+
+class Calibration(_Strict):
+    """Efficiency factors of the cost model: the only tuned numbers, each bounded.
+
+    Defaults are starting points from ../shared/reference/hardware.md (achievable fractions seen in
+    practice); a later calibration fits them to measured runs.
+    """
+
+    name: str = "default"
+    source: str = "starting values from shared/reference/hardware.md, not yet fitted"
+    hbm_efficiency: float = Field(0.8, gt=0.1, le=1.0, description="Achieved fraction of peak HBM bandwidth")
+    compute_efficiency: float = Field(0.6, gt=0.1, le=1.0, description="Achieved fraction of peak GEMM FLOP/s")
+    attention_efficiency: float = Field(
+        0.4, gt=0.05, le=1.0, description="Achieved fraction of peak FLOP/s in attention kernels"
+    )
+    scaleup_efficiency: float = Field(0.7, gt=0.1, le=1.0, description="Achieved fraction of scale-up bandwidth")
+    scaleout_efficiency: float = Field(0.6, gt=0.1, le=1.0, description="Achieved fraction of scale-out bandwidth")
+    layer_overhead_us: float = Field(
+        8.0, ge=0, le=200, description="Fixed kernel-launch/latency time per layer per iteration [us]"
+    )
+    iteration_overhead_ms: float = Field(
+        1.0, ge=0, le=50, description="Fixed scheduler/sampling time per engine iteration [ms]"
+    )
+    memory_utilization: float = Field(
+        0.9, gt=0.3, le=1.0, description="Fraction of HBM the engine may use (vLLM gpu_memory_utilization)"
+    )
+    comm_buffer_gb: float = Field(0.4, ge=0, le=16, description="NCCL buffers once any GPU group > 1 [GB]")
+
+
+class Parallel(_Strict):
+    """How one replica splits the model, and how many replicas run."""
+
+    tp: PositiveInt = Field(1, description="Tensor parallel size of attention [GPUs]")
+    attention_dp: PositiveInt = Field(1, description="Attention data-parallel size inside a replica [GPUs]")
+    pp: PositiveInt = Field(1, description="Pipeline stages [stages]")
+    ep: PositiveInt = Field(1, description="Expert parallel size of MoE layers [GPUs]")
+    moe_tp: PositiveInt = Field(1, description="Tensor parallel size inside each expert [GPUs]")
+    dp: PositiveInt = Field(1, description="Replicas [replicas]")
+
+    @property
+    def stage_gpus(self) -> int:
+        """GPUs of one pipeline stage = tp * attention_dp [GPUs]."""
+        return self.tp * self.attention_dp
+
+    @property
+    def replica_gpus(self) -> int:
+        """GPUs of one replica = tp * attention_dp * pp [GPUs]."""
+        return self.stage_gpus * self.pp
+
+    @property
+    def gpus_used(self) -> int:
+        """GPUs of all replicas [GPUs]."""
+        return self.replica_gpus * self.dp
+
+    @property
+    def label(self) -> str:
+        """Compact label in the study's style, e.g. 'TP2 EP16 PP2 DP1'."""
+        parts = [f"TP{self.tp}"]
+        if self.attention_dp > 1 and self.attention_dp != self.ep:
+            parts.append(f"ADP{self.attention_dp}")
+        if self.ep > 1:
+            parts.append(f"EP{self.ep}")
+        if self.moe_tp != self.tp and self.ep > 1:
+            parts.append(f"MOETP{self.moe_tp}")
+        parts += [f"PP{self.pp}", f"DP{self.dp}"]
+        return " ".join(parts)
+
+    def key(self) -> tuple[int, int, int, int, int]:
+        """The replica layout without dp: (tp, attention_dp, pp, ep, moe_tp)."""
+        return (self.tp, self.attention_dp, self.pp, self.ep, self.moe_tp)
+
+
+class Batch(_Strict):
+    """Batching of one replica."""
+
+    concurrency: PositiveInt = Field(description="Requests in flight per replica [requests]")
+    chunk_tokens: PositiveInt = Field(description="Prefill token budget per iteration per attention-DP rank [tokens]")
+    micro_batch: PositiveInt = Field(
+        description="Decode requests per attention-DP rank per pipeline micro-batch [requests]"
+    )
+
+
+class Metrics(_Strict):
+    """Predicted service figures."""
+
+    tokens_per_s_per_user: float = Field(description="Decode speed of one request = 1000 / tpot_ms [tokens/s]")
+    tokens_per_s_per_gpu: float = Field(description="Output tokens per second over all GPUs given [tokens/s/GPU]")
+    tpot_ms: float = Field(description="Mean time per output token after the first [ms]")
+    ttft_ms: float = Field(description="Mean time to first token [ms]")
+    requests_per_s: float = Field(description="Completed requests per second, all replicas [requests/s]")
+    prefill_share: float = Field(description="Fraction of iterations that carry a prefill chunk")
+
+
+class Memory(_Strict):
+    """Memory per GPU of the busiest pipeline stage [bytes]."""
+
+    per_gpu_bytes: float = Field(description="Everything below, summed [bytes]")
+    capacity_bytes: float = Field(description="HBM of one GPU [bytes]")
+    usable_bytes: float = Field(description="capacity * memory_utilization [bytes]")
+    weights_bytes: float = Field(description="Weights held by one GPU [bytes]")
+    kv_cache_bytes: float = Field(description="KV cache for the concurrency at full context [bytes]")
+    activation_bytes: float = Field(description="Activations/workspace for one iteration's tokens [bytes]")
+    comm_buffer_bytes: float = Field(description="Collective communication buffers [bytes]")
+    reserved_bytes: float = Field(description="Runtime context, never usable [bytes]")
+
+
+class SolverInfo(_Strict):
+    """How the plan was found."""
+
+    method: Literal["cpsat", "exhaustive", "estimate"]
+    status: Literal["OPTIMAL", "FEASIBLE", "EVALUATED"]
+    wall_s: float = Field(description="Wall time of the search [s]")
+    objective_bound: float | None = Field(None, description="Proven upper bound of tokens/s/GPU [tokens/s/GPU]")
+    gap: float | None = Field(None, description="Relative gap between plan and bound")
+    candidates: int | None = Field(None, description="Combinations in the search space")
+
+
+class Plan(_Strict):
+    """A deployment: layout, batching and predicted figures. The JSON contract of `planner solve`."""
+
+    model: str
+    cluster: str
+    gpus: int = Field(description="GPUs given [GPUs]")
+    gpus_used: int = Field(description="GPUs the replicas occupy [GPUs]")
+    isl: int = Field(description="Input tokens per request [tokens]")
+    osl: int = Field(description="Output tokens per request [tokens]")
+    precision: Precision
+    kv_precision: Precision
+    label: str = Field(description="Compact layout label, e.g. 'TP2 EP16 PP2 DP1'")
+    parallel: Parallel
+    batch: Batch
+    metrics: Metrics
+    memory: Memory
+    solver: SolverInfo
+    sla: SLA | None = None
+
+
+class Problem(_Strict):
+    """Everything a search needs: what to serve, on what, and how well."""
+
+    model: ModelSpec
+    cluster: ClusterSpec
+    gpus: PositiveInt = Field(64, description="GPUs given [GPUs]")
+    workload: Workload = Field(default_factory=Workload)
+    precision: Precision = Field(Precision.fp4, description="Weight and GEMM format")
+    kv_precision: Precision = Field(Precision.fp8, description="KV-cache format")
+    sla: SLA | None = None
+    calibration: Calibration = Field(default_factory=Calibration)
+
+    @model_validator(mode="after")
+    def _hardware_supports_formats(self) -> Problem:
+        for what, p in (("precision", self.precision), ("kv_precision", self.kv_precision)):
+            if not self.cluster.supports(p.math):
+                have = ", ".join(sorted(self.cluster.tflops))
+                raise ValueError(
+                    f"{self.cluster.name} has no {p.math.upper()} tensor cores for {what} {p.value}; "
+                    f"it supports {have}"
+                )
+        if self.kv_precision in (Precision.fp4, Precision.int4):
+            raise ValueError("kv_precision must be fp8 or bf16")
+        return self

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,10 +37,10 @@ def _norm(name: str) -> str:
 def validation_message(e: ValidationError) -> str:
     """One line from a pydantic error: the first failing field and the reason."""
     err = e.errors()[0]
-    where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+    where = ".".join(str(x) for x in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     extra = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-    return f"field '{where}': {msg}{extra}"
+    return f"field '{where}': {msg}{extra}" if where else f"{msg}{extra}"
 
 
 def parse_yaml(path: Path, schema: type[T]) -> T:
@@ -62,7 +62,7 @@ def parse_yaml(path: Path, schema: type[T]) -> T:
         raise SpecError(f"{path}: {validation_message(e)}") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _entries(kind: str) -> dict[str, Path]:
     """Every name and alias (normalised) -> its YAML file."""
     out: dict[str, Path] = {}
@@ -79,7 +79,7 @@ def names(kind: str) -> list[str]:
     return sorted(f.stem for f in _catalog_dir(kind).glob("*.yaml"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(kind: str, path: Path) -> BaseModel:
     return parse_yaml(path, ModelSpec if kind == "models" else ClusterSpec)
 

@@ -53,11 +53,10 @@ class Rates:
     def of(cls, p: Problem) -> Rates:
         """Effective rates of the problem's cluster for its precisions."""
         c, k = p.cluster, p.calibration
-        attention_math = "fp8" if p.kv_precision == Precision.fp8 else "bf16"
         return cls(
             hbm=c.hbm_bandwidth_tbps * 1e12 * k.hbm_efficiency,
-            gemm=c.tflops[p.precision.math] * 1e12 * k.compute_efficiency,
-            attention=c.tflops[attention_math] * 1e12 * k.attention_efficiency,
+            gemm=c.tflops[p.gemm_math] * 1e12 * k.compute_efficiency,
+            attention=c.tflops[p.attention_math] * 1e12 * k.attention_efficiency,
             scaleup=c.scaleup_bandwidth_gbps * GB * k.scaleup_efficiency,
             scaleout=c.scaleout_bandwidth_gbps * GB * k.scaleout_efficiency,
             scaleup_latency=c.scaleup_latency_us * US,

@@ -389,6 +389,7 @@ class Plan(_Strict):
     osl: int = Field(description="Output tokens per request [tokens]")
     precision: Precision
     kv_precision: Precision
+    gemm_math: str = Field(description="Tensor-core format the GEMMs run in (weight-only below it)")
     label: str = Field(description="Compact layout label, e.g. 'TP2 EP16 PP2 DP1'")
     parallel: Parallel
     batch: Batch
@@ -411,14 +412,22 @@ class Problem(_Strict):
     calibration: Calibration = Field(default_factory=Calibration)
 
     @model_validator(mode="after")
-    def _hardware_supports_formats(self) -> Problem:
-        for what, p in (("precision", self.precision), ("kv_precision", self.kv_precision)):
-            if not self.cluster.supports(p.math):
-                have = ", ".join(sorted(self.cluster.tflops))
-                raise ValueError(
-                    f"{self.cluster.name} has no {p.math.upper()} tensor cores for {what} {p.value}; "
-                    f"it supports {have}"
-                )
+    def _kv_format(self) -> Problem:
         if self.kv_precision in (Precision.fp4, Precision.int4):
             raise ValueError("kv_precision must be fp8 or bf16")
         return self
+
+    @property
+    def gemm_math(self) -> str:
+        """Tensor-core format of the GEMMs: the weights' own, or the next wider one the GPU has.
+
+        4-bit weights on a GPU without FP4 math (Hopper, Ampere) run weight-only: stored in 4 bits,
+        multiplied in FP8 or BF16, as serving engines do (Marlin-style kernels).
+        """
+        order = {"fp4": ["fp4", "fp8", "bf16"], "fp8": ["fp8", "bf16"], "bf16": ["bf16"]}[self.precision.math]
+        return next(f for f in order if self.cluster.supports(f))
+
+    @property
+    def attention_math(self) -> str:
+        """Format of attention math: FP8 with an FP8 KV cache where the GPU has it, else BF16."""
+        return "fp8" if self.kv_precision == Precision.fp8 and self.cluster.supports("fp8") else "bf16"

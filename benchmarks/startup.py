@@ -1,0 +1,219 @@
+"""Measure the wall time of the `planner solve --sla 20tok/s` command, and how much of it is imports.
+
+Runs, each as a fresh subprocess, `--runs` times (default 7) after `--warmup` untimed runs:
+
+- the full command ``planner solve --sla 20tok/s`` (the default case: GPT-MoE-1.8T on 64 GB200
+  NVL72 GPUs, FP4, isl/osl 32768/1024), using the ``planner`` console script found on PATH;
+- ``python -c "import planner.cli"``: interpreter start-up plus the imports the command pays;
+- ``python -c "pass"``: bare interpreter start-up;
+
+and reports median, min and max of each, plus the median of the solver time the command itself
+prints ("solver: cpsat OPTIMAL in X s"). The Python used for the two `-c` runs is the one the
+console script runs on (read from its shebang), else this interpreter.
+
+There is no planner/__main__.py, so `python -m planner` does not run the CLI: the console script is
+required. Install the package first (``pip install -e .``) so that ``planner`` is on PATH.
+
+Run from anywhere:
+
+    python benchmarks/startup.py             # 7 runs each
+    python benchmarks/startup.py --runs 15
+
+The markdown table goes to benchmarks/results/startup.md (``--out`` to change) and is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLVE_ARGS: tuple[str, ...] = ("solve", "--sla", "20tok/s")
+SOLVER_LINE = re.compile(r"^solver: \S+ (\S+) in ([0-9.]+) s", re.MULTILINE)
+"""The command's last line, e.g. 'solver: cpsat OPTIMAL in 0.71 s, ...': status and solver wall [s]."""
+
+
+@dataclass
+class Measurement:
+    """Wall times of one command over several runs [s]."""
+
+    label: str
+    argv: list[str]
+    times: list[float] = field(default_factory=list)
+    solver_s: list[float] = field(default_factory=list)
+    statuses: set[str] = field(default_factory=set)
+
+    def row(self) -> list[str]:
+        t = self.times
+        return [f"`{self.label}`", str(len(t)), f"{statistics.median(t):.3f}", f"{min(t):.3f}", f"{max(t):.3f}"]
+
+
+class BenchmarkError(RuntimeError):
+    """A command to time is missing or failed."""
+
+
+def find_planner() -> str:
+    """Path of the `planner` console script on PATH; raises BenchmarkError when there is none."""
+    exe = shutil.which("planner")
+    if exe is None:
+        raise BenchmarkError(
+            "no `planner` executable on PATH, and planner has no __main__.py for `python -m planner`: "
+            f"install the package first, e.g. `pip install -e {ROOT}`"
+        )
+    return exe
+
+
+def script_python(script: str) -> str:
+    """The interpreter a console script runs on, from its shebang; this interpreter otherwise."""
+    try:
+        with open(script, "rb") as f:
+            first = f.readline().decode(errors="replace").strip()
+    except OSError:
+        return sys.executable
+    if first.startswith("#!"):
+        parts = shlex.split(first[2:])
+        if parts and "python" in Path(parts[0]).name and Path(parts[0]).exists():
+            return parts[0]
+    return sys.executable  # e.g. a pyenv shim (a shell script): the same interpreter in practice
+
+
+def run_once(m: Measurement, cwd: str) -> None:
+    """Time one run of the command; keep the solver time it prints, if any."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(m.argv, cwd=cwd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise BenchmarkError(f"`{shlex.join(m.argv)}` exited with {proc.returncode}: "
+                             f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+    m.times.append(wall)
+    found = SOLVER_LINE.search(proc.stdout)
+    if found:
+        m.statuses.add(found.group(1))
+        m.solver_s.append(float(found.group(2)))
+
+
+def planner_location(python: str, cwd: str) -> str:
+    """Where `python` imports planner from, run in `cwd`."""
+    proc = subprocess.run([python, "-c", "import planner; print(planner.__file__)"], cwd=cwd,
+                          capture_output=True, text=True, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else f"not importable ({proc.stderr.strip()[-200:]})"
+
+
+def machine() -> str:
+    """One line naming the machine."""
+    return (f"{os.cpu_count()} CPUs, {platform.platform()}, {platform.processor() or platform.machine()}, "
+            f"Python {platform.python_version()}")
+
+
+def bytecode_note() -> str:
+    """Whether the runs could use cached bytecode: PYTHONDONTWRITEBYTECODE makes each run compile
+    modules that have no __pycache__ yet."""
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        return ("PYTHONDONTWRITEBYTECODE is set here, so modules without a cached .pyc (planner's own, in a "
+                "source checkout) are compiled again by every run.")
+    return "Bytecode caching is on, so the warm-up runs leave .pyc files for the timed ones."
+
+
+def load_note(load: tuple[float, float, float] | None) -> str:
+    """The 1/5/15-minute load average when the run started, to judge how busy the machine was."""
+    return f"Load average at start: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}." if load else ""
+
+
+def report(ms: list[Measurement], planner_exe: str, python: str, where: str, warmup: int,
+           started: dt.datetime, load: tuple[float, float, float] | None) -> str:
+    """The markdown report."""
+    full, imp, bare = ms
+    med = statistics.median
+    cmd = shlex.join(["python", "benchmarks/startup.py", *sys.argv[1:]])
+    head = ["command", "runs", "median s", "min s", "max s"]
+    lines = [
+        "# Start-up time of `planner solve`",
+        "",
+        f"Machine: {machine()}. Date: {started:%Y-%m-%d %H:%M} UTC.",
+        "",
+        f"Reproduce: `{cmd}`",
+        "",
+        f"`planner` = `{planner_exe}`; `python` = `{python}`; planner imported from `{where}`. Each run is a "
+        f"fresh process started from an empty temporary directory, after {warmup} untimed warm-up "
+        f"run{'s' if warmup != 1 else ''} of each command. {bytecode_note()} {load_note(load)}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|---:|---:|---:|---:|",
+        *("| " + " | ".join(m.row()) + " |" for m in ms),
+    ]
+    if full.solver_s:
+        s = full.solver_s
+        status = "/".join(sorted(full.statuses))
+        lines.append(f"| solver time printed by `planner solve` ({status}) | {len(s)} | {med(s):.3f} | "
+                     f"{min(s):.3f} | {max(s):.3f} |")
+    rest = med(full.times) - med(imp.times) - (med(full.solver_s) if full.solver_s else 0.0)
+    lines += [
+        "",
+        f"Of the {med(full.times):.2f} s median of the full command: interpreter start-up "
+        f"{med(bare.times):.2f} s, imports of planner.cli {med(imp.times) - med(bare.times):.2f} s "
+        f"(`import planner.cli` median {med(imp.times):.2f} s, {med(imp.times) / med(full.times):.0%} of the "
+        "command)"
+        + (f", CP-SAT search {med(full.solver_s):.2f} s as printed, and {rest:.2f} s for the rest (catalog "
+           "loading, problem and model building, lazy imports, output)." if full.solver_s else "."),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--runs", type=int, default=7, help="timed runs per command (median, min, max reported)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed runs per command first")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "startup.md",
+                    help="markdown file [default: benchmarks/results/startup.md]")
+    args = ap.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0:
+        ap.error("--runs must be at least 1 and --warmup at least 0")
+    try:
+        exe = find_planner()
+    except BenchmarkError as e:
+        print(f"startup.py: error: {e}", file=sys.stderr)
+        return 2
+    python = script_python(exe)
+    started = dt.datetime.now(dt.timezone.utc)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    ms = [
+        Measurement("planner " + " ".join(SOLVE_ARGS), [exe, *SOLVE_ARGS]),
+        Measurement('python -c "import planner.cli"', [python, "-c", "import planner.cli"]),
+        Measurement('python -c "pass"', [python, "-c", "pass"]),
+    ]
+    with tempfile.TemporaryDirectory() as cwd:
+        where = planner_location(python, cwd)
+        try:
+            for m in ms:
+                for _ in range(args.warmup):
+                    run_once(m, cwd)
+                m.times.clear()
+                m.solver_s.clear()
+                for i in range(args.runs):
+                    run_once(m, cwd)
+                    print(f"{m.label}: run {i + 1}/{args.runs} {m.times[-1]:.3f} s", file=sys.stderr, flush=True)
+        except BenchmarkError as e:
+            print(f"startup.py: error: {e}", file=sys.stderr)
+            return 1
+    text = report(ms, exe, python, where, args.warmup, started, load)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    print(f"written to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

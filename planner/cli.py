@@ -1,0 +1,317 @@
+"""The `planner` command: a thin click layer over the library (planner.search, planner.catalog).
+
+Each command parses options, calls one library function and renders the result as a table or
+JSON. Errors end in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from planner import catalog, search
+from planner.errors import PlannerError
+from planner.specs import Parallel, Plan, Precision
+
+PRECISIONS = [p.value for p in Precision]
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def parse_sla(text: str) -> float:
+    """'20tok/s', '20 tokens/s', '20' -> 20 tokens/s/user; '50ms' (per token) -> 20 [tokens/s]."""
+    t = text.strip().lower().replace(" ", "")
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)(tok/s|tokens/s|tps|tok/s/user|ms|s)?", t)
+    if not m:
+        raise click.BadParameter(f"'{text}' is not a speed: use e.g. 20tok/s, 20, or 50ms (time per token)")
+    value, unit = float(m.group(1)), m.group(2) or "tok/s"
+    if value <= 0:
+        raise click.BadParameter(f"'{text}' must be positive")
+    if unit == "ms":
+        return 1000.0 / value
+    if unit == "s":
+        return 1.0 / value
+    return value
+
+
+def parse_duration(text: str) -> float:
+    """'5s', '500ms', '5' -> seconds [s]."""
+    t = text.strip().lower().replace(" ", "")
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)(ms|s)?", t)
+    if not m:
+        raise click.BadParameter(f"'{text}' is not a duration: use e.g. 5s or 500ms")
+    value = float(m.group(1)) / (1000.0 if m.group(2) == "ms" else 1.0)
+    if value <= 0:
+        raise click.BadParameter(f"'{text}' must be positive")
+    return value
+
+
+def _callback(parse: Callable) -> Callable:
+    """A click callback applying `parse` to a given value (None passes through)."""
+
+    def cb(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        return None if value is None else parse(value)
+
+    return cb
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+    """'128,256,512' or '128:8192:128' (start:stop:step, inclusive) -> a tuple of positive ints."""
+    try:
+        if ":" in text:
+            start, stop, step = (int(x) for x in text.split(":"))
+            values = tuple(range(start, stop + 1, step))
+        else:
+            values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a list: use e.g. 256,512,1024 or 128:8192:128") from None
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"'{text}' must list positive whole numbers")
+    return values
+
+
+# --- one-line errors -------------------------------------------------------------------------------
+
+
+class OneLineErrors(click.Group):
+    """A group whose every error is one line on stderr with exit code 2."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, **kwargs: Any) -> Any:  # noqa: D102
+        try:
+            return super().main(args=args, prog_name=prog_name, standalone_mode=False, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("planner: aborted", err=True)
+            sys.exit(1)
+        except click.ClickException as e:
+            msg = e.format_message().replace("\n", " ")
+            ctx_cmd = getattr(getattr(e, "ctx", None), "command_path", "planner")
+            click.echo(f"{ctx_cmd}: error: {msg}", err=True)
+            sys.exit(2)
+        except PlannerError as e:
+            click.echo(f"planner: error: {e}", err=True)
+            sys.exit(2)
+
+
+def _problem_options(f: Callable) -> Callable:
+    """The options every planning command shares, with the study's defaults."""
+    options = [
+        click.option("--model", default=search.DEFAULT_MODEL, show_default=True,
+                     help="Catalog name, HuggingFace id, or path to a YAML file or config.json."),
+        click.option("--cluster", default=search.DEFAULT_CLUSTER, show_default=True,
+                     help="Catalog name, alias (e.g. h100_sxm) or path to a YAML file."),
+        click.option("--gpus", type=click.IntRange(min=1), default=search.DEFAULT_GPUS, show_default=True,
+                     help="GPUs given."),
+        click.option("--isl", type=click.IntRange(min=1), default=search.DEFAULT_ISL, show_default=True,
+                     help="Input tokens per request."),
+        click.option("--osl", type=click.IntRange(min=1), default=search.DEFAULT_OSL, show_default=True,
+                     help="Output tokens per request."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default=search.DEFAULT_PRECISION.value,
+                     show_default=True, help="Weight and GEMM format."),
+        click.option("--kv-precision", type=click.Choice(["fp8", "bf16"]), default=None,
+                     help="KV-cache format [default: fp8 where the GPU has FP8 and weights are not bf16, else bf16]."),
+        click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _problem(kw: dict, sla: float | None = None, ttft: float | None = None, gpus: int | None = None):
+    return search.make_problem(
+        model=kw["model"], cluster=kw["cluster"], gpus=gpus or kw["gpus"], isl=kw["isl"], osl=kw["osl"],
+        precision=kw["precision"], kv_precision=kw["kv_precision"],
+        min_tokens_per_s_per_user=sla, max_ttft_s=ttft,
+    )
+
+
+# --- rendering -------------------------------------------------------------------------------------
+
+
+def render_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A plain aligned text table."""
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*(str(x) for x in row)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _fmt_time(ms: float) -> str:
+    if ms != ms or ms == float("inf"):
+        return "inf"
+    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.1f} ms"
+
+
+def _plan_rows(plans: list[Plan]) -> list[list[str]]:
+    return [
+        [str(i), p.label, str(p.batch.concurrency), str(p.batch.chunk_tokens),
+         f"{p.metrics.tokens_per_s_per_user:.1f}", f"{p.metrics.tokens_per_s_per_gpu:.1f}",
+         _fmt_time(p.metrics.ttft_ms),
+         f"{p.memory.per_gpu_bytes / 1e9:.1f}/{p.memory.capacity_bytes / 1e9:.1f} GB"]
+        for i, p in enumerate(plans, 1)
+    ]
+
+
+PLAN_HEADERS = ["#", "layout", "concurrency", "chunk", "tok/s/user", "tok/s/GPU", "TTFT", "memory/GPU"]
+
+
+def _describe(p: Plan) -> str:
+    kv = p.kv_precision.value
+    math = "" if p.gemm_math == p.precision.math else f" ({p.gemm_math} math, weight-only)"
+    return (f"{p.model} on {p.gpus} x {p.cluster}, {p.precision.value} weights{math} / {kv} KV cache, "
+            f"isl {p.isl} / osl {p.osl} tokens")
+
+
+def _layout_line(p: Plan) -> str:
+    q = p.parallel
+    return (f"layout: tp={q.tp} attention_dp={q.attention_dp} pp={q.pp} ep={q.ep} moe_tp={q.moe_tp} dp={q.dp} "
+            f"({p.gpus_used} of {p.gpus} GPUs); {p.batch.micro_batch} requests per attention-DP rank per "
+            f"micro-batch; TPOT {p.metrics.tpot_ms:.1f} ms")
+
+
+def _memory_line(p: Plan) -> str:
+    m = p.memory
+    gb = 1e9
+    return (f"memory/GPU: weights {m.weights_bytes / gb:.1f} + KV {m.kv_cache_bytes / gb:.1f} + activations "
+            f"{m.activation_bytes / gb:.1f} + buffers {m.comm_buffer_bytes / gb:.1f} + reserved "
+            f"{m.reserved_bytes / gb:.1f} = {m.per_gpu_bytes / gb:.1f} GB of {m.usable_bytes / gb:.1f} GB usable")
+
+
+def _dump(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="planner")
+def main() -> None:
+    """Find the provably best way to deploy an LLM for inference on a GPU cluster."""
+
+
+@main.command()
+@_problem_options
+@click.option("--sla", "sla", default="20tok/s", show_default=True, callback=_callback(parse_sla),
+              help="Minimum tokens/s per user: 20tok/s, 20, or 50ms per token.")
+@click.option("--ttft", default=None, callback=_callback(parse_duration),
+              help="Maximum time to first token, e.g. 5s or 500ms.")
+@click.option("--top", type=click.IntRange(min=1, max=50), default=1, show_default=True,
+              help="The K best distinct layouts.")
+@click.option("--method", type=click.Choice(["cpsat", "exhaustive"]), default="cpsat", show_default=True,
+              help="CP-SAT model, or the exhaustive enumeration (the test oracle).")
+@click.option("--chunks", default=None, callback=_callback(parse_int_list),
+              help="Chunk sizes to consider: 256,512 or 128:8192:128 [default: 128..8192].")
+@click.option("--time-limit", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="CP-SAT time limit [s]; a plan found by then is reported FEASIBLE with its gap.")
+def solve(sla: float, ttft: float | None, top: int, method: str, chunks: tuple[int, ...] | None, time_limit: float,
+          as_json: bool, **kw: Any) -> None:
+    """Best plan (layout, batch, chunk) maximising tokens/s/GPU at a minimum tokens/s/user.
+
+    With no options: GPT-MoE-1.8T on 64 GB200 NVL72 GPUs, 32768 input / 1024 output tokens, FP4.
+    """
+    from planner.solver import SolverParams
+
+    problem = _problem(kw, sla, ttft)
+    plans = search.solve(problem, method=method, top=top, chunks=chunks,
+                         params=SolverParams(time_limit_s=time_limit))
+    if as_json:
+        _dump(plans[0].model_dump(mode="json") if top == 1 else [p.model_dump(mode="json") for p in plans])
+        return
+    best = plans[0]
+    limit = f", TTFT <= {_fmt_time(problem.sla.max_ttft_s * 1000)}" if problem.sla.max_ttft_s else ""
+    click.echo(f"{_describe(best)}; SLA >= {problem.sla.min_tokens_per_s_per_user:g} tokens/s/user{limit}")
+    click.echo(render_table(PLAN_HEADERS, _plan_rows(plans)))
+    click.echo(_layout_line(best))
+    click.echo(_memory_line(best))
+    info = best.solver
+    bound = f", bound {info.objective_bound:.1f} tok/s/GPU, gap {info.gap:.2%}" if info.objective_bound else ""
+    click.echo(f"solver: {info.method} {info.status} in {info.wall_s:.2f} s{bound}; "
+               f"{info.candidates:,} combinations in the space")
+
+
+@main.command()
+@_problem_options
+@click.option("--tp", type=click.IntRange(min=1), default=1, show_default=True, help="Attention tensor parallel.")
+@click.option("--attention-dp", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Attention data parallel inside a replica.")
+@click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline stages.")
+@click.option("--ep", type=click.IntRange(min=1), default=1, show_default=True, help="Expert parallel.")
+@click.option("--moe-tp", type=click.IntRange(min=1), default=None,
+              help="Tensor split inside experts [default: tp * attention_dp / ep].")
+@click.option("--dp", type=click.IntRange(min=1), default=1, show_default=True, help="Replicas.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Requests in flight per replica [default: attention_dp * pp].")
+@click.option("--chunk", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="Prefill chunk per iteration and attention-DP rank [tokens].")
+def estimate(as_json: bool, tp: int, attention_dp: int, pp: int, ep: int, moe_tp: int | None, dp: int,
+             concurrency: int | None, chunk: int, **kw: Any) -> None:
+    """Evaluate one given plan with the cost model (no search).
+
+    --gpus defaults here to the GPUs the plan uses (dp * tp * attention_dp * pp).
+    """
+    if moe_tp is None:
+        if (tp * attention_dp) % ep:
+            raise click.BadParameter(f"ep={ep} does not divide tp*attention_dp={tp * attention_dp}; give --moe-tp",
+                                     param_hint="'--ep'")
+        moe_tp = tp * attention_dp // ep
+    par = Parallel(tp=tp, attention_dp=attention_dp, pp=pp, ep=ep, moe_tp=moe_tp, dp=dp)
+    ctx = click.get_current_context()
+    gpus_given = ctx.get_parameter_source("gpus") != click.core.ParameterSource.DEFAULT
+    problem = _problem(kw, gpus=kw["gpus"] if gpus_given else par.gpus_used)
+    plan = search.estimate(problem, parallel=par, concurrency=concurrency, chunk=chunk)
+    if as_json:
+        _dump(plan.model_dump(mode="json"))
+        return
+    click.echo(_describe(plan))
+    click.echo(render_table(PLAN_HEADERS, _plan_rows([plan])))
+    click.echo(_layout_line(plan))
+    click.echo(_memory_line(plan))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
+def models(as_json: bool) -> None:
+    """The model catalog, with key figures."""
+    specs = catalog.all_models()
+    if as_json:
+        _dump([m.model_dump(mode="json") for m in specs])
+        return
+    rows = [[m.name, str(m.num_layers), str(m.hidden_size), f"{m.num_attention_heads}/{m.num_kv_heads}"
+             + (" MLA" if m.mla else ""),
+             f"{m.num_experts}/top-{m.experts_per_token}" if m.is_moe else "dense",
+             f"{m.total_params / 1e9:,.1f}B", f"{m.active_params / 1e9:,.1f}B",
+             ", ".join(m.aliases[:2]) + (" ..." if len(m.aliases) > 2 else "")] for m in specs]
+    click.echo(render_table(["name", "layers", "hidden", "heads q/kv", "experts", "params", "active", "aliases"],
+                            rows))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
+def clusters(as_json: bool) -> None:
+    """The cluster catalog, with key figures."""
+    specs = catalog.all_clusters()
+    if as_json:
+        _dump([c.model_dump(mode="json") for c in specs])
+        return
+
+    def tf(c, k):
+        return f"{c.tflops[k]:,.0f}" if k in c.tflops else "-"
+
+    rows = [[c.name, c.gpu, f"{c.hbm_capacity_gb:.0f}", f"{c.hbm_bandwidth_tbps:g}", tf(c, "bf16"), tf(c, "fp8"),
+             tf(c, "fp4"), str(c.scaleup_domain_gpus), f"{c.scaleup_bandwidth_gbps:g}",
+             f"{c.scaleout_bandwidth_gbps:g}", ", ".join(c.aliases[:2])] for c in specs]
+    click.echo(render_table(["name", "GPU", "HBM GB", "TB/s", "BF16 TF", "FP8 TF", "FP4 TF", "domain",
+                             "up GB/s", "out GB/s", "aliases"], rows))
+
+
+@main.command()
+def schema() -> None:
+    """JSON schema of the plan that `solve --json` and `estimate --json` print."""
+    _dump(Plan.model_json_schema())

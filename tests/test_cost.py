@@ -1,0 +1,155 @@
+"""The cost model: hand-checked figures, units, and properties that hold for all inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from planner import Parallel, cost
+from planner.search import make_problem
+from planner.space import Space
+from planner.specs import GB
+
+
+def _p(model="llama-3.1-70b", cluster="h100-sxm", precision="fp8", kv="fp8", isl=4000, osl=1000, gpus=8):
+    return make_problem(model=model, cluster=cluster, gpus=gpus, isl=isl, osl=osl, precision=precision,
+                        kv_precision=kv)
+
+
+def test_gqa_kv_bytes_per_token_and_replication():
+    p = _p()  # llama-3.1-70b: 80 layers, 8 KV heads of 128, FP8 KV
+    per_token_all_layers = 80 * 2 * 8 * 128 * 1
+    assert cost.kv_bytes_per_token_layer(p, 1) * 80 == per_token_all_layers
+    assert cost.kv_bytes_per_token_layer(p, 8) * 80 == per_token_all_layers / 8
+    # beyond the KV head count heads replicate: tp=16 keeps one head per GPU, like tp=8
+    assert cost.kv_bytes_per_token_layer(p, 16) == cost.kv_bytes_per_token_layer(p, 8)
+    # full context, one request, tp=1
+    assert cost.kv_cache_bytes_per_gpu(p, 1, 1) == pytest.approx(per_token_all_layers * 5000)
+
+
+def test_kv_bytes_follow_kv_precision_not_weights():
+    fp8 = _p(kv="fp8", precision="bf16")
+    bf16 = _p(kv="bf16", precision="fp8")
+    assert cost.kv_bytes_per_token_layer(bf16, 1) == 2 * cost.kv_bytes_per_token_layer(fp8, 1)
+
+
+def test_mla_latent_kv_is_576_values_and_not_split_by_tp():
+    p = _p(model="deepseek-r1", cluster="b200", precision="fp4")
+    assert cost.kv_bytes_per_token_layer(p, 1) == 576
+    assert cost.kv_bytes_per_token_layer(p, 8) == 576
+
+
+def test_sliding_window_layers_cap_the_kv_cache():
+    p = _p(model="gpt-oss-120b", cluster="b200", precision="fp4", isl=32000, osl=1000)
+    md = p.model
+    full = md.num_layers - md.sliding_window_layers
+    expected = (full * 33000 + md.sliding_window_layers * md.sliding_window) * cost.kv_bytes_per_token_layer(p, 1)
+    assert cost.kv_cache_bytes_per_gpu(p, 1, 1) == pytest.approx(expected)
+
+
+def test_weights_on_one_gpu_are_the_whole_model():
+    p = _p(precision="bf16")
+    md = p.model
+    body = md.total_params - md.embedding_params
+    expected = body * 2 + md.embedding_params * 2
+    assert cost.weight_bytes_per_gpu(p, 1, 1, 1) == pytest.approx(expected, rel=1e-9)
+
+
+def test_weights_split_over_tp_pp_and_experts_over_the_stage():
+    p = _p(model="deepseek-r1", cluster="b200", precision="fp4")
+    one = cost.weight_bytes_per_gpu(p, 1, 1, 1)
+    # 8 GPUs of attention-DP + EP: experts split 8 ways, attention replicated per rank
+    dep8 = cost.weight_bytes_per_gpu(p, 1, 8, 1)
+    assert one / 8 < dep8 < one / 4
+    # tp=8 splits everything 8 ways
+    assert cost.weight_bytes_per_gpu(p, 8, 1, 1) == pytest.approx(one / 8, rel=1e-9)
+
+
+def test_decode_step_of_a_dense_model_by_hand():
+    """llama-3.1-8b, BF16, one request on one H100: weight reads dominate; check the sum by hand."""
+    p = _p(model="llama-3.1-8b", precision="bf16", kv="bf16", isl=1000, osl=1)
+    md, k = p.model, p.calibration
+    hbm = 3.35e12 * k.hbm_efficiency
+    dense = (md.total_params - md.embedding_params) * 2 / hbm
+    lm_head = md.vocab_size * md.hidden_size * 2 / hbm
+    kv = md.num_layers * 2 * 8 * 128 * 2 * 1000 / hbm  # context isl + osl/2 = 1000.5
+    overhead = md.num_layers * k.layer_overhead_us * 1e-6 + k.iteration_overhead_ms * 1e-3
+    got = cost.attention_block_time(p, 1, 1, 0)
+    assert float(got) == pytest.approx(dense + lm_head + kv + overhead, rel=2e-3)
+
+
+def test_tokens_per_user_is_inverse_tpot_and_throughput_counts_all_gpus():
+    p = _p(gpus=16)
+    ev = cost.evaluate(p, Parallel(tp=4, dp=2), 32, 512)
+    assert ev.metrics.tokens_per_s_per_user == pytest.approx(1000 / ev.metrics.tpot_ms)
+    # 2 replicas of 32 requests on 16 GPUs given (8 used): idle GPUs count
+    assert ev.metrics.tokens_per_s_per_gpu == pytest.approx(2 * 32 / (ev.metrics.tpot_ms / 1000) / 16)
+
+
+def test_expert_exchange_crosses_domain_is_slower():
+    p = _p(model="deepseek-r1", cluster="h100-sxm", precision="fp8", gpus=16)
+    inside = cost.moe_exchange_time(p, 8, 8, False, 64)
+    outside = cost.moe_exchange_time(p, 8, 8, True, 64)
+    assert outside > 5 * inside
+    assert cost.moe_exchange_time(p, 1, 8, False, 64) == 0  # pure TP attention: tokens already local
+
+
+def test_candidate_lists_contain_values_that_break_rules():
+    """The space is not pre-filtered: the rules in the solver have work to do."""
+    p = _p(model="mixtral-8x22b", gpus=64)  # 48 heads, 56 layers, 8 experts
+    s = Space.of(p)
+    assert any(48 % t for t in s.tp)
+    assert any(56 % q for q in s.pp)
+    assert any(8 % e for e in s.ep)
+    assert max(s.tp) * max(s.attention_dp) * max(s.pp) > p.gpus
+
+
+@settings(max_examples=60, deadline=None)
+@given(tokens=st.integers(0, 100_000), ep=st.sampled_from([1, 2, 4, 8, 16, 32]),
+       model=st.sampled_from(["deepseek-r1", "mixtral-8x7b", "qwen3-235b-a22b", "gpt-moe-1.8t"]))
+def test_active_experts_bounded_by_experts_and_tokens(tokens, ep, model):
+    p = _p(model=model, cluster="b200", precision="fp8")
+    md = p.model
+    active = float(cost.expected_active_experts(p, tokens, ep))
+    assert 0 <= active <= md.num_experts / ep + 1e-9
+    assert active <= tokens * md.experts_per_token / ep + 1e-9
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 256), extra=st.integers(1, 256), chunk=st.sampled_from([256, 1024, 4096]),
+       tp=st.sampled_from([1, 2, 4, 8]), isl=st.integers(16, 8000), osl=st.integers(16, 4000))
+def test_more_requests_never_cost_less_time_or_memory(m, extra, chunk, tp, isl, osl):
+    p = _p(isl=isl, osl=osl, gpus=8)
+    par = Parallel(tp=tp, dp=8 // tp)
+    a = cost.metrics_grid(p, par, np.array(m), np.array(chunk))
+    b = cost.metrics_grid(p, par, np.array(m + extra), np.array(chunk))
+    if a["prefill_share"] < 1 and b["prefill_share"] < 1:
+        assert b["tpot_s"] >= a["tpot_s"]
+    assert b["kv_cache_bytes"] > a["kv_cache_bytes"]
+    assert b["per_gpu_bytes"] > a["per_gpu_bytes"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 64), chunk=st.sampled_from([128, 512, 2048, 8192]), isl=st.integers(16, 32000),
+       osl=st.integers(16, 4000))
+def test_prefill_share_and_ttft_factor(m, chunk, isl, osl):
+    p = _p(isl=isl, osl=osl)
+    f = float(cost.prefill_share(p, m, chunk))
+    assert f == pytest.approx(m * isl / (osl * chunk))
+    factor = float(cost.ttft_factor(p, m, chunk))
+    if f < 1:
+        assert factor >= np.ceil(isl / chunk)
+    else:
+        assert factor == float("inf")
+
+
+def test_memory_breakdown_adds_up():
+    p = _p(model="qwen3-235b-a22b", cluster="h200-sxm", gpus=8)
+    ev = cost.evaluate(p, Parallel(tp=1, attention_dp=8, ep=8, moe_tp=1), 16, 1024)
+    m = ev.memory
+    parts = m.weights_bytes + m.kv_cache_bytes + m.activation_bytes + m.comm_buffer_bytes + m.reserved_bytes
+    assert m.per_gpu_bytes == pytest.approx(parts)
+    assert m.capacity_bytes == pytest.approx(p.cluster.hbm_capacity_gb * GB)
+    assert m.usable_bytes == pytest.approx(m.capacity_bytes * p.calibration.memory_utilization)

@@ -31,6 +31,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from itertools import product
 from pathlib import Path
 
@@ -164,9 +165,10 @@ def run_row(row: Row, repeat: int, budget_s: float, params: SolverParams) -> Non
     space = Space.of(p)
     row.combinations = space.size
     first: dict[str, list[Candidate]] = {}
-    for method, times in (("cpsat", row.cpsat_s), ("exhaustive", row.exhaustive_s)):
+    runs: tuple[tuple[Method, list[float]], ...] = (("cpsat", row.cpsat_s), ("exhaustive", row.exhaustive_s))
+    for method, times in runs:
         for i in range(repeat):
-            found, wall = timed(p, space, method, params)  # type: ignore[arg-type]
+            found, wall = timed(p, space, method, params)
             times.append(wall)
             if i == 0:
                 first[method] = found
@@ -237,8 +239,8 @@ def table(rows: list[Row]) -> list[str]:
 def machine() -> str:
     """One line naming the machine and the software versions."""
     try:
-        from ortools import __version__ as ortools_version
-    except ImportError:  # pragma: no cover
+        ortools_version = metadata.version("ortools")
+    except metadata.PackageNotFoundError:
         ortools_version = "?"
     return (f"{os.cpu_count()} CPUs, {platform.platform()}, {platform.processor() or platform.machine()}, "
             f"Python {platform.python_version()}, OR-Tools {ortools_version}")

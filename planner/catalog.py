@@ -43,12 +43,22 @@ def validation_message(e: ValidationError) -> str:
     return f"field '{where}': {msg}{extra}" if where else f"{msg}{extra}"
 
 
+def _read_text(path: Path) -> str:
+    """A text file's content, or SpecError naming the file and why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
 def parse_yaml(path: Path, schema: type[T]) -> T:
     """Read and validate one YAML file, raising SpecError naming the file, field and reason."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read ({e.strerror})") from None
+        data = yaml.safe_load(_read_text(path))
+    except SpecError:
+        raise
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -129,7 +139,7 @@ def load_cluster(ref: str | Path) -> ClusterSpec:
             raise SpecError(f"{path}: no such file")
         if path.suffix == ".json":
             try:
-                data = json.loads(path.read_text())
+                data = json.loads(_read_text(path))
                 return ClusterSpec.model_validate(data)
             except json.JSONDecodeError as e:
                 raise SpecError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None

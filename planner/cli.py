@@ -96,6 +96,12 @@ class OneLineErrors(click.Group):
         except PlannerError as e:
             click.echo(f"planner: error: {e}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("planner: interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # a bug: still one line, never a traceback
+            click.echo(f"planner: internal error (please report): {type(e).__name__}: {e}", err=True)
+            sys.exit(1)
 
 
 def _problem_options(f: Callable) -> Callable:

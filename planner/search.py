@@ -12,7 +12,7 @@ from planner import cost
 from planner.catalog import load_cluster, load_model
 from planner.errors import InfeasibleError, InvalidLayoutError, SpecError
 from planner.oracle import exhaustive
-from planner.rules import explain, layout_violations
+from planner.rules import RULES, explain, layout_violations
 from planner.solver import Candidate, CpSatPlanner, Objective, SolverParams
 from planner.space import Space
 from planner.specs import (
@@ -103,15 +103,28 @@ def _diagnose(p: Problem, space: Space, method: Method, params: SolverParams | N
     """Why no plan exists: the model does not fit, or the SLA/TTFT is out of reach."""
     free, _ = _search(p, space, method, use_sla=False, use_ttft=False, params=params)
     if not free:
-        fewest = min_gpus_to_fit(p, method, params)
-        where = (
-            f"it fits on {fewest} {p.cluster.name} GPUs" if fewest
-            else f"it fits on no layout of up to {_FIT_SEARCH_LIMIT} GPUs"
-        )
+        w = p.workload
+        need = w.isl // w.osl + 1  # the smallest batch, one request per rank, needs chunk > isl/osl
+        if max(space.chunks) < need:
+            return InfeasibleError(
+                f"no chunk in {list(space.chunks)} keeps the batch full: with isl {w.isl} / osl {w.osl} even one "
+                f"request per rank needs a prefill chunk of at least {need} tokens (give larger --chunks)"
+            )
+        fewest = min_gpus_to_fit(p, method, params, chunks=space.chunks)
+        if fewest is None:
+            return InfeasibleError(
+                f"{p.model.name} fits on no layout of up to {_FIT_SEARCH_LIMIT} {p.cluster.name} GPUs at "
+                f"{p.precision.value} (try a smaller --precision, a shorter --isl/--osl or a larger GPU)"
+            )
+        if fewest <= p.gpus:
+            return InfeasibleError(
+                f"no plan satisfies the rules on {p.gpus} {p.cluster.name} GPUs, although the weights fit on "
+                f"{fewest}: {RULES['layers_divisible']}, {RULES['heads_divisible']} and the GPU budget leave no "
+                f"layout (try another --gpus)"
+            )
         return InfeasibleError(
-            f"{p.model.name} does not fit on {p.gpus} {p.cluster.name} GPUs at {p.precision.value}: {where}"
-            f" (try --gpus {fewest} or a smaller --precision)" if fewest else
-            f"{p.model.name} does not fit on {p.gpus} {p.cluster.name} GPUs at {p.precision.value}: {where}"
+            f"{p.model.name} does not fit on {p.gpus} {p.cluster.name} GPUs at {p.precision.value}: it fits on "
+            f"{fewest} {p.cluster.name} GPUs (try --gpus {fewest} or a smaller --precision)"
         )
     assert p.sla is not None
     fast, _ = _search(p, space, method, objective="min_tpot", use_sla=False, use_ttft=True, params=params)
@@ -136,10 +149,15 @@ _FIT_SEARCH_LIMIT = 4096
 """Largest GPU count the 'fewest GPUs it fits on' search considers [GPUs]."""
 
 
-def min_gpus_to_fit(p: Problem, method: Method = "cpsat", params: SolverParams | None = None) -> int | None:
-    """Fewest GPUs of the problem's cluster on which some layout fits in memory [GPUs], or None."""
+def min_gpus_to_fit(
+    p: Problem, method: Method = "cpsat", params: SolverParams | None = None, chunks: tuple[int, ...] | None = None
+) -> int | None:
+    """Fewest GPUs of the problem's cluster on which some layout fits in memory [GPUs], or None.
+
+    One request per attention-DP rank, any of the chunk sizes (default: the default grid).
+    """
     big = p.model_copy(update={"gpus": _FIT_SEARCH_LIMIT, "sla": None})
-    space = Space.of(big, chunks=(min(Space.of(p).chunks),), micro_batches=(1,))
+    space = Space.of(big, chunks=chunks, micro_batches=(1,))
     found, _ = _search(big, space, method, objective="min_gpus", use_sla=False, use_ttft=False, params=params)
     return found[0].parallel.replica_gpus if found else None
 

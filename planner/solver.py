@@ -176,11 +176,13 @@ class CpSatPlanner:
     def _add_gpu_budget(self) -> None:
         """dp * tp * attention_dp * pp <= GPUs given, i.e. dp <= GPUs // replica for each replica size."""
         g = self.p.gpus
+        self.replica_is: dict[int, cp_model.IntVar] = {}
         for size in sorted({t * a * q for t in self.s.tp for a in self.s.attention_dp for q in self.s.pp}):
             is_size = self.model.NewBoolVar(f"replica=={size}")
             self.model.Add(self.replica == size).OnlyEnforceIf(is_size)
             self.model.Add(self.replica != size).OnlyEnforceIf(is_size.Not())
             self.model.Add(self.dp <= g // size).OnlyEnforceIf(is_size)  # 0 when the replica exceeds g
+            self.replica_is[size] = is_size
 
     def _divides(self, values: tuple[int, ...], lits: list, n: int) -> None:
         """Only candidate values that divide n may be chosen."""
@@ -317,14 +319,23 @@ class CpSatPlanner:
 
     # --- solving --------------------------------------------------------------------------------
     def _in_flight(self) -> cp_model.IntVar:
-        """Requests in flight over all replicas: dp * (attention_dp * pp * m)."""
-        s = self.s
-        most = self.p.gpus * max(s.micro_batches)  # dp * attention_dp * pp <= gpus
+        """Requests in flight over all replicas: dp * (attention_dp * pp * m).
+
+        Dominance: at a fixed replica layout more replicas never lower tokens/s/GPU, so dp takes
+        its largest value, GPUs // replica GPUs; both products are then linear per choice.
+        """
+        s, g = self.s, self.p.gpus
+        most = g * max(s.micro_batches)  # dp * attention_dp * pp <= gpus
         per_replica = self.model.NewIntVar(1, most, "concurrency_per_replica")
         for (j, av), (k, ppv) in product(enumerate(s.attention_dp), enumerate(s.pp)):
-            if av * ppv <= self.p.gpus:
+            if av * ppv <= g:
                 self.model.Add(per_replica == av * ppv * self.mb).OnlyEnforceIf([self.b_adp[j], self.b_pp[k]])
-        return self._product("requests_in_flight", [per_replica, self.dp], most)
+        in_flight = self.model.NewIntVar(1, most, "requests_in_flight")
+        for size, is_size in self.replica_is.items():
+            if size <= g:
+                self.model.Add(self.dp == g // size).OnlyEnforceIf(is_size)
+                self.model.Add(in_flight == (g // size) * per_replica).OnlyEnforceIf(is_size)
+        return in_flight
 
     def _solver(self) -> cp_model.CpSolver:
         solver = cp_model.CpSolver()

@@ -317,10 +317,15 @@ class Parallel(_Strict):
 
     @property
     def label(self) -> str:
-        """Compact label in the study's style, e.g. 'TP2 EP16 PP2 DP1'."""
+        """Compact label in the study's style, e.g. 'TP2 EP16 PP2 DP1'.
+
+        EPn alone means attention_dp = ep = n (the study's convention); ADPn is shown whenever
+        attention_dp differs from ep, MOETPn whenever the expert split differs from tp.
+        """
         parts = [f"TP{self.tp}"]
-        if self.attention_dp > 1 and self.attention_dp != self.ep:
-            parts.append(f"ADP{self.attention_dp}")
+        if self.attention_dp != self.ep:
+            if self.attention_dp > 1 or self.ep > 1:
+                parts.append(f"ADP{self.attention_dp}")
         if self.ep > 1:
             parts.append(f"EP{self.ep}")
         if self.moe_tp != self.tp and self.ep > 1:

@@ -377,8 +377,6 @@ def test_hf_config_missing_field(tmp_path):
     assert "missing 'num_hidden_layers'" in line
 
 
-@pytest.mark.xfail(strict=True, reason="BUG planner/catalog.py parse_yaml (line 49) catches OSError and YAMLError "
-                   "but not UnicodeDecodeError: a non-UTF-8 YAML file crashes with a traceback")
 @pytest.mark.parametrize("option", ["--model", "--cluster"])
 def test_non_utf8_yaml(tmp_path, option):
     path = tmp_path / "latin1.yaml"
@@ -386,8 +384,6 @@ def test_non_utf8_yaml(tmp_path, option):
     assert "latin1.yaml" in error_line("solve", *SMALL, option, str(path))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG planner/catalog.py load_cluster (line 132) reads a .json path without "
-                   "catching OSError: a directory named *.json crashes with IsADirectoryError")
 def test_cluster_json_path_is_a_directory(tmp_path):
     folder = tmp_path / "cluster.json"
     folder.mkdir()
@@ -427,9 +423,6 @@ def test_model_does_not_fit_names_fewest_gpus():
     assert f"fits on {fewest}" in error_line("solve", *args, "--gpus", str(fewest - 1), "--sla", "0.01")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG planner/search.py _diagnose: when no plan exists for a reason other than "
-                   "memory (here chunk_keeps_up with --chunks 1), it says the model 'does not fit on 8 GPUs: it fits "
-                   "on 1 GPUs (try --gpus 1)' -- self-contradictory and silent about the chunk")
 def test_infeasible_chunks_are_not_reported_as_memory():
     line = error_line("solve", *SMALL, "--chunks", "1")
     assert "fits on 1 " not in line

@@ -28,6 +28,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -236,6 +237,18 @@ def table(rows: list[Row]) -> list[str]:
     return out
 
 
+def revision() -> str:
+    """The work tree's git commit, marked when planner/ has uncommitted changes; empty outside git."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "planner"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return f" planner at commit {head}{' with uncommitted changes' if dirty else ''}."
+
+
 def machine() -> str:
     """One line naming the machine and the software versions."""
     try:
@@ -256,7 +269,7 @@ def report(rows: list[Row], skipped: list[str], args: argparse.Namespace, params
     lines = [
         "# CP-SAT planner vs exhaustive oracle",
         "",
-        f"Machine: {machine()}. Date: {started:%Y-%m-%d %H:%M} UTC. Total run time {elapsed_s:.0f} s."
+        f"Machine: {machine()}. Date: {started:%Y-%m-%d %H:%M} UTC.{revision()} Total run time {elapsed_s:.0f} s."
         + (f" Load average at start: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}." if load else ""),
         "",
         f"Reproduce: `{cmd}`",

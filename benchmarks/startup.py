@@ -3,7 +3,8 @@
 Runs, each as a fresh subprocess, `--runs` times (default 7) after `--warmup` untimed runs:
 
 - the full command ``planner solve --sla 20tok/s`` (the default case: GPT-MoE-1.8T on 64 GB200
-  NVL72 GPUs, FP4, isl/osl 32768/1024), using the ``planner`` console script found on PATH;
+  NVL72 GPUs, FP4, isl/osl 32768/1024), using the ``planner`` console script found on PATH, or
+  ``python -m planner`` when there is none and the package has a ``__main__``;
 - ``python -c "import planner.cli"``: interpreter start-up plus the imports the command pays;
 - ``python -c "pass"``: bare interpreter start-up;
 
@@ -11,8 +12,8 @@ and reports median, min and max of each, plus the median of the solver time the 
 prints ("solver: cpsat OPTIMAL in X s"). The Python used for the two `-c` runs is the one the
 console script runs on (read from its shebang), else this interpreter.
 
-There is no planner/__main__.py, so `python -m planner` does not run the CLI: the console script is
-required. Install the package first (``pip install -e .``) so that ``planner`` is on PATH.
+The script fails with a clear message (exit status 2) when neither is available; install the
+package (``pip install -e .``) to put ``planner`` on PATH.
 
 Run from anywhere:
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import os
 import platform
 import re
@@ -64,15 +66,25 @@ class BenchmarkError(RuntimeError):
     """A command to time is missing or failed."""
 
 
-def find_planner() -> str:
-    """Path of the `planner` console script on PATH; raises BenchmarkError when there is none."""
+def find_planner() -> tuple[list[str], str]:
+    """The command that runs the CLI and the Python it runs on; raises BenchmarkError when there is none.
+
+    The `planner` console script on PATH if there is one, else `python -m planner` when planner has a
+    __main__ module importable from this interpreter.
+    """
     exe = shutil.which("planner")
-    if exe is None:
-        raise BenchmarkError(
-            "no `planner` executable on PATH, and planner has no __main__.py for `python -m planner`: "
-            f"install the package first, e.g. `pip install -e {ROOT}`"
-        )
-    return exe
+    if exe is not None:
+        return [exe], script_python(exe)
+    try:
+        has_main = importlib.util.find_spec("planner.__main__") is not None
+    except ModuleNotFoundError:
+        has_main = False
+    if has_main:
+        return [sys.executable, "-m", "planner"], sys.executable
+    raise BenchmarkError(
+        "no `planner` executable on PATH, and `python -m planner` is not available (planner is not importable "
+        f"or has no __main__.py): install the package first, e.g. `pip install -e {ROOT}`"
+    )
 
 
 def script_python(script: str) -> str:
@@ -111,6 +123,18 @@ def planner_location(python: str, cwd: str) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else f"not importable ({proc.stderr.strip()[-200:]})"
 
 
+def revision() -> str:
+    """The work tree's git commit, marked when planner/ has uncommitted changes; empty outside git."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "planner"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return f" planner at commit {head}{' with uncommitted changes' if dirty else ''}."
+
+
 def machine() -> str:
     """One line naming the machine."""
     return (f"{os.cpu_count()} CPUs, {platform.platform()}, {platform.processor() or platform.machine()}, "
@@ -141,11 +165,11 @@ def report(ms: list[Measurement], planner_exe: str, python: str, where: str, war
     lines = [
         "# Start-up time of `planner solve`",
         "",
-        f"Machine: {machine()}. Date: {started:%Y-%m-%d %H:%M} UTC.",
+        f"Machine: {machine()}. Date: {started:%Y-%m-%d %H:%M} UTC.{revision()}",
         "",
         f"Reproduce: `{cmd}`",
         "",
-        f"`planner` = `{planner_exe}`; `python` = `{python}`; planner imported from `{where}`. Each run is a "
+        f"CLI run as `{planner_exe}`; `python` = `{python}`; planner imported from `{where}`. Each run is a "
         f"fresh process started from an empty temporary directory, after {warmup} untimed warm-up "
         f"run{'s' if warmup != 1 else ''} of each command. {bytecode_note()} {load_note(load)}",
         "",
@@ -181,15 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or args.warmup < 0:
         ap.error("--runs must be at least 1 and --warmup at least 0")
     try:
-        exe = find_planner()
+        cli, python = find_planner()
     except BenchmarkError as e:
         print(f"startup.py: error: {e}", file=sys.stderr)
         return 2
-    python = script_python(exe)
     started = dt.datetime.now(dt.timezone.utc)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     ms = [
-        Measurement("planner " + " ".join(SOLVE_ARGS), [exe, *SOLVE_ARGS]),
+        Measurement("planner " + " ".join(SOLVE_ARGS), [*cli, *SOLVE_ARGS]),
         Measurement('python -c "import planner.cli"', [python, "-c", "import planner.cli"]),
         Measurement('python -c "pass"', [python, "-c", "pass"]),
     ]
@@ -207,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         except BenchmarkError as e:
             print(f"startup.py: error: {e}", file=sys.stderr)
             return 1
-    text = report(ms, exe, python, where, args.warmup, started, load)
+    text = report(ms, shlex.join(cli), python, where, args.warmup, started, load)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

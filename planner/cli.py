@@ -240,6 +240,8 @@ def solve(sla: float, ttft: float | None, top: int, method: str, chunks: tuple[i
     bound = f", bound {info.objective_bound:.1f} tok/s/GPU, gap {info.gap:.2%}" if info.objective_bound else ""
     click.echo(f"solver: {info.method} {info.status} in {info.wall_s:.2f} s{bound}; "
                f"{info.candidates:,} combinations in the space")
+    if info.limited_by:
+        click.echo(f"a larger batch of this layout would break: {', '.join(info.limited_by)}")
 
 
 @main.command()

@@ -90,6 +90,32 @@ def build_plan(p: Problem, cand: Candidate, info: SolverInfo) -> Plan:
     )
 
 
+def limits(p: Problem, cand: Candidate, space: Space) -> list[str]:
+    """The rules that stop this layout from batching more: those the next larger micro-batch breaks.
+
+    Every chunk of the space is tried for the larger batch; a rule is named when no chunk avoids it.
+    """
+    larger = [m for m in space.micro_batches if m > cand.micro_batch]
+    if not larger:
+        return ["batch_grid"]
+    broken: list[set[str]] = []
+    for chunk in space.chunks:
+        ev = cost.evaluate(p, cand.parallel, larger[0], chunk)
+        rules = set()
+        if ev.memory.per_gpu_bytes > ev.memory.usable_bytes:
+            rules.add("memory")
+        if ev.metrics.prefill_share >= 1:
+            rules.add("chunk_keeps_up")
+        if p.sla and ev.metrics.tokens_per_s_per_user < p.sla.min_tokens_per_s_per_user:
+            rules.add("sla")
+        if p.sla and p.sla.max_ttft_s and ev.metrics.ttft_ms > p.sla.max_ttft_s * 1000:
+            rules.add("ttft")
+        if not rules:
+            return []  # a larger batch is feasible here; the objective preferred this one
+        broken.append(rules)
+    return sorted(set.intersection(*broken)) or sorted(set.union(*broken))
+
+
 def _search(
     p: Problem, space: Space, method: Method, objective: Objective = "throughput", use_sla: bool = True,
     use_ttft: bool = True, top: int = 1, params: SolverParams | None = None,
@@ -189,7 +215,7 @@ def solve(
     for cand in found:
         bound = cand.objective_bound
         plan = build_plan(p, cand, SolverInfo(method=method, status=cand.status, wall_s=wall, candidates=space.size,
-                                              objective_bound=bound))
+                                              objective_bound=bound, limited_by=limits(p, cand, space)))
         gap = None
         if bound is not None and bound > 0:
             gap = max(0.0, (bound - plan.metrics.tokens_per_s_per_gpu) / bound)

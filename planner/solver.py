@@ -140,6 +140,12 @@ class CpSatPlanner:
         self.replica = self.model.NewIntVar(1, stage_max * max(s.pp), "replica_gpus")
         for k, ppv in enumerate(s.pp):
             self.model.Add(self.replica == ppv * self.stage).OnlyEnforceIf(self.b_pp[k])
+        self.replica_is: dict[int, cp_model.IntVar] = {}
+        for size in sorted({t * a * q for t in s.tp for a in s.attention_dp for q in s.pp}):
+            is_size = self.model.NewBoolVar(f"replica=={size}")
+            self.model.Add(self.replica == size).OnlyEnforceIf(is_size)
+            self.model.Add(self.replica != size).OnlyEnforceIf(is_size.Not())
+            self.replica_is[size] = is_size
         self.stage_cross = self._reify_above("stage_crosses_domain", self.stage, d)
         self.replica_cross = self._reify_above("replica_crosses_domain", self.replica, d)
 
@@ -176,13 +182,8 @@ class CpSatPlanner:
     def _add_gpu_budget(self) -> None:
         """dp * tp * attention_dp * pp <= GPUs given, i.e. dp <= GPUs // replica for each replica size."""
         g = self.p.gpus
-        self.replica_is: dict[int, cp_model.IntVar] = {}
-        for size in sorted({t * a * q for t in self.s.tp for a in self.s.attention_dp for q in self.s.pp}):
-            is_size = self.model.NewBoolVar(f"replica=={size}")
-            self.model.Add(self.replica == size).OnlyEnforceIf(is_size)
-            self.model.Add(self.replica != size).OnlyEnforceIf(is_size.Not())
+        for size, is_size in self.replica_is.items():
             self.model.Add(self.dp <= g // size).OnlyEnforceIf(is_size)  # 0 when the replica exceeds g
-            self.replica_is[size] = is_size
 
     def _divides(self, values: tuple[int, ...], lits: list, n: int) -> None:
         """Only candidate values that divide n may be chosen."""

@@ -381,6 +381,11 @@ class SolverInfo(_Strict):
     objective_bound: float | None = Field(None, description="Proven upper bound of tokens/s/GPU [tokens/s/GPU]")
     gap: float | None = Field(None, description="Relative gap between plan and bound")
     candidates: int | None = Field(None, description="Combinations in the search space")
+    limited_by: list[str] = Field(
+        default_factory=list,
+        description="Rules the next larger micro-batch of this layout would break (memory, sla, ttft, "
+        "chunk_keeps_up), or 'batch_grid' when the batch is the largest candidate",
+    )
 
 
 class Plan(_Strict):

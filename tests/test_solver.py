@@ -132,6 +132,12 @@ RULE_CASES = {
     # rule method -> (instance, predicate that the unconstrained solution breaks the rule)
     "_add_heads_divisible": (("mixtral-8x22b", "gb200-nvl72", 64, 4000, 1000, "fp8", 350, None),
                              lambda p, c: p.model.num_attention_heads % c.parallel.tp != 0),
+    "_add_experts_divisible": (("mixtral-8x7b", "gb200-nvl72", 32, 2000, 500, "fp8", 150, None),
+                               lambda p, c: p.model.num_experts % c.parallel.ep != 0),
+    "_add_gpu_budget": (("mixtral-8x7b", "gb200-nvl72", 32, 2000, 500, "fp8", 30, None),
+                        lambda p, c: c.parallel.gpus_used > p.gpus),
+    "_add_moe_resplit": (("mixtral-8x7b", "gb200-nvl72", 32, 2000, 500, "fp8", 30, None),
+                         lambda p, c: c.parallel.moe_tp * c.parallel.ep != c.parallel.tp * c.parallel.attention_dp),
     "_add_layers_divisible": (("deepseek-r1", "h100-sxm", 32, 4000, 1000, "fp8", 5, None),
                               lambda p, c: p.model.num_layers % c.parallel.pp != 0),
     "_add_tp_in_scaleup_domain": (("llama-3.1-70b", "h100-sxm", 16, 4000, 1000, "fp8", 200, None),

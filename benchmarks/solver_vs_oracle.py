@@ -260,7 +260,8 @@ def machine() -> str:
 
 
 def report(rows: list[Row], skipped: list[str], args: argparse.Namespace, params: SolverParams,
-           started: dt.datetime, elapsed_s: float, load: tuple[float, float, float] | None) -> str:
+           started: dt.datetime, elapsed_s: float, load: tuple[float, float, float] | None,
+           rev: str) -> str:
     """The whole markdown report."""
     cmd = shlex.join(["python", "benchmarks/solver_vs_oracle.py", *sys.argv[1:]])
     sla = "; ".join(f"{c.model}: {c.sla:g} tok/s/user, isl/osl {c.isl}/{c.osl}" for c in MODELS)
@@ -269,7 +270,7 @@ def report(rows: list[Row], skipped: list[str], args: argparse.Namespace, params
     lines = [
         "# CP-SAT planner vs exhaustive oracle",
         "",
-        f"Machine: {machine()}. Date: {started:%Y-%m-%d %H:%M} UTC.{revision()} Total run time {elapsed_s:.0f} s."
+        f"Machine: {machine()}. Date: {started:%Y-%m-%d %H:%M} UTC.{rev} Total run time {elapsed_s:.0f} s."
         + (f" Load average at start: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}." if load else ""),
         "",
         f"Reproduce: `{cmd}`",
@@ -317,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     precision = dict(CLUSTERS)
     started, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    rev = revision()  # at the start: the code the runs use
     rows: list[Row] = []
     skipped: list[str] = []
     for n, (model, cluster, gpus) in enumerate(grid, 1):
@@ -329,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{n}/{len(grid)}] {model} {cluster} {gpus}: cpsat {fmt_s(row.cpsat_s)} s, exhaustive "
               f"{fmt_s(row.exhaustive_s)} s, {row.cpsat_status}, {'agree' if row.agree else 'DISAGREE'}",
               file=sys.stderr, flush=True)
-    text = report(rows, skipped, args, params, started, time.perf_counter() - t0, load)
+    text = report(rows, skipped, args, params, started, time.perf_counter() - t0, load, rev)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)

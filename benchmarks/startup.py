@@ -156,7 +156,7 @@ def load_note(load: tuple[float, float, float] | None) -> str:
 
 
 def report(ms: list[Measurement], planner_exe: str, python: str, where: str, warmup: int,
-           started: dt.datetime, load: tuple[float, float, float] | None) -> str:
+           started: dt.datetime, load: tuple[float, float, float] | None, rev: str) -> str:
     """The markdown report."""
     full, imp, bare = ms
     med = statistics.median
@@ -165,7 +165,7 @@ def report(ms: list[Measurement], planner_exe: str, python: str, where: str, war
     lines = [
         "# Start-up time of `planner solve`",
         "",
-        f"Machine: {machine()}. Date: {started:%Y-%m-%d %H:%M} UTC.{revision()}",
+        f"Machine: {machine()}. Date: {started:%Y-%m-%d %H:%M} UTC.{rev}",
         "",
         f"Reproduce: `{cmd}`",
         "",
@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = dt.datetime.now(dt.timezone.utc)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    rev = revision()  # at the start: the code the runs use
     ms = [
         Measurement("planner " + " ".join(SOLVE_ARGS), [*cli, *SOLVE_ARGS]),
         Measurement('python -c "import planner.cli"', [python, "-c", "import planner.cli"]),
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         except BenchmarkError as e:
             print(f"startup.py: error: {e}", file=sys.stderr)
             return 1
-    text = report(ms, shlex.join(cli), python, where, args.warmup, started, load)
+    text = report(ms, shlex.join(cli), python, where, args.warmup, started, load, rev)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -5,6 +5,7 @@ Everything returns the pydantic objects of planner.specs; the CLI only renders t
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -120,9 +121,13 @@ def _search(
     p: Problem, space: Space, method: Method, objective: Objective = "throughput", use_sla: bool = True,
     use_ttft: bool = True, top: int = 1, params: SolverParams | None = None,
 ) -> tuple[list[Candidate], float]:
+    """Candidates of either method and the wall time of the whole search, model building included [s]."""
+    t0 = time.perf_counter()
     if method == "exhaustive":
-        return exhaustive(p, space, objective, use_sla, use_ttft, top)
-    return CpSatPlanner(p, space, objective, use_sla, use_ttft, params).solve(top)
+        found, _ = exhaustive(p, space, objective, use_sla, use_ttft, top)
+    else:
+        found, _ = CpSatPlanner(p, space, objective, use_sla, use_ttft, params).solve(top)
+    return found, time.perf_counter() - t0
 
 
 def _diagnose(p: Problem, space: Space, method: Method, params: SolverParams | None) -> InfeasibleError:

@@ -10,6 +10,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -121,6 +122,12 @@ def _problem_options(f: Callable) -> Callable:
                      show_default=True, help="Weight and GEMM format."),
         click.option("--kv-precision", type=click.Choice(["fp8", "bf16"]), default=None,
                      help="KV-cache format [default: fp8 where the GPU has FP8 and weights are not bf16, else bf16]."),
+        click.option("--backend", default="*", show_default=True,
+                     help="Serving engine whose calibration profile applies: trtllm, vllm, sglang or *."),
+        click.option("--calibration", "calibration", default=None,
+                     help="Calibration YAML (from `planner calibrate`) [default: the shipped one]."),
+        click.option("--memory-utilization", type=click.FloatRange(0.3, 1.0, min_open=True), default=None,
+                     help="Fraction of HBM the engine may use [default: the calibration's, 0.9]."),
         click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout."),
     ]
     for option in reversed(options):
@@ -132,7 +139,8 @@ def _problem(kw: dict, sla: float | None = None, ttft: float | None = None, gpus
     return search.make_problem(
         model=kw["model"], cluster=kw["cluster"], gpus=gpus or kw["gpus"], isl=kw["isl"], osl=kw["osl"],
         precision=kw["precision"], kv_precision=kw["kv_precision"],
-        min_tokens_per_s_per_user=sla, max_ttft_s=ttft,
+        min_tokens_per_s_per_user=sla, max_ttft_s=ttft, calibration=kw["calibration"], backend=kw["backend"],
+        memory_utilization=kw["memory_utilization"],
     )
 
 
@@ -258,12 +266,23 @@ def solve(sla: float, ttft: float | None, top: int, method: str, chunks: tuple[i
               help="Requests in flight per replica [default: attention_dp * pp].")
 @click.option("--chunk", type=click.IntRange(min=1), default=2048, show_default=True,
               help="Prefill chunk per iteration and attention-DP rank [tokens].")
+@click.option("--csv", "csv_in", type=click.Path(dir_okay=False), default=None,
+              help="Predict every row of a measured-run CSV (calibration.csv's columns) instead.")
+@click.option("--out", "csv_out", type=click.Path(dir_okay=False), default=None,
+              help="With --csv: write the rows with predictions here [default: stdout].")
 def estimate(as_json: bool, tp: int, attention_dp: int, pp: int, ep: int, moe_tp: int | None, dp: int,
-             concurrency: int | None, chunk: int, **kw: Any) -> None:
-    """Evaluate one given plan with the cost model (no search).
+             concurrency: int | None, chunk: int, csv_in: str | None, csv_out: str | None, **kw: Any) -> None:
+    """Evaluate one given plan with the cost model (no search), or predict the rows of a CSV.
 
-    --gpus defaults here to the GPUs the plan uses (dp * tp * attention_dp * pp).
+    --gpus defaults here to the GPUs the plan uses (dp * tp * attention_dp * pp). With --csv, each
+    row (model_path, system, backend, precision, isl, osl, batch_size, tp_size, ...) is a measured
+    launch; the output adds pred_ttft_ms, pred_tpot_ms, pred_tokens_per_s_per_gpu and error.
     """
+    if csv_in is not None:
+        _estimate_csv(Path(csv_in), Path(csv_out) if csv_out else None, kw["calibration"])
+        return
+    if csv_out is not None:
+        raise click.UsageError("--out goes with --csv")
     if moe_tp is None:
         if (tp * attention_dp) % ep:
             raise click.BadParameter(f"ep={ep} does not divide tp*attention_dp={tp * attention_dp}; give --moe-tp",
@@ -281,6 +300,62 @@ def estimate(as_json: bool, tp: int, attention_dp: int, pp: int, ep: int, moe_tp
     click.echo(render_table(PLAN_HEADERS, _plan_rows([plan])))
     click.echo(_layout_line(plan))
     click.echo(_memory_line(plan))
+
+
+def _estimate_csv(path: Path, out: Path | None, calibration: str | None) -> None:
+    import time
+
+    from planner.calibrate import load_calibration
+    from planner.runs import predict_rows, read_rows, write_rows
+
+    t0 = time.perf_counter()
+    rows = predict_rows(read_rows(path), load_calibration(calibration))
+    if out is None:
+        write_rows(sys.stdout, rows)
+    else:
+        try:
+            with open(out, "w", newline="", encoding="utf-8") as f:
+                write_rows(f, rows)
+        except OSError as e:
+            raise click.ClickException(f"{out}: cannot write ({e.strerror or e})") from None
+    failed = sum(1 for r in rows if r["error"])
+    note = f"; {failed} with an error (see the error column)" if failed else ""
+    click.echo(f"planner: predicted {len(rows) - failed} of {len(rows)} rows in {time.perf_counter() - t0:.2f} s"
+               f"{note}", err=True)
+
+
+@main.command()
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="Where to write the fitted calibration (YAML).")
+@click.option("--calibration", default=None, help="Starting calibration [default: the shipped one].")
+@click.option("--name", default=None, help="Name recorded in the calibration [default: the data file's stem].")
+def calibrate(data: str, output: str, calibration: str | None, name: str | None) -> None:
+    """Fit the efficiency factors to measured runs and print the error before and after.
+
+    DATA is a CSV with calibration.csv's columns and the measured silicon_ttft_ms, silicon_tpot_ms.
+    Base factors are fitted on all runs, then per-engine and per-system profiles where a group has
+    enough runs. Use the result with --calibration FILE on any command.
+    """
+    from planner.calibrate import Dataset, error_table, fit, load_calibration, predict, save_calibration
+    from planner.runs import read_rows
+
+    start = load_calibration(calibration)
+    ds = Dataset.of(read_rows(Path(data)), start)
+    if len(ds.runs) < 10:
+        raise click.UsageError(f"{data}: only {len(ds.runs)} rows with measured TTFT/TPOT can be used; need 10")
+    click.echo(f"{len(ds.runs)} runs to fit, {len(ds.errors)} rows left out (unparseable or no measurement)",
+               err=True)
+    before = {(a, b): r for a, b, *r in error_table(ds, predict(ds, start))}
+    cal = fit(ds, start, name=name or Path(data).stem, source=f"planner calibrate {Path(data).name}",
+              log=lambda msg: click.echo(f"  {msg}", err=True))
+    after = {(a, b): r for a, b, *r in error_table(ds, predict(ds, cal))}
+    rows = [[by, group, str(after[(by, group)][0])]
+            + [f"{before[(by, group)][i]:.1%} -> {after[(by, group)][i]:.1%}" for i in (1, 2, 3)]
+            for by, group in after]
+    click.echo(render_table(["by", "group", "runs", "TPOT |err|", "TTFT |err|", "tok/s/GPU |err|"], rows))
+    save_calibration(cal, output)
+    click.echo(f"median absolute errors before -> after the fit; calibration written to {output}", err=True)
 
 
 @main.command()

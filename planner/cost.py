@@ -12,11 +12,13 @@ the CP-SAT model. Choices and their names:
 Engine model (in-flight batching with chunked prefill, closed loop of requests):
 a replica keeps ``B = m * adp * pp`` requests in flight. Each pipeline micro-batch holds ``m``
 decoding requests per attention-DP rank. To replace finishing requests the replica must prefill
-``m * isl / osl`` tokens per iteration and rank on average; it does so in chunks of ``C`` tokens,
-so a fraction ``f = m * isl / (osl * C)`` of iterations carries a chunk (f < 1 is a rule: the
-chunk budget must keep the batch full). The mean time per output token is the mean time of a
-pass through all stages, ``(1 - f) * pass(c=0) + f * pass(c=C)``; TTFT is ``ceil(isl / C)``
-chunk passes, stretched by the M/D/1 wait for the chunk budget, ``1 + f / (2 (1 - f))``.
+``m * isl / osl`` tokens per iteration and rank on average, within a budget of ``C`` tokens per
+iteration: its load ``rho = m * isl / (osl * C)`` must stay below 1 (a rule). A chunk-carrying
+iteration holds ``c = min(C, max(isl, m * isl / osl))`` prefill tokens, and a share
+``f = m * isl / (osl * c)`` of iterations carries one. The mean time per output token is the mean
+time of a pass through all stages, ``(1 - f) * pass(0) + f * pass(c)``; TTFT counts chunk passes
+(see ``ttft_passes``). Closed-loop benchmarks of fixed-length requests send them back in groups
+(burstiness, fitted to them); planning assumes steady traffic (burstiness 0).
 Within a pass, each group of kernels takes the larger of its memory time and its compute time
 (roofline), and communication adds to it.
 """
@@ -43,6 +45,7 @@ class Rates:
 
     hbm: float  # [bytes/s]
     gemm: float  # [FLOP/s]
+    moe_gemm: float  # [FLOP/s]
     attention: float  # [FLOP/s]
     scaleup: float  # [bytes/s]
     scaleout: float  # [bytes/s]
@@ -51,11 +54,21 @@ class Rates:
 
     @classmethod
     def of(cls, p: Problem) -> Rates:
-        """Effective rates of the problem's cluster for its precisions."""
-        c, k = p.cluster, p.calibration
+        """Effective rates of the problem's cluster for its precisions (computed once per problem)."""
+        cached = p.__dict__.get("_rates")
+        if cached is not None:
+            return cached
+        rates = cls._compute(p)
+        p.__dict__["_rates"] = rates
+        return rates
+
+    @classmethod
+    def _compute(cls, p: Problem) -> Rates:
+        c, k = p.cluster, p.factors
         return cls(
             hbm=c.hbm_bandwidth_tbps * 1e12 * k.hbm_efficiency,
             gemm=c.tflops[p.gemm_math] * 1e12 * k.compute_efficiency,
+            moe_gemm=c.tflops[p.math_for(p.experts)] * 1e12 * k.compute_efficiency,
             attention=c.tflops[p.attention_math] * 1e12 * k.attention_efficiency,
             scaleup=c.scaleup_bandwidth_gbps * GB * k.scaleup_efficiency,
             scaleout=c.scaleout_bandwidth_gbps * GB * k.scaleout_efficiency,
@@ -147,7 +160,7 @@ def weight_bytes_per_gpu(p: Problem, tp, adp, pp) -> np.ndarray:
     expert_params = moe_layers * m.num_experts * m.expert_params
     embed_copies = np.where((pp == 1) & (not m.tie_word_embeddings), 2, 1)
     embed = embed_copies * m.vocab_size * m.hidden_size * EMBED_BYTES / tp
-    return tp_params * wb / tp + expert_params * wb / (tp * adp) + embed
+    return tp_params * wb / tp + expert_params * p.experts.bytes_per_value / (tp * adp) + embed
 
 
 def kv_cache_bytes_per_gpu(p: Problem, tp, m) -> np.ndarray:
@@ -206,7 +219,7 @@ def attention_block_time(p: Problem, tp, m, c) -> np.ndarray:
     Decode requests attend isl + osl/2 tokens on average; a chunk attends isl/2 tokens on
     average and reads its prefix KV once.
     """
-    md, w, r, k = p.model, p.workload, Rates.of(p), p.calibration
+    md, w, r, k = p.model, p.workload, Rates.of(p), p.factors
     tp, m, c = np.asarray(tp), np.asarray(m), np.asarray(c)
     n = m + c
     wb = p.precision.bytes_per_value
@@ -260,12 +273,12 @@ def moe_gemm_work(p: Problem, adp, n) -> np.ndarray:
     md = p.model
     if not md.is_moe:
         return np.zeros(np.broadcast(adp, n).shape)
-    r, wb = Rates.of(p), p.precision.bytes_per_value
+    r, wb = Rates.of(p), p.experts.bytes_per_value
     adp, n = np.asarray(adp), np.asarray(n, dtype=float)
     active = expected_active_experts(p, adp * n, 1)
     read = active * md.expert_params * wb / adp
     flops = 2 * n * md.experts_per_token * md.expert_params
-    return md.num_moe_layers * np.maximum(read / r.hbm, flops / r.gemm)
+    return md.num_moe_layers * np.maximum(read / r.hbm, flops / r.moe_gemm)
 
 
 def moe_exchange_time(p: Problem, adp, ep, stage_crosses_domain, n) -> np.ndarray:
@@ -313,31 +326,69 @@ def pipeline_time(p: Problem, pp, replica_crosses_domain, n) -> np.ndarray:
     return (pp - 1) * hop
 
 
-def prefill_share(p: Problem, m, chunk) -> np.ndarray:
-    """Fraction f of iterations carrying a prefill chunk: m * isl / (osl * chunk); < 1 to be valid."""
+def prefill_load(p: Problem, m, chunk) -> np.ndarray:
+    """Share rho of the chunk budget the steady state needs: m * isl / (osl * chunk); < 1 to be valid."""
     w = p.workload
     return np.asarray(m) * w.isl / (w.osl * np.asarray(chunk, dtype=float))
 
 
-def ttft_factor(p: Problem, m, chunk) -> np.ndarray:
-    """TTFT in units of one chunk pass: ceil(isl / chunk) chunks times the M/D/1 wait stretch.
+def carried_chunk(p: Problem, m, chunk) -> np.ndarray:
+    """Prefill tokens a chunk-carrying iteration holds: the budget, or less when the prompt is shorter
+    and the demand m * isl / osl does not fill it: min(chunk, max(isl, m * isl / osl)) [tokens]."""
+    w = p.workload
+    demand = np.asarray(m, dtype=float) * w.isl / w.osl
+    return np.minimum(np.asarray(chunk, dtype=float), np.maximum(w.isl, demand))
 
-    Infinite when f >= 1 (the chunk budget cannot keep up) [passes].
+
+def prefill_share(p: Problem, m, chunk) -> np.ndarray:
+    """Fraction f of iterations that carry prefill tokens: demand / carried chunk."""
+    w = p.workload
+    demand = np.asarray(m, dtype=float) * w.isl / w.osl
+    return demand / carried_chunk(p, m, chunk)
+
+
+def arrival_group(p: Problem, m) -> np.ndarray:
+    """Prompt tokens of a rank that arrive together [tokens].
+
+    Steady traffic brings m * isl / osl prompt tokens per iteration; a closed loop of fixed-length
+    requests (a benchmark) sends back together the m requests of a rank that finished together:
+    isl * max(1, m) then, isl * max(1, m / osl) otherwise.
     """
-    f = prefill_share(p, m, chunk)
-    chunks = np.ceil(p.workload.isl / np.asarray(chunk, dtype=float))
+    w = p.workload
+    per = 1.0 if w.closed_loop else 1 / w.osl
+    return w.isl * np.maximum(1.0, np.asarray(m, dtype=float) * per)
+
+
+def ttft_passes(p: Problem, m, chunk) -> tuple[np.ndarray, np.ndarray]:
+    """TTFT as (passes carrying `ttft_chunk`, further passes carrying a full `chunk`) [passes].
+
+    A request is prefilled with the prompts that arrived with it: ceil(isl / chunk) passes of
+    min(chunk, group) tokens, stretched by the M/D/1 wait for the budget at load rho,
+    1 + rho / (2 (1 - rho)) (infinite when rho >= 1: the budget cannot keep up). When the group
+    exceeds the budget, a share b (burstiness: 0 for steady traffic, fitted per engine to
+    benchmarks) of the rest queues ahead of it on average: b * (group - chunk) / (2 chunk) full passes.
+    """
+    chunk = np.asarray(chunk, dtype=float)
+    rho = prefill_load(p, m, chunk)
     with np.errstate(divide="ignore"):
-        stretch = np.where(f < 1, 1 + f / (2 * np.maximum(1 - f, 1e-300)), np.inf)
-    return chunks * stretch
+        stretch = np.where(rho < 1, 1 + rho / (2 * np.maximum(1 - rho, 1e-300)), np.inf)
+    own = np.ceil(p.workload.isl / chunk - 1e-9) * stretch
+    backlog = p.burstiness * np.maximum(arrival_group(p, m) - chunk, 0) / (2 * chunk)
+    return own, backlog
+
+
+def ttft_chunk(p: Problem, m, chunk) -> np.ndarray:
+    """Prefill tokens of the passes that carry a request's own prompt [tokens]."""
+    return np.minimum(np.asarray(chunk, dtype=float), arrival_group(p, m))
 
 
 def mixed(p: Problem, block, m, chunk) -> np.ndarray:
-    """Mean of a per-pass quantity over decode-only and chunk-carrying iterations.
+    """Mean of a per-pass quantity over decode-only and chunk-carrying iterations [same unit].
 
     `block(c)` gives the quantity for an iteration carrying c prefill tokens.
     """
     f = np.minimum(prefill_share(p, m, chunk), 1.0)
-    return (1 - f) * block(0) + f * block(chunk)
+    return (1 - f) * block(0) + f * block(carried_chunk(p, m, chunk))
 
 
 # --- one plan ------------------------------------------------------------------------------------
@@ -379,11 +430,12 @@ def metrics_grid(p: Problem, par: Parallel, m, chunk) -> dict[str, np.ndarray]:
     """TPOT [s], TTFT [s], throughput [tokens/s/GPU over p.gpus], memory [bytes], f, concurrency."""
     m, chunk = np.asarray(m), np.asarray(chunk)
     tpot = mixed(p, lambda c: pass_time(p, par, m, c), m, chunk)
-    ttft = ttft_factor(p, m, chunk) * pass_time(p, par, m, chunk)
+    own, backlog = ttft_passes(p, m, chunk)
+    ttft = own * pass_time(p, par, m, ttft_chunk(p, m, chunk)) + backlog * pass_time(p, par, m, chunk)
     concurrency = m * par.attention_dp * par.pp
     thr = par.dp * concurrency / tpot / p.gpus
     out = {"tpot_s": tpot, "ttft_s": ttft, "tokens_per_s_per_gpu": thr, "concurrency": concurrency,
-           "prefill_share": prefill_share(p, m, chunk)}
+           "prefill_share": prefill_share(p, m, chunk), "prefill_load": prefill_load(p, m, chunk)}
     out.update(memory_breakdown(p, par, m, chunk))
     return out
 
@@ -400,6 +452,7 @@ def evaluate(p: Problem, par: Parallel, m: int, chunk: int) -> Evaluation:
         ttft_ms=g["ttft_s"] * 1e3,
         requests_per_s=g["tokens_per_s_per_gpu"] * p.gpus / p.workload.osl,
         prefill_share=g["prefill_share"],
+        prefill_load=g["prefill_load"],
     )
     memory = Memory(
         per_gpu_bytes=g["per_gpu_bytes"],

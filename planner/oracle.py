@@ -57,7 +57,7 @@ def exhaustive(
     best: list[tuple[float, Candidate]] = []
     for par in _layouts(p, s, budget or p.gpus):
         g = cost.metrics_grid(p, par, m, c)
-        ok = (g["per_gpu_bytes"] <= cost.usable_bytes(p)) & (g["prefill_share"] < 1)
+        ok = (g["per_gpu_bytes"] <= cost.usable_bytes(p)) & (g["prefill_load"] < 1)
         if sla:
             ok &= 1 / g["tpot_s"] >= sla.min_tokens_per_s_per_user
         if ttft_limit is not None:

@@ -55,13 +55,26 @@ def make_problem(
     kv_precision: Precision | str | None = None,
     min_tokens_per_s_per_user: float | None = None,
     max_ttft_s: float | None = None,
-    calibration: Calibration | None = None,
+    calibration: Calibration | str | Path | None = None,
+    backend: str = "*",
+    memory_utilization: float | None = None,
 ) -> Problem:
-    """A validated Problem from names or specs; raises SpecError/UnknownNameError on bad input."""
+    """A validated Problem from names or specs; raises SpecError/UnknownNameError on bad input.
+
+    calibration: a Calibration, a path to a calibration YAML, or None for the shipped one.
+    backend: the serving engine whose calibration profile applies ('trtllm', 'vllm', 'sglang', '*').
+    memory_utilization: the engine's HBM fraction, overriding the calibration's (e.g. 0.85).
+    """
     from pydantic import ValidationError
 
+    from planner.calibrate import load_calibration
     from planner.catalog import validation_message
 
+    cal = calibration if isinstance(calibration, Calibration) else load_calibration(calibration)
+    if memory_utilization is not None:
+        if not 0.3 < memory_utilization <= 1.0:
+            raise SpecError(f"memory utilization must be in (0.3, 1], got {memory_utilization:g}")
+        cal = cal.model_copy(update={"memory_utilization": memory_utilization})
     m = model if isinstance(model, ModelSpec) else load_model(model)
     c = cluster if isinstance(cluster, ClusterSpec) else load_cluster(cluster)
     prec = Precision(precision)
@@ -74,7 +87,7 @@ def make_problem(
         )
         return Problem(
             model=m, cluster=c, gpus=gpus, workload=Workload(isl=isl, osl=osl), precision=prec,
-            kv_precision=kv, sla=sla, calibration=calibration or Calibration(),
+            kv_precision=kv, sla=sla, calibration=cal, backend=backend.lower(),
         )
     except ValidationError as e:
         raise SpecError(validation_message(e)) from None
@@ -105,7 +118,7 @@ def limits(p: Problem, cand: Candidate, space: Space) -> list[str]:
         rules = set()
         if ev.memory.per_gpu_bytes > ev.memory.usable_bytes:
             rules.add("memory")
-        if ev.metrics.prefill_share >= 1:
+        if ev.metrics.prefill_load >= 1:
             rules.add("chunk_keeps_up")
         if p.sla and ev.metrics.tokens_per_s_per_user < p.sla.min_tokens_per_s_per_user:
             rules.add("sla")
@@ -254,7 +267,7 @@ def estimate(
             f"(use a multiple of {share})"
         )
     m = concurrency // share
-    if cost.prefill_share(p, m, chunk) >= 1:
+    if cost.prefill_load(p, m, chunk) >= 1:
         need = int(m * p.workload.isl // p.workload.osl) + 1
         raise InvalidLayoutError(
             f"{explain(p, parallel, 'chunk_keeps_up')}: {m} requests per rank need a chunk of at least "

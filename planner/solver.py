@@ -49,7 +49,7 @@ class SolverParams:
     """CP-SAT parameters in one place."""
 
     time_limit_s: float = 60.0
-    workers: int = 2
+    workers: int = 1  # one worker keeps the search deterministic: the same problem, the same plan
     seed: int = 0
 
 
@@ -247,20 +247,26 @@ class CpSatPlanner:
         reserved = math.ceil(cost.reserved_bytes(p) / MIB)
         self.model.Add(weights + kv + act + reserved <= cap)
 
-    def _pass_time(self, chunk_pass: bool) -> list:
-        """Terms of one pass [ns]: the mean over iterations, or an iteration carrying a full chunk."""
+    def _pass_time(self, kind: Literal["mean", "own", "full"]) -> list:
+        """Terms of one pass [ns]: the mean over iterations ("mean"), or an iteration carrying a
+        request's own prompt ("own", cost.ttft_chunk tokens) or a full chunk ("full")."""
         p, s = self.p, self.s
-        tag = "chunk_pass" if chunk_pass else "mean_pass"
+        tag = f"{kind}_pass"
+        chunk_pass = kind != "mean"
         m, c = self._pair_grid()
+        carried = cost.ttft_chunk(p, m, c) if kind == "own" else c.astype(float)
 
         def shaped(block):
-            return block(c) if chunk_pass else cost.mixed(p, block, m, c)
+            return block(carried) if chunk_pass else cost.mixed(p, block, m, c)
 
         terms = [self._over_pairs(f"{tag}_attention", (
             ([self.b_tp[i]], shaped(lambda cc, v=tpv: cost.attention_block_time(p, v, m, cc)))
             for i, tpv in enumerate(s.tp)))]
         # tokens per rank the linear terms see: m + C in a chunk pass, m (1 + isl/osl) on average
-        tokens, per = (self.mb + self.chunk, 1.0) if chunk_pass else (self.mb, 1 + p.workload.isl / p.workload.osl)
+        if chunk_pass:  # m + the carried chunk, per (m, C) pair
+            tokens, per = sum(math.ceil(t - 1e-9) * z for t, z in zip(m + carried, self.z)), 1.0
+        else:
+            tokens, per = self.mb, 1 + p.workload.isl / p.workload.osl
         if p.model.is_moe:
             work = self._over_pairs(f"{tag}_moe_work", (
                 ([self.b_adp[j]], shaped(lambda cc, v=av: cost.moe_gemm_work(p, v, m + cc)))
@@ -290,7 +296,7 @@ class CpSatPlanner:
     def _add_tpot(self) -> None:
         """Mean time per output token: the mean pass time [ns], and a us copy for the objective."""
         self.tpot = self.model.NewIntVar(1, BIG, "tpot_ns")
-        self.model.Add(self.tpot >= sum(self._pass_time(chunk_pass=False)))
+        self.model.Add(self.tpot >= sum(self._pass_time("mean")))
         self.tpot_us = self.model.NewIntVar(1, math.ceil(BIG * US_PER_NS), "tpot_us")
         self.model.Add(self.tpot_us * round(1 / US_PER_NS) >= self.tpot)
 
@@ -299,24 +305,31 @@ class CpSatPlanner:
         self.model.Add(self.tpot <= math.floor(NS / self.p.sla.min_tokens_per_s_per_user))
 
     def _add_ttft(self, limit_s: float | None) -> None:
-        """TTFT = ttft_factor(m, C) * chunk pass <= limit, i.e. chunk pass <= limit / factor(m, C)."""
+        """TTFT = own(m, C) * own-prompt pass + backlog(m, C) * full-chunk pass <= limit (cost.ttft_passes),
+        one linear inequality per (m, C) pair."""
         p = self.p
-        self.chunk_pass = self.model.NewIntVar(0, BIG, "chunk_pass_ns")
-        self.model.Add(self.chunk_pass >= sum(self._pass_time(chunk_pass=True)))
         m, c = self._pair_grid()
-        factor = cost.ttft_factor(p, m, c)
-        if limit_s is not None:
-            for f, z in zip(factor, self.z):
-                if not np.isfinite(f):
-                    continue  # the chunk_keeps_up rule already excludes this pair
-                self.model.Add(self.chunk_pass <= math.floor(limit_s * NS / f)).OnlyEnforceIf(z)
+        own, backlog = cost.ttft_passes(p, m, c)
+        self.own_pass = self.model.NewIntVar(0, BIG, "own_pass_ns")
+        self.model.Add(self.own_pass >= sum(self._pass_time("own")))
+        ttft = [(o, self.own_pass) for o in own]
+        if np.any(backlog > 0):
+            self.full_pass = self.model.NewIntVar(0, BIG, "full_pass_ns")
+            self.model.Add(self.full_pass >= sum(self._pass_time("full")))
+        for k, z in enumerate(self.z):
+            if not np.isfinite(own[k]):
+                continue  # the chunk_keeps_up rule already excludes this pair
+            expr = math.ceil(own[k] * 1000) * self.own_pass  # in milli-passes x ns
+            if backlog[k] > 0:
+                expr = expr + math.ceil(backlog[k] * 1000) * self.full_pass
+            ttft[k] = expr
+            if limit_s is not None:
+                self.model.Add(expr <= math.floor(limit_s * NS * 1000)).OnlyEnforceIf(z)
         if self.objective == "min_ttft":
             self.ttft_us = self.model.NewIntVar(0, BIG, "ttft_us")
-            for f, z in zip(factor, self.z):
-                if np.isfinite(f):
-                    milli = math.ceil(f * 1000)
-                    self.model.Add(self.ttft_us * 1000 * round(1 / US_PER_NS) >= milli * self.chunk_pass
-                                   ).OnlyEnforceIf(z)
+            for k, z in enumerate(self.z):
+                if np.isfinite(own[k]):
+                    self.model.Add(self.ttft_us * 1000 * round(1 / US_PER_NS) >= ttft[k]).OnlyEnforceIf(z)
 
     # --- solving --------------------------------------------------------------------------------
     def _in_flight(self) -> cp_model.IntVar:
@@ -365,6 +378,9 @@ class CpSatPlanner:
         """Dinkelbach: maximise in_flight / tpot_us exactly; returns (status, solution, bound)."""
         if not hasattr(self, "in_flight"):
             self.in_flight = self._in_flight()
+            order = {c: i for i, c in enumerate(self.s.chunks)}
+            self.chunk_rank = sum(order[c] * z for (_, c), z in zip(self.pairs, self.z))
+            self.tie_scale = len(self.s.chunks)
         in_flight = self.in_flight
         self.model.ClearObjective()  # round 0: any feasible plan
         status, solver = self._run(deadline)
@@ -374,15 +390,16 @@ class CpSatPlanner:
         while True:
             sol, q, t = self._snapshot(solver), solver.Value(in_flight), solver.Value(self.tpot_us)
             self._hint(solver)
-            self.model.Maximize(t * in_flight - q * self.tpot_us)
+            # ties (equal throughput) go to the larger chunk: it waits less for the chunk budget (TTFT)
+            self.model.Maximize(self.tie_scale * (t * in_flight - q * self.tpot_us) + self.chunk_rank)
             status, solver = self._run(deadline)
             if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
                 return "FEASIBLE", sol, None
             proven = status == cp_model.OPTIMAL
-            if solver.ObjectiveValue() <= 0:
-                # no plan beats q / t (proven when OPTIMAL)
+            if solver.ObjectiveValue() < self.tie_scale:
+                # no plan beats q / t (proven when OPTIMAL); this round's plan ties it with the largest chunk
                 bound = q / (t * 1e-6) / self.p.gpus if proven else None  # on the us-rounded TPOT
-                return ("OPTIMAL" if proven else "FEASIBLE"), sol, bound
+                return ("OPTIMAL" if proven else "FEASIBLE"), self._snapshot(solver), bound
             if time.perf_counter() >= deadline:
                 return "FEASIBLE", self._snapshot(solver), None
 

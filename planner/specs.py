@@ -8,6 +8,7 @@ FLOP/s) and repeated in each ``Field(description=...)``.
 from __future__ import annotations
 
 from enum import Enum
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
@@ -253,6 +254,14 @@ class Workload(_Strict):
 
     isl: PositiveInt = Field(32768, description="Input (prompt) tokens per request [tokens]")
     osl: PositiveInt = Field(1024, description="Output tokens per request [tokens]")
+    burstiness: float | None = Field(
+        0.0, ge=0, le=2, description="Queueing behind prompts that arrived together: 0 = steady traffic; "
+        "None = the calibration's fitted value (measured closed-loop benchmarks)"
+    )
+    closed_loop: bool = Field(
+        False, description="Requests come back as soon as they finish (a benchmark's fixed concurrency), "
+        "so those that finished together arrive together"
+    )
 
 
 class SLA(_Strict):
@@ -262,32 +271,80 @@ class SLA(_Strict):
     max_ttft_s: PositiveFloat | None = Field(None, description="Maximum time to first token [s]")
 
 
-class Calibration(_Strict):
-    """Efficiency factors of the cost model: the only tuned numbers, each bounded.
+class Factors(_Strict):
+    """Efficiency factors of the cost model: the only fitted numbers, each physically bounded."""
 
-    Defaults are starting points from ../shared/reference/hardware.md (achievable fractions seen in
-    practice); a later calibration fits them to measured runs.
-    """
-
-    name: str = "default"
-    source: str = "starting values from shared/reference/hardware.md, not yet fitted"
-    hbm_efficiency: float = Field(0.8, gt=0.1, le=1.0, description="Achieved fraction of peak HBM bandwidth")
-    compute_efficiency: float = Field(0.6, gt=0.1, le=1.0, description="Achieved fraction of peak GEMM FLOP/s")
+    hbm_efficiency: float = Field(0.8, ge=0.2, le=1.0, description="Achieved fraction of peak HBM bandwidth")
+    compute_efficiency: float = Field(0.6, ge=0.1, le=1.0, description="Achieved fraction of peak GEMM FLOP/s")
     attention_efficiency: float = Field(
-        0.4, gt=0.05, le=1.0, description="Achieved fraction of peak FLOP/s in attention kernels"
+        0.4, ge=0.05, le=1.0, description="Achieved fraction of peak FLOP/s in attention kernels"
     )
-    scaleup_efficiency: float = Field(0.7, gt=0.1, le=1.0, description="Achieved fraction of scale-up bandwidth")
-    scaleout_efficiency: float = Field(0.6, gt=0.1, le=1.0, description="Achieved fraction of scale-out bandwidth")
+    scaleup_efficiency: float = Field(0.7, ge=0.1, le=1.0, description="Achieved fraction of scale-up bandwidth")
+    scaleout_efficiency: float = Field(0.6, ge=0.1, le=1.0, description="Achieved fraction of scale-out bandwidth")
     layer_overhead_us: float = Field(
         8.0, ge=0, le=200, description="Fixed kernel-launch/latency time per layer per iteration [us]"
     )
     iteration_overhead_ms: float = Field(
         1.0, ge=0, le=50, description="Fixed scheduler/sampling time per engine iteration [ms]"
     )
+    queue_burstiness: float = Field(
+        0.5, ge=0, le=2, description="Share of the prompts that arrived with a request and exceed the chunk "
+        "budget that it queues behind (0 = none); fitted per engine to closed-loop benchmarks, applied to "
+        "measured runs; planning uses Workload.burstiness"
+    )
+
+
+FACTOR_NAMES: tuple[str, ...] = tuple(Factors.model_fields)
+"""Names of the fitted factors, in a fixed order."""
+
+
+class Profile(_Strict):
+    """Factors fitted to one GPU system and/or serving engine ('*' matches any)."""
+
+    system: str = Field("*", description="Cluster catalog name, or '*'")
+    backend: str = Field("*", description="Serving engine (trtllm, vllm, sglang), or '*'")
+    factors: dict[str, float] = Field(default_factory=dict, description="Overrides of Factors fields")
+    rows: int = Field(0, ge=0, description="Measured runs the profile was fitted on")
+
+    @model_validator(mode="after")
+    def _known_factors(self) -> Profile:
+        unknown = sorted(set(self.factors) - set(FACTOR_NAMES))
+        if unknown:
+            raise ValueError(f"unknown factors {unknown}; known: {', '.join(FACTOR_NAMES)}")
+        Factors(**self.factors)  # bounds
+        return self
+
+
+class Calibration(_Strict):
+    """Efficiency factors (base plus per system/backend profiles) and the engine's memory headroom.
+
+    The shipped calibration (planner/calibration.yaml) is fitted to measured runs by
+    `planner calibrate`; without it the base factors are starting values from the hardware notes.
+    """
+
+    name: str = "default"
+    source: str = "starting values from shared/reference/hardware.md, not fitted"
+    base: Factors = Field(default_factory=Factors)
+    profiles: list[Profile] = Field(default_factory=list)
     memory_utilization: float = Field(
         0.9, gt=0.3, le=1.0, description="Fraction of HBM the engine may use (vLLM gpu_memory_utilization)"
     )
     comm_buffer_gb: float = Field(0.4, ge=0, le=16, description="NCCL buffers once any GPU group > 1 [GB]")
+    engine_chunk_tokens: dict[str, int] = Field(
+        default_factory=lambda: {"trtllm": 8192, "vllm": 8192, "sglang": 8192, "*": 8192},
+        description="Default prefill token budget per iteration of each engine, for measured runs [tokens]",
+    )
+
+    def factors_for(self, system: str, backend: str) -> Factors:
+        """Base factors overridden by matching profiles, least specific first."""
+        merged = self.base.model_dump()
+        ranked = sorted(
+            (p for p in self.profiles if p.system in ("*", system) and p.backend in ("*", backend)),
+            key=lambda p: (p.system != "*") * 2 + (p.backend != "*"),
+        )
+        for prof in ranked:
+            merged.update(prof.factors)
+        return Factors(**merged)
 
 
 class Parallel(_Strict):
@@ -357,6 +414,7 @@ class Metrics(_Strict):
     ttft_ms: float = Field(description="Mean time to first token [ms]")
     requests_per_s: float = Field(description="Completed requests per second, all replicas [requests/s]")
     prefill_share: float = Field(description="Fraction of iterations that carry a prefill chunk")
+    prefill_load: float = Field(description="Share of the chunk budget prefill needs (< 1 by rule)")
 
 
 class Memory(_Strict):
@@ -417,9 +475,13 @@ class Problem(_Strict):
     gpus: PositiveInt = Field(64, description="GPUs given [GPUs]")
     workload: Workload = Field(default_factory=Workload)
     precision: Precision = Field(Precision.fp4, description="Weight and GEMM format")
+    expert_precision: Precision | None = Field(
+        None, description="Format of routed-expert weights when it differs from precision (e.g. MXFP4 experts)"
+    )
     kv_precision: Precision = Field(Precision.fp8, description="KV-cache format")
     sla: SLA | None = None
     calibration: Calibration = Field(default_factory=Calibration)
+    backend: str = Field("*", description="Serving engine whose calibration profile applies, or '*'")
 
     @model_validator(mode="after")
     def _kv_format(self) -> Problem:
@@ -427,15 +489,41 @@ class Problem(_Strict):
             raise ValueError("kv_precision must be fp8 or bf16")
         return self
 
+    def model_copy(self, *, update=None, deep: bool = False) -> Problem:  # noqa: D102
+        copy = super().model_copy(update=update, deep=deep)
+        for cached in ("factors", "_rates"):  # derived from fields the update may change
+            copy.__dict__.pop(cached, None)
+        return copy
+
     @property
-    def gemm_math(self) -> str:
-        """Tensor-core format of the GEMMs: the weights' own, or the next wider one the GPU has.
+    def burstiness(self) -> float:
+        """Share of wave-like arrivals: the workload's, or the calibration's fitted value."""
+        b = self.workload.burstiness
+        return self.factors.queue_burstiness if b is None else b
+
+    @cached_property
+    def factors(self) -> Factors:
+        """The efficiency factors for this cluster and backend."""
+        return self.calibration.factors_for(self.cluster.name, self.backend)
+
+    @property
+    def experts(self) -> Precision:
+        """Format of the routed-expert weights."""
+        return self.expert_precision or self.precision
+
+    def math_for(self, precision: Precision) -> str:
+        """Tensor-core format for weights of `precision`: their own, or the next wider the GPU has.
 
         4-bit weights on a GPU without FP4 math (Hopper, Ampere) run weight-only: stored in 4 bits,
         multiplied in FP8 or BF16, as serving engines do (Marlin-style kernels).
         """
-        order = {"fp4": ["fp4", "fp8", "bf16"], "fp8": ["fp8", "bf16"], "bf16": ["bf16"]}[self.precision.math]
+        order = {"fp4": ["fp4", "fp8", "bf16"], "fp8": ["fp8", "bf16"], "bf16": ["bf16"]}[precision.math]
         return next(f for f in order if self.cluster.supports(f))
+
+    @property
+    def gemm_math(self) -> str:
+        """Tensor-core format of the dense GEMMs."""
+        return self.math_for(self.precision)
 
     @property
     def attention_math(self) -> str:

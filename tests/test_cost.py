@@ -10,12 +10,13 @@ from hypothesis import strategies as st
 from planner import Parallel, cost
 from planner.search import make_problem
 from planner.space import Space
-from planner.specs import GB
+from planner.specs import GB, Calibration
 
 
 def _p(model="llama-3.1-70b", cluster="h100-sxm", precision="fp8", kv="fp8", isl=4000, osl=1000, gpus=8):
+    # the unfitted starting factors: these tests check the physics, not the fitted numbers
     return make_problem(model=model, cluster=cluster, gpus=gpus, isl=isl, osl=osl, precision=precision,
-                        kv_precision=kv)
+                        kv_precision=kv, calibration=Calibration())
 
 
 def test_gqa_kv_bytes_per_token_and_replication():
@@ -70,7 +71,7 @@ def test_weights_split_over_tp_pp_and_experts_over_the_stage():
 def test_decode_step_of_a_dense_model_by_hand():
     """llama-3.1-8b, BF16, one request on one H100: weight reads dominate; check the sum by hand."""
     p = _p(model="llama-3.1-8b", precision="bf16", kv="bf16", isl=1000, osl=1)
-    md, k = p.model, p.calibration
+    md, k = p.model, p.factors
     hbm = 3.35e12 * k.hbm_efficiency
     dense = (md.total_params - md.embedding_params) * 2 / hbm
     lm_head = md.vocab_size * md.hidden_size * 2 / hbm
@@ -125,7 +126,7 @@ def test_more_requests_never_cost_less_time_or_memory(m, extra, chunk, tp, isl, 
     par = Parallel(tp=tp, dp=8 // tp)
     a = cost.metrics_grid(p, par, np.array(m), np.array(chunk))
     b = cost.metrics_grid(p, par, np.array(m + extra), np.array(chunk))
-    if a["prefill_share"] < 1 and b["prefill_share"] < 1:
+    if a["prefill_load"] < 1 and b["prefill_load"] < 1:
         assert b["tpot_s"] >= a["tpot_s"]
     assert b["kv_cache_bytes"] > a["kv_cache_bytes"]
     assert b["per_gpu_bytes"] > a["per_gpu_bytes"]
@@ -134,15 +135,22 @@ def test_more_requests_never_cost_less_time_or_memory(m, extra, chunk, tp, isl, 
 @settings(max_examples=40, deadline=None)
 @given(m=st.integers(1, 64), chunk=st.sampled_from([128, 512, 2048, 8192]), isl=st.integers(16, 32000),
        osl=st.integers(16, 4000))
-def test_prefill_share_and_ttft_factor(m, chunk, isl, osl):
+def test_prefill_load_share_and_ttft_passes(m, chunk, isl, osl):
     p = _p(isl=isl, osl=osl)
+    rho = float(cost.prefill_load(p, m, chunk))
+    assert rho == pytest.approx(m * isl / (osl * chunk))
+    carried = float(cost.carried_chunk(p, m, chunk))
+    assert carried <= chunk and (carried >= min(isl, chunk) - 1e-9)
     f = float(cost.prefill_share(p, m, chunk))
-    assert f == pytest.approx(m * isl / (osl * chunk))
-    factor = float(cost.ttft_factor(p, m, chunk))
-    if f < 1:
-        assert factor >= np.ceil(isl / chunk)
+    assert f == pytest.approx(m * isl / osl / carried)
+    assert f * carried == pytest.approx(rho * chunk)  # the demand is carried either way
+    own, backlog = (float(x) for x in cost.ttft_passes(p, m, chunk))
+    assert backlog == 0  # steady traffic (planning): nobody queues behind a group
+    if rho < 1:
+        assert f <= 1 + 1e-9
+        assert own >= np.ceil(isl / chunk - 1e-9)
     else:
-        assert factor == float("inf")
+        assert own == float("inf")
 
 
 def test_memory_breakdown_adds_up():

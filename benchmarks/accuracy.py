@@ -1,0 +1,630 @@
+"""How well the cost model predicts measured serving runs: in-sample, cross-validated, and for decisions.
+
+The data are the measured runs of shared/validation/calibration.csv (TensorRT-LLM, vLLM and SGLang on
+H100/H200/B200/GB200, one row per engine launch and concurrency). Every run is predicted with
+``planner.calibrate.predict`` and compared with what was measured:
+
+1. In-sample: the shipped calibration (``load_calibration(None)``, fitted to this same file) and the
+   unfitted defaults (``Calibration()``) on all usable runs. Absolute % error |pred / measured - 1| of
+   TPOT, TTFT and tokens/s/GPU (measured tokens/s/GPU = ``Dataset.measured_throughput``), median and
+   90th percentile, overall and per system, backend, model and regime (``planner.calibrate.regimes``).
+2. Cross-validation: leave-one-model-out (LOMO) and leave-one-system-out (LOSO). For each held-out
+   model (system), ``fit(train, start=Calibration())`` on the runs of all other models (systems), then
+   predict the held-out runs. A held-out system gets no system profile: it runs on base factors (plus
+   the engine profiles). The same error statistics on the concatenated held-out predictions.
+3. Ranking: Spearman rank correlation (average ranks for ties) of predicted vs measured tokens/s/GPU
+   within each group of runs sharing (model, system, backend, isl, osl), for groups of 3 runs or more.
+4. Decision regret: in each such group and for each SLA level (tokens/s/user), pick the run with the
+   highest predicted tokens/s/GPU among those predicted to meet the SLA; regret = 1 - measured
+   tokens/s/GPU of the pick / the best measured tokens/s/GPU among runs measured to meet it. A pick
+   that measurably misses the SLA, or no run predicted to meet it, counts as regret 1. Pairs where no
+   run measurably meets the SLA are skipped.
+5. Memory honesty: per run, the planner's per-GPU memory (``cost.memory_breakdown``) at the engine's
+   concurrency vs the usable HBM; runs predicted not to fit, and their measured TTFT.
+
+Rows the parser cannot use (``Dataset.errors``) are listed by reason.
+
+Run from the repository root:
+
+    python benchmarks/accuracy.py            # everything: 10 fits, ~20-25 min on 2 cores
+    python benchmarks/accuracy.py --quick    # in-sample + LOMO on 2 models, for a smoke run
+
+The markdown report goes to benchmarks/results/accuracy.md (accuracy.quick.md with --quick; ``--out``
+to change) and is printed too. Progress of the fits goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # measure the work tree's planner, installed or not
+
+from planner import cost  # noqa: E402
+from planner.calibrate import SHIPPED, Dataset, error_table, fit, load_calibration, predict, regimes  # noqa: E402
+from planner.runs import read_rows  # noqa: E402
+from planner.specs import FACTOR_NAMES, Calibration  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "validation" / "calibration.csv"
+"""The measured runs, next to the repository (shared/validation/calibration.csv)."""
+SLA_LEVELS = (10.0, 20.0, 35.0, 50.0, 100.0)
+"""Service levels of the decision-regret check [tokens/s/user]."""
+MIN_GROUP = 3
+"""Fewest runs a (model, system, backend, isl, osl) group needs for ranking and regret."""
+GOOD_RHO = 0.8
+"""Spearman rho counted as a good ranking."""
+QUICK_FOLDS = 2
+"""Held-out models in --quick mode (the ones with the fewest runs: the cheapest folds to report)."""
+METRICS = (("tpot", "TPOT"), ("ttft", "TTFT"), ("thr", "tok/s/GPU"))
+
+Pred = dict[str, np.ndarray]
+
+
+# --- error statistics ---------------------------------------------------------------------------------
+
+
+def abs_errors(ds: Dataset, pred: Pred) -> dict[str, np.ndarray]:
+    """|pred / measured - 1| of TPOT, TTFT and tokens/s/GPU per run."""
+    return {
+        "tpot": np.abs(pred["tpot_ms"] / ds.tpot_ms - 1),
+        "ttft": np.abs(pred["ttft_ms"] / ds.ttft_ms - 1),
+        "thr": np.abs(pred["tokens_per_s_per_gpu"] / ds.measured_throughput - 1),
+    }
+
+
+def slices(ds: Dataset, bys: tuple[str, ...] = ("all", "system", "backend", "model", "regime")
+           ) -> list[tuple[str, str, np.ndarray]]:
+    """(by, group, mask) of the runs errors are reported over."""
+    out: list[tuple[str, str, np.ndarray]] = []
+    columns = {"system": ds.systems, "backend": ds.backends, "model": ds.models}
+    for by in bys:
+        if by == "all":
+            out.append(("all", "all", np.ones(len(ds.runs), bool)))
+        elif by == "regime":
+            out += [("regime", k, v) for k, v in regimes(ds).items()]
+        else:
+            col = columns[by]
+            out += [(by, str(v), col == v) for v in sorted(set(col))]
+    return [s for s in out if s[2].any()]
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Median and 90th percentile of one error over some runs."""
+
+    median: float
+    p90: float
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> Stat:
+        return cls(float(np.median(x)), float(np.percentile(x, 90)))
+
+    def cell(self) -> str:
+        return f"{pct(self.median)} / {pct(self.p90)}"
+
+
+def pct(x: float) -> str:
+    """A fraction as a percentage, e.g. 0.271 -> '27%'."""
+    if not np.isfinite(x):
+        return "n/a"
+    return f"{100 * x:.1f}%" if abs(x) < 0.1 else f"{100 * x:.0f}%"
+
+
+def stats(ds: Dataset, pred: Pred, mask: np.ndarray) -> dict[str, Stat]:
+    err = abs_errors(ds, pred)
+    return {k: Stat.of(err[k][mask]) for k, _ in METRICS}
+
+
+def restrict(ds: Dataset, pred: Pred, mask: np.ndarray) -> tuple[Dataset, Pred]:
+    """The runs (and their predictions) where `mask` holds."""
+    return ds.subset(mask), {k: v[mask] for k, v in pred.items()}
+
+
+def check_medians(ds: Dataset, pred: Pred) -> None:
+    """Our medians must equal planner.calibrate.error_table's (same definition, independent code)."""
+    mine = {(by, g): stats(ds, pred, m) for by, g, m in slices(ds)}
+    for by, group, _n, tpot, ttft, thr in error_table(ds, pred):
+        s = mine[(by, str(group))]
+        if not np.allclose([s["tpot"].median, s["ttft"].median, s["thr"].median], [tpot, ttft, thr]):
+            raise AssertionError(f"median errors disagree with planner.calibrate.error_table on {by} {group}")
+
+
+def comparison_table(sources: list[tuple[str, Dataset, Pred]], bys: tuple[str, ...]) -> list[str]:
+    """Per slice: 'median / p90' of each metric under each source (sources share the same runs)."""
+    names = [n for n, _, _ in sources]
+    head = ["by", "group", "runs"] + [f"{label} {n}" for _, label in METRICS for n in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    ds0 = sources[0][1]
+    for by, group, mask in slices(ds0, bys):
+        st = [stats(ds, pred, mask) for _, ds, pred in sources]
+        cells = [st[i][k].cell() for k, _ in METRICS for i in range(len(sources))]
+        lines.append(f"| {by} | {group} | {int(mask.sum())} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def headline_table(rows: list[tuple[str, Dataset, Pred]]) -> list[str]:
+    """One line per prediction source: median and p90 of each metric, and the median throughput ratio."""
+    lines = ["| predictions | runs | TPOT median | TPOT p90 | TTFT median | TTFT p90 | tok/s/GPU median | "
+             "tok/s/GPU p90 | median pred/meas tok/s/GPU |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, ds, pred in rows:
+        s = stats(ds, pred, np.ones(len(ds.runs), bool))
+        ratio = float(np.median(pred["tokens_per_s_per_gpu"] / ds.measured_throughput))
+        cells = [pct(s[k].median) + " | " + pct(s[k].p90) for k, _ in METRICS]
+        lines.append(f"| {name} | {len(ds.runs)} | " + " | ".join(cells) + f" | {ratio:.2f} |")
+    return lines
+
+
+def weak_spots(ds: Dataset, pred: Pred, min_runs: int = 10, top: int = 4) -> str:
+    """The slices (n >= min_runs) with the largest median tokens/s/GPU error."""
+    err = abs_errors(ds, pred)
+    found = []
+    for by, group, mask in slices(ds, ("system", "backend", "model", "regime")):
+        if mask.sum() >= min_runs:
+            found.append((float(np.median(err["thr"][mask])), float(np.median(err["tpot"][mask])),
+                          float(np.median(err["ttft"][mask])), by, group, int(mask.sum())))
+    found.sort(reverse=True)
+    return "; ".join(f"{by} {g} ({n} runs): tok/s/GPU {pct(a)}, TPOT {pct(b)}, TTFT {pct(c)}"
+                     for a, b, c, by, g, n in found[:top])
+
+
+# --- cross-validation -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Fold:
+    """One held-out group: its fit and its runs."""
+
+    group: str
+    train_runs: int
+    test_runs: int
+    wall_s: float
+    calibration: Calibration
+
+
+@dataclass
+class Scheme:
+    """Held-out predictions of one cross-validation scheme, aligned to the full dataset."""
+
+    name: str  # LOMO / LOSO
+    by: str  # model / system
+    covered: np.ndarray  # runs predicted while held out
+    pred: Pred  # NaN where not covered
+    folds: list[Fold]
+
+    def held_out(self, ds: Dataset) -> tuple[Dataset, Pred]:
+        return restrict(ds, self.pred, self.covered)
+
+
+def cross_validate(ds: Dataset, name: str, by: str, groups: list[str],
+                   log: Callable[[str], None]) -> Scheme:
+    """Fit from the defaults without each group, predict the group."""
+    column = ds.models if by == "model" else ds.systems
+    pred = {k: np.full(len(ds.runs), np.nan) for k in ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu")}
+    covered = np.zeros(len(ds.runs), bool)
+    folds = []
+    for k, group in enumerate(groups, 1):
+        test = column == group
+        train = ds.subset(~test)
+        log(f"{name} fold {k}/{len(groups)}: hold out {by} {group} ({int(test.sum())} runs), "
+            f"fit on {len(train.runs)} runs")
+        def progress(msg: str, group: str = group) -> None:
+            log(f"  [{name} -{group}] {msg}")
+
+        t0 = time.perf_counter()
+        cal = fit(train, start=Calibration(), name=f"{name}-without-{group}", log=progress)
+        wall = time.perf_counter() - t0
+        out = predict(ds.subset(test), cal)
+        for key in pred:
+            pred[key][test] = out[key]
+        covered |= test
+        folds.append(Fold(group, len(train.runs), int(test.sum()), wall, cal))
+        log(f"{name} fold {k}/{len(groups)} done in {wall:.0f} s")
+    return Scheme(name, by, covered, pred, folds)
+
+
+def fold_table(scheme: Scheme, ds: Dataset) -> list[str]:
+    lines = [f"| held-out {scheme.by} | train runs | held-out runs | fit wall s | TPOT | TTFT | tok/s/GPU |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    column = ds.models if scheme.by == "model" else ds.systems
+    for f in scheme.folds:
+        s = stats(ds, scheme.pred, column == f.group)
+        lines.append(f"| {f.group} | {f.train_runs} | {f.test_runs} | {f.wall_s:.0f} | "
+                     + " | ".join(s[k].cell() for k, _ in METRICS) + " |")
+    return lines
+
+
+def factor_table(cals: list[tuple[str, Calibration]]) -> list[str]:
+    lines = ["| calibration | " + " | ".join(FACTOR_NAMES) + " | profiles |",
+             "|---|" + "---:|" * len(FACTOR_NAMES) + "---|"]
+    for name, cal in cals:
+        base = cal.base.model_dump()
+        profs = ", ".join(p.system if p.system != "*" else p.backend for p in cal.profiles) or "none"
+        lines.append(f"| {name} | " + " | ".join(f"{base[n]:.3g}" for n in FACTOR_NAMES) + f" | {profs} |")
+    return lines
+
+
+# --- ranking and decision regret ------------------------------------------------------------------------
+
+
+def groups_of(ds: Dataset) -> list[tuple[tuple, np.ndarray]]:
+    """Runs sharing (model, system, backend, isl, osl), for groups of MIN_GROUP runs or more."""
+    keys: dict[tuple, list[int]] = {}
+    for i, r in enumerate(ds.runs):
+        p = r.problem
+        keys.setdefault((p.model.name, p.cluster.name, p.backend, p.workload.isl, p.workload.osl), []).append(i)
+    return [(k, np.array(v)) for k, v in sorted(keys.items()) if len(v) >= MIN_GROUP]
+
+
+def ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties given their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    r = np.empty(len(x))
+    r[order] = np.arange(1, len(x) + 1)
+    _, inverse = np.unique(x, return_inverse=True)
+    return (np.bincount(inverse, weights=r) / np.bincount(inverse))[inverse]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation; NaN when either side is constant."""
+    ra, rb = ranks(a) - (len(a) + 1) / 2, ranks(b) - (len(b) + 1) / 2
+    den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
+    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+
+
+def rank_correlations(ds: Dataset, pred: Pred) -> list[tuple[tuple, int, float]]:
+    measured = ds.measured_throughput
+    return [(k, len(idx), spearman(pred["tokens_per_s_per_gpu"][idx], measured[idx])) for k, idx in groups_of(ds)]
+
+
+def spearman_table(sources: list[tuple[str, Dataset, Pred]]) -> list[str]:
+    lines = ["| predictions | groups | runs in groups | rho undefined | median rho | p10 | p25 | p75 | "
+             f"share rho >= {GOOD_RHO:g} | share rho < 0 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, ds, pred in sources:
+        rc = rank_correlations(ds, pred)
+        rho = np.array([r for _, _, r in rc])
+        ok = rho[np.isfinite(rho)]
+        if not len(ok):
+            lines.append(f"| {name} | {len(rc)} | | {len(rho)} | | | | | | |")
+            continue
+        q = np.percentile(ok, [10, 25, 50, 75])
+        lines.append(f"| {name} | {len(rc)} | {sum(n for _, n, _ in rc)} | {len(rho) - len(ok)} | {q[2]:.2f} | "
+                     f"{q[0]:.2f} | {q[1]:.2f} | {q[3]:.2f} | {pct(float(np.mean(ok >= GOOD_RHO)))} | "
+                     f"{pct(float(np.mean(ok < 0)))} |")
+    return lines
+
+
+def worst_groups(ds: Dataset, pred: Pred, top: int = 5) -> list[str]:
+    rc = [x for x in rank_correlations(ds, pred) if np.isfinite(x[2])]
+    rc.sort(key=lambda x: x[2])
+    return [f"{'/'.join(str(v) for v in k)} ({n} runs): rho {r:.2f}" for k, n, r in rc[:top]]
+
+
+@dataclass(frozen=True)
+class Regret:
+    """Regret of one (group, SLA) decision."""
+
+    sla: float
+    regret: float
+    outcome: str  # 'ok', 'pick misses SLA', 'none predicted'
+    random_pick: float  # expected regret of picking any run of the group uniformly (misses count 1)
+
+
+def regrets(ds: Dataset, pred: Pred) -> tuple[list[Regret], Counter]:
+    """Decisions over every group and SLA level; and the (group, SLA) pairs skipped per SLA level."""
+    meas_thr, pred_thr = ds.measured_throughput, pred["tokens_per_s_per_gpu"]
+    meas_user, pred_user = 1000 / ds.tpot_ms, 1000 / pred["tpot_ms"]
+    out: list[Regret] = []
+    skipped: Counter = Counter()
+    for _, idx in groups_of(ds):
+        for sla in SLA_LEVELS:
+            meets = meas_user[idx] >= sla
+            if not meets.any():
+                skipped[sla] += 1
+                continue
+            best = meas_thr[idx][meets].max()
+            random_pick = float(np.mean(np.where(meets, 1 - meas_thr[idx] / best, 1.0)))
+            promised = pred_user[idx] >= sla
+            if not promised.any():
+                out.append(Regret(sla, 1.0, "none predicted", random_pick))
+                continue
+            cand = idx[promised]
+            pick = cand[np.argmax(pred_thr[cand])]
+            if meas_user[pick] < sla:
+                out.append(Regret(sla, 1.0, "pick misses SLA", random_pick))
+            else:
+                out.append(Regret(sla, float(1 - meas_thr[pick] / best), "ok", random_pick))
+    return out, skipped
+
+
+def regret_table(sources: list[tuple[str, Dataset, Pred]]) -> list[str]:
+    lines = ["| predictions | SLA tok/s/user | pairs | skipped (no run meets SLA) | mean regret | median regret | "
+             "regret 0 | pick misses SLA | none predicted | random pick, mean |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, ds, pred in sources:
+        rs, skipped = regrets(ds, pred)
+        for sla in (*SLA_LEVELS, None):
+            sel = [r for r in rs if sla is None or r.sla == sla]
+            label = "all" if sla is None else f"{sla:g}"
+            skip = sum(skipped.values()) if sla is None else skipped[sla]
+            if not sel:
+                lines.append(f"| {name} | {label} | 0 | {skip} | | | | | | |")
+                continue
+            reg = np.array([r.regret for r in sel])
+            outcome = Counter(r.outcome for r in sel)
+            lines.append(
+                f"| {name} | {label} | {len(sel)} | {skip} | {pct(float(reg.mean()))} | {pct(float(np.median(reg)))} "
+                f"| {pct(float(np.mean(reg == 0)))} | {outcome['pick misses SLA']} | {outcome['none predicted']} | "
+                f"{pct(float(np.mean([r.random_pick for r in sel])))} |")
+    return lines
+
+
+# --- memory -------------------------------------------------------------------------------------------
+
+
+def memory_section(ds: Dataset, cal: Calibration, pred: Pred) -> list[str]:
+    """Runs whose predicted per-GPU memory at the engine's concurrency exceeds usable HBM."""
+    need, usable, fixed = (np.empty(len(ds.runs)) for _ in range(3))
+    for i, r in enumerate(ds.runs):
+        p = r.problem.model_copy(update={"calibration": cal})
+        m = r.concurrency / (r.parallel.attention_dp * r.parallel.pp)
+        mem = cost.memory_breakdown(p, r.parallel, m, r.chunk)
+        need[i] = float(mem["per_gpu_bytes"])
+        fixed[i] = float(cost.memory_breakdown(p, r.parallel, 1.0, r.chunk)["per_gpu_bytes"])
+        usable[i] = cost.usable_bytes(p)
+    over = need > usable
+    never = fixed > usable  # not even one request fits
+    ttft_err = np.abs(pred["ttft_ms"] / ds.ttft_ms - 1)
+    tpu = 1000 / ds.tpot_ms
+
+    def row(label: str, mask: np.ndarray) -> str:
+        if not mask.any():
+            return f"| {label} | 0 | | | | | |"
+        return (f"| {label} | {int(mask.sum())} | {np.median(ds.ttft_ms[mask]):,.0f} | "
+                f"{np.median(pred['ttft_ms'][mask]):,.0f} | {pct(float(np.median(ttft_err[mask])))} | "
+                f"{np.median(need[mask] / usable[mask]):.2f} | {np.median(tpu[mask]):.1f} |")
+
+    lines = [
+        "| runs | count | median measured TTFT ms | median predicted TTFT ms | median TTFT abs err | "
+        "median need / usable | median measured tok/s/user |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        row("need > usable", over), row("need <= usable", ~over),
+    ]
+    for key, mask in regimes(ds).items():
+        if key.startswith("isl"):
+            lines += [row(f"need > usable, {key}", over & mask), row(f"need <= usable, {key}", ~over & mask)]
+    for backend in sorted(set(str(b) for b in ds.backends)):
+        lines.append(row(f"need > usable, {backend}", over & (ds.backends == backend)))
+    lines.append(row("not even 1 request per rank fits", never))
+    by_sys = Counter(str(s) for s in ds.systems[over])
+    by_model = Counter(str(s) for s in ds.models[over])
+    lines += ["", f"Runs with need > usable by system: {dict(sorted(by_sys.items()))}; by model: "
+              f"{dict(sorted(by_model.items()))}."]
+    odd = odd_concurrency(ds)
+    if odd:
+        lines += ["", "Runs whose concurrency comes from `silicon_concurrency=N` in silicon_data_source but N is not "
+                  "batch_size times 1, attention_dp or the replica's GPUs (`runs._concurrency` takes N as the "
+                  "replica's client concurrency; it also enters the measured tokens/s/GPU):", ""]
+        for i in odd:
+            r, row_ = ds.runs[i], ds.rows[ds.index[i]]
+            lines.append(f"- CSV line {ds.index[i] + 2} (id {row_.get('id') or '?'}): {r.parallel.label}, "
+                         f"batch_size {row_['batch_size']}, concurrency used {r.concurrency}; need / usable "
+                         f"{need[i] / usable[i]:.2f}; measured TPOT {ds.tpot_ms[i]:.1f} ms, "
+                         f"TTFT {ds.ttft_ms[i]:,.0f} ms.")
+    return lines
+
+
+def odd_concurrency(ds: Dataset) -> list[int]:
+    """Runs whose concurrency differs from batch_size by a factor other than 1, attention_dp or the GPUs."""
+    out = []
+    for i, r in enumerate(ds.runs):
+        try:
+            batch = int(float(ds.rows[ds.index[i]].get("batch_size") or 0))
+        except ValueError:
+            batch = 0
+        ok = {batch, batch * r.parallel.attention_dp, batch * r.parallel.replica_gpus}
+        if r.concurrency not in ok:
+            out.append(i)
+    return out
+
+
+# --- report ---------------------------------------------------------------------------------------------
+
+
+def revision() -> str:
+    """The work tree's git commit, marked when planner/ has uncommitted changes; empty outside git."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "planner"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return f"planner at commit {head}{' with uncommitted changes' if dirty else ''}"
+
+
+def machine() -> str:
+    import scipy
+
+    return (f"{os.cpu_count()} CPUs, {platform.platform()}, {platform.processor() or platform.machine()}, "
+            f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}")
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def excluded_rows(ds: Dataset, total: int) -> list[str]:
+    reasons = Counter(msg[:60] for msg in ds.errors.values())
+    lines = [f"{total} rows in the file: {len(ds.runs)} used, {len(ds.errors)} left out "
+             f"({'all accounted for' if len(ds.runs) + len(ds.errors) == total else 'MISMATCH'}).", "",
+             "| reason (first 60 characters) | rows |", "|---|---:|"]
+    lines += [f"| {r.replace('|', '/')} | {n} |" for r, n in reasons.most_common()]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true",
+                    help=f"in-sample + LOMO on the {QUICK_FOLDS} models with the fewest runs only (smoke run)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="markdown file [default: benchmarks/results/accuracy.md, accuracy.quick.md with --quick]")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"measured runs CSV [default: {DEFAULT_DATA}]")
+    args = ap.parse_args(argv)
+    out = args.out or ROOT / "benchmarks" / "results" / ("accuracy.quick.md" if args.quick else "accuracy.md")
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
+
+    started, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    rev = revision()
+    rows = read_rows(args.data)
+    defaults = Calibration()
+    shipped = load_calibration(None)
+    shipped_note = (f"`{SHIPPED.relative_to(ROOT)}` (name '{shipped.name}', sha256 {digest(SHIPPED)}, "
+                    f"modified {dt.datetime.fromtimestamp(SHIPPED.stat().st_mtime, dt.timezone.utc):%Y-%m-%d %H:%M} "
+                    f"UTC; source: {shipped.source or 'not given'})" if SHIPPED.is_file()
+                    else "NONE: planner/calibration.yaml is missing, so load_calibration(None) gave the defaults")
+    ds = Dataset.of(rows, defaults)
+    ds_shipped = Dataset.of(rows, shipped)  # the runs' chunk budgets come from the calibration parsed with
+    if ds_shipped.index != ds.index:
+        raise SystemExit("the shipped calibration parses a different set of rows than the defaults")
+    log(f"{len(rows)} rows, {len(ds.runs)} usable runs")
+
+    pred_shipped, pred_default = predict(ds_shipped, shipped), predict(ds, defaults)
+    check_medians(ds_shipped, pred_shipped)
+    check_medians(ds, pred_default)
+
+    models = sorted(set(str(m) for m in ds.models))
+    systems = sorted(set(str(s) for s in ds.systems))
+    if args.quick:
+        count = Counter(str(m) for m in ds.models)
+        models = sorted(models, key=lambda m: (count[m], m))[:QUICK_FOLDS]
+    schemes = [cross_validate(ds, "LOMO", "model", models, log)]
+    if not args.quick:
+        schemes.append(cross_validate(ds, "LOSO", "system", systems, log))
+    elapsed = time.perf_counter() - t0
+
+    insample = [("shipped (in-sample)", ds_shipped, pred_shipped), ("defaults", ds, pred_default)]
+    held = [(f"{s.name} held-out", *s.held_out(ds)) for s in schemes]
+    cmd = shlex.join(["python", "benchmarks/accuracy.py", *(argv if argv is not None else sys.argv[1:])])
+    lines = [
+        "# Accuracy of the cost model on measured serving runs",
+        "",
+        f"Reproduce: `{cmd}`",
+        "",
+        f"Machine: {machine()}. Date: {started:%Y-%m-%d %H:%M} UTC. {rev}. Wall time {elapsed:.0f} s"
+        + (f"; load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}" if load else "") + ".",
+        "",
+        f"Data: `{args.data}` (sha256 {digest(args.data)}): {len(rows)} rows, {len(ds.runs)} usable runs. "
+        f"Shipped calibration: {shipped_note}. Defaults: `Calibration()` ({defaults.source}).",
+        "",
+        "Error of a run = |predicted / measured - 1|; cells give **median / 90th percentile** over the runs "
+        "(numpy linear-interpolated percentile). Measured tokens/s/GPU = batch * osl / (TTFT + (osl - 1) * TPOT) "
+        "/ GPUs (`Dataset.measured_throughput`); predicted tokens/s/GPU uses the same formula on predicted "
+        "TTFT and TPOT. Regimes: `planner.calibrate.regimes` (batch = client concurrency).",
+        "" if not args.quick else "\n**Quick run**: in-sample and LOMO on " + ", ".join(models) + " only.\n",
+        "## Summary",
+        "",
+        *headline_table(insample + held),
+        "",
+        "The shipped calibration was fitted to all of these runs, so its row is an in-sample figure. The "
+        "held-out rows are honest: each run is predicted by a calibration fitted (from the defaults, "
+        "`fit(train, start=Calibration())`) without any run of its model (LOMO) or of its system (LOSO).",
+        "",
+    ]
+    for name, hds, hpred in held:
+        lines.append(f"- Weak spots, {name} (largest median tok/s/GPU error, slices of >= 10 runs): "
+                     f"{weak_spots(hds, hpred)}.")
+    lines += [
+        "",
+        "## 1. In-sample: shipped calibration vs unfitted defaults",
+        "",
+        *comparison_table(insample, ("all", "system", "backend", "model", "regime")),
+        "",
+        "## 2. Cross-validation (held-out predictions)",
+        "",
+        "Per fold (errors over the held-out runs of that fold):",
+        "",
+    ]
+    for s in schemes:
+        lines += [f"**{s.name}**", "", *fold_table(s, ds), ""]
+    if len(held) > 1 and all(s.covered.all() for s in schemes):
+        lines += ["All runs, each predicted while its model (LOMO) or system (LOSO) was held out:", "",
+                  *comparison_table([(s.name, hds, hp) for s, (_, hds, hp) in zip(schemes, held)],
+                                    ("all", "system", "backend", "model", "regime")), ""]
+    else:
+        for s, (name, hds, hp) in zip(schemes, held):
+            lines += [f"{name}:", "", *comparison_table([(s.name, hds, hp)], ("all", s.by, "backend", "regime")), ""]
+    lines += ["Fitted base factors (a held-out system runs on these plus the engine profile):", "",
+              *factor_table([("defaults", defaults), ("shipped", shipped)]
+                            + [(f"{s.name} -{f.group}", f.calibration) for s in schemes for f in s.folds]), ""]
+
+    rank_sources = insample + held
+    lines += [
+        "## 3. Ranking within (model, system, backend, isl, osl) groups",
+        "",
+        f"Spearman rho of predicted vs measured tokens/s/GPU over the runs of each group of >= {MIN_GROUP} runs "
+        "(average ranks for ties; undefined when all predictions or all measurements of a group are equal).",
+        "",
+        *spearman_table(rank_sources),
+        "",
+    ]
+    for name, hds, hp in held:
+        lines.append(f"- Lowest rho, {name}: " + "; ".join(worst_groups(hds, hp)) + ".")
+    lines += [
+        "",
+        "## 4. Decision regret",
+        "",
+        "Per group and SLA level: among runs *predicted* to meet the SLA (1000 / predicted TPOT >= SLA), pick the "
+        "highest predicted tokens/s/GPU; regret = 1 - measured tokens/s/GPU of the pick / best measured "
+        "tokens/s/GPU among runs *measured* to meet the SLA. Regret 1 when the pick measurably misses the SLA or "
+        "no run is predicted to meet it; pairs where no run measurably meets the SLA are skipped. "
+        "'random pick' = expected regret of picking a run of the group uniformly at random (misses count 1), "
+        "for scale.",
+        "",
+        *regret_table(rank_sources),
+        "",
+        "## 5. Memory honesty",
+        "",
+        "Per run: `cost.memory_breakdown(problem, parallel, m, chunk)` under the shipped calibration, with "
+        "m = concurrency / (attention_dp * pp) requests per rank at full context (isl + osl) and the run's chunk "
+        "budget, against usable HBM (`cost.usable_bytes`: capacity * memory_utilization "
+        f"= {shipped.memory_utilization:g}). Where the need exceeds usable memory the engine cannot have held "
+        "every request at once: the rest queued, and the wait shows in measured TTFT. Predicted TTFT is the "
+        "shipped calibration's (`predict_runs` caps the running requests at the KV capacity and adds the wait).",
+        "",
+        *memory_section(ds_shipped, shipped, pred_shipped),
+        "",
+        "## Rows left out",
+        "",
+        *excluded_rows(ds, len(rows)),
+        "",
+    ]
+    text = "\n".join(lines)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,230 @@
+"""Fit the efficiency factors to measured runs, and report prediction errors.
+
+The fit is a bounded robust least-squares (scipy) on log(predicted / measured) TPOT and TTFT:
+first the base factors on all runs, then per-engine profiles (the engine-specific factors: fixed
+overheads, prefill queueing, attention kernels) and per-system profiles (the hardware-specific
+factors: HBM, GEMM and scale-up efficiency), each on its own runs and pulled towards the base so
+that a profile moves only as far as its data supports. Profiles need at least MIN_PROFILE_ROWS
+runs; a system or engine with fewer keeps the base factors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from planner.catalog import parse_yaml
+from planner.errors import SpecError
+from planner.runs import Run, _group_key, parse_all, predict_runs
+from planner.specs import FACTOR_NAMES, Calibration, Factors, Profile
+
+ENGINE_FACTORS = ("iteration_overhead_ms", "layer_overhead_us", "queue_burstiness", "attention_efficiency")
+"""Factors a serving engine sets: its scheduler and launch overheads, admission, attention kernels."""
+SYSTEM_FACTORS = ("hbm_efficiency", "compute_efficiency", "scaleup_efficiency")
+"""Factors a GPU system sets: achieved memory, math and interconnect fractions."""
+MIN_PROFILE_ROWS = 40
+"""Fewest runs a profile is fitted on."""
+TTFT_WEIGHT = 0.5
+"""Weight of log TTFT errors against log TPOT errors in the fit (TTFT is noisier)."""
+PRIOR_WEIGHT = 2.0
+"""Pull of a profile's factors towards the base, per factor [log units]."""
+
+SHIPPED = Path(__file__).resolve().parent / "calibration.yaml"
+"""The calibration shipped with the package, fitted to shared/validation/calibration.csv."""
+
+
+def load_calibration(path: str | Path | None = None) -> Calibration:
+    """A calibration from a YAML file; None gives the shipped one (or the unfitted defaults)."""
+    if path is None:
+        return parse_yaml(SHIPPED, Calibration) if SHIPPED.is_file() else Calibration()
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such calibration file")
+    return parse_yaml(path, Calibration)
+
+
+def save_calibration(cal: Calibration, path: str | Path) -> None:
+    """Write a calibration as YAML."""
+    try:
+        Path(path).write_text(yaml.safe_dump(cal.model_dump(mode="json"), sort_keys=False))
+    except OSError as e:
+        raise SpecError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+@dataclass
+class Dataset:
+    """Parsed runs with their measurements, grouped by problem for vectorised prediction."""
+
+    rows: list[dict[str, str]]
+    index: list[int]  # row index of each parsed run
+    runs: list[Run]
+    ttft_ms: np.ndarray
+    tpot_ms: np.ndarray
+    errors: dict[int, str]  # row index -> why it cannot be predicted
+
+    @classmethod
+    def of(cls, rows: Iterable[dict[str, str]], calibration: Calibration | None = None) -> Dataset:
+        """Runs with positive measured TTFT and TPOT; the rest are listed in `errors`."""
+        rows = list(rows)
+        parsed, errors = parse_all(rows, calibration or Calibration())
+        keep = []
+        for i, run in parsed:
+            try:
+                ttft, tpot = float(rows[i]["silicon_ttft_ms"]), float(rows[i]["silicon_tpot_ms"])
+            except (KeyError, TypeError, ValueError):
+                errors[i] = "no measured silicon_ttft_ms / silicon_tpot_ms"
+                continue
+            if not (ttft > 0 and tpot > 0 and math.isfinite(ttft) and math.isfinite(tpot)):
+                errors[i] = "measured TTFT/TPOT not positive"
+                continue
+            keep.append((i, run, ttft, tpot))
+        return cls(rows, [k[0] for k in keep], [k[1] for k in keep], np.array([k[2] for k in keep]),
+                   np.array([k[3] for k in keep]), errors)
+
+    def subset(self, mask: np.ndarray) -> Dataset:
+        """The runs where `mask` holds."""
+        idx = np.flatnonzero(mask)
+        return Dataset(self.rows, [self.index[i] for i in idx], [self.runs[i] for i in idx],
+                       self.ttft_ms[idx], self.tpot_ms[idx], self.errors)
+
+    def column(self, name: str) -> np.ndarray:
+        """A row column of every run, as strings."""
+        return np.array([self.rows[i].get(name, "") for i in self.index])
+
+    @property
+    def systems(self) -> np.ndarray:
+        return np.array([r.problem.cluster.name for r in self.runs])
+
+    @property
+    def backends(self) -> np.ndarray:
+        return np.array([r.problem.backend for r in self.runs])
+
+    @property
+    def models(self) -> np.ndarray:
+        return np.array([r.problem.model.name for r in self.runs])
+
+    @property
+    def measured_throughput(self) -> np.ndarray:
+        """Output tokens/s/GPU as the data's README derives it [tokens/s/GPU]."""
+        b = np.array([r.concurrency for r in self.runs], dtype=float)
+        osl = np.array([r.problem.workload.osl for r in self.runs], dtype=float)
+        gpus = np.array([r.parallel.replica_gpus for r in self.runs], dtype=float)
+        return b * osl / ((self.ttft_ms + (osl - 1) * self.tpot_ms) / 1000) / gpus
+
+
+def predict(ds: Dataset, calibration: Calibration) -> dict[str, np.ndarray]:
+    """Predicted ttft_ms, tpot_ms, tokens_per_s_per_gpu of every run under `calibration`."""
+    out = {k: np.empty(len(ds.runs)) for k in ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu")}
+    groups: dict[tuple, list[int]] = {}
+    for k, run in enumerate(ds.runs):
+        groups.setdefault(_group_key(run), []).append(k)
+    for members in groups.values():
+        first = ds.runs[members[0]]
+        problem = first.problem.model_copy(update={"calibration": calibration})
+        runs = [Run(problem, ds.runs[k].parallel, ds.runs[k].concurrency, ds.runs[k].chunk) for k in members]
+        pred = predict_runs(runs)
+        for key in out:
+            out[key][members] = pred[key]
+    return out
+
+
+def _residuals(ds: Dataset, pred: dict[str, np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.log(pred["tpot_ms"] / ds.tpot_ms),
+                           TTFT_WEIGHT * np.log(pred["ttft_ms"] / ds.ttft_ms)])
+
+
+def _fit(ds: Dataset, names: tuple[str, ...], make: Callable[[dict[str, float]], Calibration],
+         start: dict[str, float], prior: dict[str, float] | None) -> dict[str, float]:
+    """Bounded robust least squares over the factors `names`, starting at `start`."""
+    from scipy.optimize import least_squares
+
+    fields = Factors.model_fields
+    lo = np.array([max(_bound(fields[n], "ge"), 1e-3) for n in names])
+    hi = np.array([_bound(fields[n], "le") for n in names])
+    # optimise log(factor) so that every factor moves on a relative scale
+    x0 = np.clip(np.log(np.maximum([start[n] for n in names], 1e-3)), np.log(lo), np.log(hi))
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        values = dict(zip(names, np.exp(x)))
+        res = _residuals(ds, predict(ds, make(values)))
+        if prior is not None:
+            res = np.concatenate([res, PRIOR_WEIGHT * (x - np.log([max(prior[n], 1e-3) for n in names]))])
+        return res
+
+    sol = least_squares(residuals, x0, bounds=(np.log(lo), np.log(hi)), loss="soft_l1", f_scale=0.3,
+                        diff_step=1e-2, max_nfev=60, x_scale=1.0)
+    return dict(zip(names, (float(v) for v in np.exp(sol.x))))
+
+
+def _bound(field, kind: str) -> float:
+    for meta in field.metadata:
+        if hasattr(meta, kind):
+            return float(getattr(meta, kind))
+    raise ValueError(f"factor without a {kind} bound")
+
+
+def fit(ds: Dataset, start: Calibration | None = None, name: str = "fitted", source: str = "",
+        log: Callable[[str], None] | None = None) -> Calibration:
+    """Base factors on all runs, then engine and system profiles where the data allows."""
+    start = start or Calibration()
+    say = log or (lambda _msg: None)
+    keep = {k: v for k, v in start.model_dump().items() if k not in ("base", "profiles", "name", "source")}
+
+    def calibration(base: dict[str, float], profiles: list[Profile]) -> Calibration:
+        return Calibration(name=name, source=source, base=Factors(**base), profiles=profiles, **keep)
+
+    base = start.base.model_dump()
+    say(f"fitting the base factors on {len(ds.runs)} runs")
+    base.update(_fit(ds, FACTOR_NAMES, lambda v: calibration({**base, **v}, []), base, None))
+    profiles: list[Profile] = []
+    for kind, column, names in (("backend", ds.backends, ENGINE_FACTORS), ("system", ds.systems, SYSTEM_FACTORS)):
+        for value in sorted(set(column)):
+            mask = column == value
+            if mask.sum() < MIN_PROFILE_ROWS:
+                say(f"{kind} {value}: {int(mask.sum())} runs, keeps the base factors")
+                continue
+            sub = ds.subset(mask)
+            say(f"fitting the {kind} profile {value} on {int(mask.sum())} runs")
+
+            def make(v: dict[str, float], kind=kind, value=value) -> Calibration:
+                return calibration(base, [*profiles, Profile(**{kind: value}, factors=v)])
+
+            values = _fit(sub, names, make, {n: base[n] for n in names}, {n: base[n] for n in names})
+            profiles.append(Profile(**{kind: value}, factors={k: round(v, 4) for k, v in values.items()},
+                                    rows=int(mask.sum())))
+    return calibration({k: round(v, 4) for k, v in base.items()}, profiles)
+
+
+# --- error reports ---------------------------------------------------------------------------------
+
+
+def regimes(ds: Dataset) -> dict[str, np.ndarray]:
+    """Masks of the regimes errors are reported by: small/large batch, short/long input."""
+    conc = np.array([r.concurrency for r in ds.runs])
+    isl = np.array([r.problem.workload.isl for r in ds.runs])
+    return {"batch <= 16": conc <= 16, "batch > 16": conc > 16, "isl <= 2048": isl <= 2048,
+            "isl > 2048": isl > 2048}
+
+
+def error_table(ds: Dataset, pred: dict[str, np.ndarray]) -> list[tuple[str, str, int, float, float, float]]:
+    """(by, group, runs, median |err| TPOT, TTFT, tokens/s/GPU) overall and per system, model, regime."""
+    err = {
+        "tpot": np.abs(pred["tpot_ms"] / ds.tpot_ms - 1),
+        "ttft": np.abs(pred["ttft_ms"] / ds.ttft_ms - 1),
+        "thr": np.abs(pred["tokens_per_s_per_gpu"] / ds.measured_throughput - 1),
+    }
+    out = []
+    slices: list[tuple[str, str, np.ndarray]] = [("all", "all", np.ones(len(ds.runs), bool))]
+    slices += [("system", s, ds.systems == s) for s in sorted(set(ds.systems))]
+    slices += [("backend", b, ds.backends == b) for b in sorted(set(ds.backends))]
+    slices += [("model", m, ds.models == m) for m in sorted(set(ds.models))]
+    slices += [("regime", k, v) for k, v in regimes(ds).items()]
+    for by, group, mask in slices:
+        if mask.any():
+            out.append((by, group, int(mask.sum()), *(float(np.median(err[k][mask])) for k in ("tpot", "ttft", "thr"))))
+    return out

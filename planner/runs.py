@@ -1,0 +1,259 @@
+"""Measured serving runs: read engine benchmark rows and predict what was measured.
+
+A row is one engine launch (layout, precision, backend) measured at one client concurrency with
+fixed input/output lengths (the columns of shared/validation/calibration.csv). Prediction uses
+the planner's own cost model (planner.cost) for every step time and memory figure; this module
+adds only the closed loop the benchmark ran:
+
+- the client keeps B requests in flight per replica, spread over attention_dp * pp ranks and
+  micro-batches: n = B / (attention_dp * pp) per rank;
+- by Little's law only part of them decode at a time: m decoding requests per rank satisfy
+  ``m * (1 + TTFT(m) / ((osl - 1) * TPOT(m))) = n`` (the others wait for or are in prefill);
+- the engine holds at most as many requests as its KV cache fits: beyond that, requests wait for
+  a slot, and the wait joins TTFT.
+
+TPOT(m), TTFT(m) are the planner's metrics for m decoding requests with the engine's chunk
+budget (Calibration.engine_chunk_tokens). Predicted tokens/s/GPU is the measured definition,
+``B * osl / (TTFT + (osl - 1) * TPOT) / GPUs``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TextIO
+
+import numpy as np
+from pydantic import ValidationError
+
+from planner import cost
+from planner.catalog import load_cluster, load_model, validation_message
+from planner.errors import PlannerError, SpecError
+from planner.rules import explain, layout_violations
+from planner.specs import Calibration, Parallel, Precision, Problem, Workload
+
+INPUT_COLUMNS = (
+    "model_path", "system", "backend", "backend_version", "precision", "gemm_quant_mode", "moe_quant_mode",
+    "isl", "osl", "batch_size", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size",
+)
+"""Columns a measured-run CSV must have (id and the measured columns are optional)."""
+PREDICTED_COLUMNS = ("pred_ttft_ms", "pred_tpot_ms", "pred_tokens_per_s_per_gpu", "error")
+"""Columns `predict_rows` adds."""
+
+_QUANT = {
+    "nvfp4": Precision.fp4, "mxfp4": Precision.fp4, "fp4": Precision.fp4, "w4a8_mxfp4_fp8": Precision.fp4,
+    "fp8": Precision.fp8, "fp8_block": Precision.fp8, "fp8_blockscale": Precision.fp8, "w8a8": Precision.fp8,
+    "int4": Precision.int4, "int4_awq": Precision.int4, "w4a16": Precision.int4, "awq": Precision.int4,
+    "gptq": Precision.int4, "bf16": Precision.bf16, "fp16": Precision.bf16, "float16": Precision.bf16,
+    "bfloat16": Precision.bf16,
+}
+_FIXED_POINT_STEPS = 12
+"""Iterations of the Little's-law fixed point (it contracts fast: TTFT << osl * TPOT mostly)."""
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of a measured-run CSV; SpecError naming the file and the missing columns."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{path}: cannot read ({e})") from None
+    except csv.Error as e:
+        raise SpecError(f"{path}: malformed CSV ({e})") from None
+    missing = [c for c in INPUT_COLUMNS if c not in header]
+    if missing:
+        raise SpecError(f"{path}: missing columns {', '.join(missing)} (needs {', '.join(INPUT_COLUMNS)})")
+    return rows
+
+
+def write_rows(stream: TextIO, rows: list[dict[str, str]]) -> None:
+    """Rows as CSV on a text stream: input columns first, predictions last."""
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    fields = [f for f in fields if f not in PREDICTED_COLUMNS] + list(PREDICTED_COLUMNS)
+    w = csv.DictWriter(stream, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+
+
+def _int(row: dict[str, str], col: str, default: int = 1) -> int:
+    """An integer column; empty or 0 reads as `default` (the data's 'not used')."""
+    text = (row.get(col) or "").strip()
+    if not text:
+        return default
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise SpecError(f"column {col}: '{text}' is not a number") from None
+    if value < 0:
+        raise SpecError(f"column {col}: {value} is negative")
+    return value or default
+
+
+def _precision(text: str | None) -> Precision | None:
+    t = (text or "").strip().lower()
+    if not t:
+        return None
+    if t not in _QUANT:
+        raise SpecError(f"unknown quantisation '{text}' (known: {', '.join(sorted(_QUANT))})")
+    return _QUANT[t]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measured launch, parsed: what to predict for."""
+
+    problem: Problem
+    parallel: Parallel
+    concurrency: int  # client requests in flight for the replica [requests]
+    chunk: int  # the engine's prefill budget per iteration and rank [tokens]
+
+
+def _kv_precision(backend: str, weights: Precision, problem_cluster) -> Precision:
+    """Engine defaults: TensorRT-LLM keeps an FP8 KV cache with FP8/FP4 checkpoints; vLLM and SGLang
+    default to the activation type (BF16)."""
+    if backend == "trtllm" and weights != Precision.bf16 and problem_cluster.supports("fp8"):
+        return Precision.fp8
+    return Precision.bf16
+
+
+def _concurrency(row: dict[str, str]) -> int:
+    """The client concurrency: batch_size, or the load generator's own record where the row has one.
+
+    Some TensorRT-LLM rows record batch_size per attention-DP rank or per GPU; their
+    silicon_data_source keeps `silicon_concurrency=N`, the requests the client kept in flight.
+    """
+    m = re.search(r"silicon_concurrency=(\d+)", row.get("silicon_data_source") or "")
+    if m and int(m.group(1)) > 0:
+        return int(m.group(1))
+    return _int(row, "batch_size", default=0)
+
+
+@lru_cache(maxsize=256)
+def _specs(model_ref: str, system: str):
+    return load_model(model_ref), load_cluster(system)
+
+
+def parse_run(row: dict[str, str], calibration: Calibration) -> Run:
+    """The problem, layout and batching a row describes; PlannerError with the reason otherwise."""
+    model, cluster = _specs((row.get("model_path") or "").strip(), (row.get("system") or "").strip())
+    backend = (row.get("backend") or "*").strip().lower() or "*"
+    weights = _precision(row.get("gemm_quant_mode")) or _precision(row.get("precision")) or Precision.bf16
+    experts = _precision(row.get("moe_quant_mode")) if model.is_moe else None
+    tp, pp = _int(row, "tp_size"), _int(row, "pp_size")
+    adp = _int(row, "attention_dp_size")
+    ep = _int(row, "moe_ep_size") if model.is_moe else 1
+    moe_tp = _int(row, "moe_tp_size") if model.is_moe else tp * adp
+    if model.is_moe and moe_tp * ep != tp * adp and ep == 1 and moe_tp == 1:
+        moe_tp = tp * adp  # 'not used' recorded for a plain TP MoE
+    par = Parallel(tp=tp, attention_dp=adp, pp=pp, ep=ep, moe_tp=moe_tp)
+    try:
+        problem = Problem(
+            model=model, cluster=cluster, gpus=par.gpus_used,
+            workload=Workload(isl=_int(row, "isl", 0) or 1, osl=_int(row, "osl", 0) or 1, burstiness=None,
+                              closed_loop=True),
+            precision=weights, expert_precision=experts if experts not in (None, weights) else None,
+            kv_precision=_kv_precision(backend, weights, cluster), calibration=calibration, backend=backend,
+        )
+    except ValidationError as e:
+        raise SpecError(validation_message(e)) from None
+    for col in ("isl", "osl"):
+        if _int(row, col, 0) < 1:
+            raise SpecError(f"column {col} must be a positive number")
+    broken = layout_violations(problem, par)
+    if broken:
+        raise SpecError(f"layout {par.label}: {explain(problem, par, broken[0])}")
+    concurrency = _concurrency(row)
+    if concurrency < 1:
+        raise SpecError("batch_size must be a positive number")
+    chunks = calibration.engine_chunk_tokens
+    return Run(problem, par, concurrency, chunks.get(backend, chunks.get("*", 8192)))
+
+
+def _layouts(runs: list[Run]) -> SimpleNamespace:
+    """Array-valued stand-in for Parallel: the cost functions broadcast over it."""
+    f = np.array
+    return SimpleNamespace(
+        tp=f([r.parallel.tp for r in runs]), attention_dp=f([r.parallel.attention_dp for r in runs]),
+        pp=f([r.parallel.pp for r in runs]), ep=f([r.parallel.ep for r in runs]),
+        replica_gpus=f([r.parallel.replica_gpus for r in runs]), dp=np.ones(len(runs)),
+    )
+
+
+def predict_runs(runs: list[Run]) -> dict[str, np.ndarray]:
+    """Predicted TTFT [ms], TPOT [ms], tokens/s/GPU and decoding requests per rank for runs sharing
+    one problem (model, cluster, precisions, workload, backend, calibration)."""
+    p = runs[0].problem
+    par = _layouts(runs)
+    ranks = par.attention_dp * par.pp
+    n = np.array([r.concurrency for r in runs], dtype=float) / ranks
+    chunk = np.array([r.chunk for r in runs], dtype=float)
+    osl = p.workload.osl
+    # the most requests per rank the KV cache holds
+    mem1 = cost.memory_breakdown(p, par, 1.0, chunk)
+    per_request = cost.kv_cache_bytes_per_gpu(p, par.tp, 1.0)
+    room = cost.usable_bytes(p) - (mem1["per_gpu_bytes"] - mem1["kv_cache_bytes"])
+    capacity = np.maximum(np.floor(room / per_request), 1.0)
+    m = np.minimum(n, capacity)
+    for _ in range(_FIXED_POINT_STEPS):
+        g = cost.metrics_grid(p, par, m, chunk)
+        decode_time = max(osl - 1, 1) * g["tpot_s"]
+        target = np.minimum(n / (1 + np.minimum(g["ttft_s"], 1e6) / decode_time), capacity)
+        m = np.maximum(0.5 * (m + target), 1e-3)
+    g = cost.metrics_grid(p, par, m, chunk)
+    tpot, ttft = g["tpot_s"], np.minimum(g["ttft_s"], 1e6)
+    # requests beyond what runs at once wait for a slot: Little's law over the whole closed loop
+    served = m * (1 + ttft / (max(osl - 1, 1) * tpot))
+    wait = np.maximum(n - served, 0) / np.maximum(m, 1e-9) * max(osl - 1, 1) * tpot
+    ttft = ttft + wait
+    gpus = par.replica_gpus
+    thr = np.array([r.concurrency for r in runs]) * osl / (ttft + (osl - 1) * tpot) / gpus
+    return {"ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3, "tokens_per_s_per_gpu": thr, "decoding_per_rank": m}
+
+
+def _group_key(run: Run) -> tuple:
+    p = run.problem
+    return (p.model.name, p.cluster.name, p.precision, p.expert_precision, p.kv_precision, p.workload.isl,
+            p.workload.osl, p.backend, id(p.calibration))
+
+
+def predict_rows(rows: Iterable[dict[str, str]], calibration: Calibration | None = None) -> list[dict[str, str]]:
+    """Every input row, in order, with pred_ttft_ms, pred_tpot_ms, pred_tokens_per_s_per_gpu and error."""
+    calibration = calibration or Calibration()
+    rows = [dict(r) for r in rows]
+    groups: dict[tuple, list[tuple[int, Run]]] = {}
+    for i, row in enumerate(rows):
+        for col in PREDICTED_COLUMNS:
+            row[col] = ""
+        try:
+            run = parse_run(row, calibration)
+        except PlannerError as e:
+            row["error"] = str(e)
+            continue
+        groups.setdefault(_group_key(run), []).append((i, run))
+    for members in groups.values():
+        pred = predict_runs([run for _, run in members])
+        for k, (i, _) in enumerate(members):
+            rows[i]["pred_ttft_ms"] = f"{pred['ttft_ms'][k]:.4g}"
+            rows[i]["pred_tpot_ms"] = f"{pred['tpot_ms'][k]:.4g}"
+            rows[i]["pred_tokens_per_s_per_gpu"] = f"{pred['tokens_per_s_per_gpu'][k]:.4g}"
+    return rows
+
+
+def parse_all(rows: Iterable[dict[str, str]], calibration: Calibration) -> tuple[list[tuple[int, Run]], dict]:
+    """Parsed runs with their row index, and the errors by row index (for fitting and reports)."""
+    ok, errors = [], {}
+    for i, row in enumerate(rows):
+        try:
+            ok.append((i, parse_run(row, calibration)))
+        except PlannerError as e:
+            errors[i] = str(e)
+    return ok, errors

@@ -1,0 +1,182 @@
+"""Measured runs: CSV prediction, the closed loop, calibration fitting and --calibration."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from planner import solve
+from planner.calibrate import Dataset, error_table, fit, load_calibration, predict, save_calibration
+from planner.cli import main
+from planner.errors import SpecError
+from planner.runs import INPUT_COLUMNS, PREDICTED_COLUMNS, parse_run, predict_rows, predict_runs, read_rows
+from planner.search import make_problem
+from planner.specs import Calibration, Factors, Profile
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "validation" / "calibration.csv"
+
+
+def _row(**over) -> dict[str, str]:
+    row = dict(model_path="meta-llama/Llama-3.1-70B", system="h200_sxm", backend="trtllm", backend_version="1.0",
+               precision="fp8", gemm_quant_mode="fp8", moe_quant_mode="fp8", isl="1024", osl="1024",
+               batch_size="16", tp_size="4", pp_size="1", attention_dp_size="", moe_tp_size="", moe_ep_size="",
+               silicon_ttft_ms="300", silicon_tpot_ms="10")
+    row.update(over)
+    return row
+
+
+def _write(tmp_path: Path, rows: list[dict[str, str]], name: str = "in.csv") -> Path:
+    path = tmp_path / name
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_every_row_kept_in_order_with_reasons():
+    rows = [_row(), _row(model_path="no-such-model"), _row(tp_size="3"), _row(batch_size="64"),
+            _row(system="gb200", model_path="deepseek-ai/DeepSeek-R1", tp_size="52", moe_tp_size="52",
+                 precision="fp4", gemm_quant_mode="nvfp4", moe_quant_mode="nvfp4")]
+    out = predict_rows(rows, Calibration())
+    assert len(out) == len(rows)
+    assert [r["batch_size"] for r in out] == [r["batch_size"] for r in rows]
+    assert out[0]["error"] == "" and float(out[0]["pred_tpot_ms"]) > 0 and float(out[0]["pred_ttft_ms"]) > 0
+    assert "unknown model 'no-such-model'" in out[1]["error"] and out[1]["pred_tpot_ms"] == ""
+    assert "tp must divide the attention heads" in out[2]["error"]
+    assert "does not divide 128 heads" in out[4]["error"]  # the data's odd wide-EP records are flagged
+    # more requests in flight: slower per token, more tokens per GPU
+    assert float(out[3]["pred_tpot_ms"]) > float(out[0]["pred_tpot_ms"])
+    assert float(out[3]["pred_tokens_per_s_per_gpu"]) > float(out[0]["pred_tokens_per_s_per_gpu"])
+
+
+def test_missing_columns_are_named(tmp_path):
+    path = _write(tmp_path, [{k: v for k, v in _row().items() if k != "tp_size"}])
+    with pytest.raises(SpecError, match="missing columns tp_size"):
+        read_rows(path)
+
+
+def test_closed_loop_little_law():
+    """Few requests: all decode; the KV cache caps how many run, the rest wait (TTFT grows)."""
+    cal = Calibration()
+    small = parse_run(_row(batch_size="4"), cal)
+    pred = predict_runs([small])
+    assert pred["decoding_per_rank"][0] == pytest.approx(4, rel=0.05)
+    # one H200 holds ~60 GB of KV for llama-3.1-70b fp8 at tp=1: 512 requests of 9k tokens cannot run at once
+    big = parse_run(_row(batch_size="512", tp_size="1", isl="8192", osl="1024"), cal)
+    fewer = parse_run(_row(batch_size="256", tp_size="1", isl="8192", osl="1024"), cal)
+    pb, pf = predict_runs([big]), predict_runs([fewer])
+    assert pb["decoding_per_rank"][0] < 128
+    assert pb["ttft_ms"][0] > 1.5 * pf["ttft_ms"][0]
+    assert pb["tpot_ms"][0] == pytest.approx(pf["tpot_ms"][0], rel=1e-6)  # same running batch
+
+
+def test_moe_rows_use_expert_precision_and_layout():
+    cal = Calibration()
+    run = parse_run(_row(model_path="openai/gpt-oss-120b", precision="fp4", gemm_quant_mode="bf16",
+                         moe_quant_mode="mxfp4", tp_size="1", attention_dp_size="4", moe_ep_size="4",
+                         moe_tp_size="1", system="b200_sxm"), cal)
+    assert run.problem.precision.value == "bf16" and run.problem.experts.value == "fp4"
+    assert run.parallel.attention_dp == 4 and run.parallel.ep == 4
+    assert run.problem.kv_precision.value == "bf16"  # trtllm keeps BF16 KV with BF16 GEMMs
+
+
+def test_profiles_override_base_by_specificity():
+    cal = Calibration(base=Factors(hbm_efficiency=0.5), profiles=[
+        Profile(backend="vllm", factors={"hbm_efficiency": 0.6}),
+        Profile(system="h100-sxm", factors={"hbm_efficiency": 0.7}),
+        Profile(system="h100-sxm", backend="vllm", factors={"hbm_efficiency": 0.8})])
+    assert cal.factors_for("b200", "trtllm").hbm_efficiency == 0.5
+    assert cal.factors_for("b200", "vllm").hbm_efficiency == 0.6
+    assert cal.factors_for("h100-sxm", "sglang").hbm_efficiency == 0.7
+    assert cal.factors_for("h100-sxm", "vllm").hbm_efficiency == 0.8
+    with pytest.raises(ValueError, match="unknown factors"):
+        Profile(factors={"magic": 1.0})
+    with pytest.raises(ValueError):
+        Profile(factors={"hbm_efficiency": 3.0})  # out of bounds
+
+
+def test_calibration_round_trip_and_effect(tmp_path):
+    slow = Calibration(base=Factors(hbm_efficiency=0.3, compute_efficiency=0.2))
+    path = tmp_path / "slow.yaml"
+    save_calibration(slow, path)
+    assert load_calibration(path) == slow
+    kw = dict(model="llama-3.1-8b", cluster="h100-sxm", gpus=8, isl=1000, osl=200, precision="fp8",
+              min_tokens_per_s_per_user=20)
+    fast_plan = solve(make_problem(**kw, calibration=Calibration()))[0]
+    slow_plan = solve(make_problem(**kw, calibration=path))[0]
+    assert slow_plan.metrics.tokens_per_s_per_gpu < fast_plan.metrics.tokens_per_s_per_gpu
+
+
+def test_shipped_calibration_is_fitted():
+    cal = load_calibration(None)
+    assert cal.profiles, "the shipped calibration has per-engine/system profiles"
+    assert cal.base != Factors()
+
+
+@pytest.mark.skipif(not DATA.is_file(), reason=f"{DATA} absent")
+def test_fit_lowers_the_error_on_a_subset():
+    rows = [r for r in read_rows(DATA) if r["system"] == "h100_sxm" and r["backend"] == "vllm"]
+    ds = Dataset.of(rows, Calibration())
+    assert len(ds.runs) > 30
+    before = error_table(ds, predict(ds, Calibration()))[0]
+    cal = fit(ds, Calibration())
+    after = error_table(ds, predict(ds, cal))[0]
+    assert after[3] < before[3]  # median |TPOT error| drops
+    assert after[3] < 0.2
+
+
+def test_cli_estimate_csv_and_calibrate(tmp_path):
+    rows = [_row(batch_size=str(b), tp_size=str(t), silicon_tpot_ms=str(30 / t + b / 8),
+                 silicon_ttft_ms=str(100 + 10 * b)) for b in (1, 4, 16, 64) for t in (2, 4, 8)]
+    rows.append(_row(model_path="nope"))
+    src = _write(tmp_path, rows)
+    out = tmp_path / "out.csv"
+    r = CliRunner().invoke(main, ["estimate", "--csv", str(src), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    got = list(csv.DictReader(open(out)))
+    assert len(got) == len(rows) and set(PREDICTED_COLUMNS) <= set(got[0]) and set(INPUT_COLUMNS) <= set(got[0])
+    assert got[-1]["error"].startswith("unknown model")
+    assert "predicted 12 of 13 rows" in r.stderr
+    # to stdout without --out
+    r = CliRunner().invoke(main, ["estimate", "--csv", str(src)])
+    assert r.exit_code == 0 and len(list(csv.DictReader(io.StringIO(r.stdout)))) == len(rows)
+    # calibrate writes a loadable calibration and prints before/after errors
+    cal_path = tmp_path / "cal.yaml"
+    r = CliRunner().invoke(main, ["calibrate", str(src), "-o", str(cal_path)])
+    assert r.exit_code == 0, r.output
+    assert "->" in r.stdout and "TPOT" in r.stdout
+    cal = yaml.safe_load(cal_path.read_text())
+    assert set(cal["base"]) == set(Factors.model_fields)
+    r = CliRunner().invoke(main, ["solve", "--model", "llama-3.1-8b", "--cluster", "h100-sxm", "--gpus", "8",
+                                  "--isl", "1000", "--osl", "200", "--precision", "fp8", "--calibration",
+                                  str(cal_path), "--json"])
+    assert r.exit_code == 0, r.output
+
+
+def test_cli_csv_errors(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    r = CliRunner().invoke(main, ["estimate", "--csv", str(bad)])
+    assert r.exit_code == 2 and "missing columns" in r.stderr and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["solve", "--calibration", str(tmp_path / "none.yaml")])
+    assert r.exit_code == 2 and "no such calibration file" in r.stderr
+    r = CliRunner().invoke(main, ["calibrate", str(bad), "-o", str(tmp_path / "c.yaml")])
+    assert r.exit_code == 2 and "missing columns" in r.stderr
+
+
+def test_memory_utilization_is_the_headroom():
+    kw = dict(model="llama-3.1-70b", cluster="h100-sxm", gpus=8, isl=4000, osl=1000, precision="fp8",
+              min_tokens_per_s_per_user=10)
+    roomy = solve(make_problem(**kw, memory_utilization=0.95))[0]
+    tight = solve(make_problem(**kw, memory_utilization=0.7))[0]
+    assert tight.memory.usable_bytes == pytest.approx(0.7 * tight.memory.capacity_bytes)
+    assert tight.memory.per_gpu_bytes <= tight.memory.usable_bytes
+    assert roomy.metrics.tokens_per_s_per_gpu >= tight.metrics.tokens_per_s_per_gpu
+    assert np.isfinite(roomy.metrics.ttft_ms)

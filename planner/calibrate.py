@@ -25,8 +25,8 @@ from planner.specs import FACTOR_NAMES, Calibration, Factors, Profile
 
 ENGINE_FACTORS = ("iteration_overhead_ms", "layer_overhead_us", "queue_burstiness", "attention_efficiency")
 """Factors a serving engine sets: its scheduler and launch overheads, admission, attention kernels."""
-SYSTEM_FACTORS = ("hbm_efficiency", "compute_efficiency", "scaleup_efficiency")
-"""Factors a GPU system sets: achieved memory, math and interconnect fractions."""
+SYSTEM_FACTORS = ("hbm_efficiency", "compute_efficiency", "scaleup_efficiency", "collective_overhead_us")
+"""Factors a GPU system sets: achieved memory, math and interconnect fractions, collective latency."""
 MIN_PROFILE_ROWS = 40
 """Fewest runs a profile is fitted on."""
 TTFT_WEIGHT = 0.5

@@ -189,6 +189,11 @@ def _layout_line(p: Plan) -> str:
             f"micro-batch; TPOT {p.metrics.tpot_ms:.1f} ms")
 
 
+def _echo_notes(p: Plan) -> None:
+    for note in p.notes:
+        click.echo(f"approximated: {note}")
+
+
 def _memory_line(p: Plan) -> str:
     m = p.memory
     gb = 1e9
@@ -244,6 +249,7 @@ def solve(sla: float, ttft: float | None, top: int, method: str, chunks: tuple[i
     click.echo(render_table(PLAN_HEADERS, _plan_rows(plans)))
     click.echo(_layout_line(best))
     click.echo(_memory_line(best))
+    _echo_notes(best)
     info = best.solver
     bound = f", bound {info.objective_bound:.1f} tok/s/GPU, gap {info.gap:.2%}" if info.objective_bound else ""
     click.echo(f"solver: {info.method} {info.status} in {info.wall_s:.2f} s{bound}; "
@@ -300,6 +306,7 @@ def estimate(as_json: bool, tp: int, attention_dp: int, pp: int, ep: int, moe_tp
     click.echo(render_table(PLAN_HEADERS, _plan_rows([plan])))
     click.echo(_layout_line(plan))
     click.echo(_memory_line(plan))
+    _echo_notes(plan)
 
 
 def _estimate_csv(path: Path, out: Path | None, calibration: str | None) -> None:

@@ -72,8 +72,8 @@ class Rates:
             attention=c.tflops[p.attention_math] * 1e12 * k.attention_efficiency,
             scaleup=c.scaleup_bandwidth_gbps * GB * k.scaleup_efficiency,
             scaleout=c.scaleout_bandwidth_gbps * GB * k.scaleout_efficiency,
-            scaleup_latency=c.scaleup_latency_us * US,
-            scaleout_latency=c.scaleout_latency_us * US,
+            scaleup_latency=(c.scaleup_latency_us + k.collective_overhead_us) * US,
+            scaleout_latency=(c.scaleout_latency_us + k.collective_overhead_us) * US,
         )
 
 

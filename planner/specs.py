@@ -284,6 +284,10 @@ class Factors(_Strict):
     layer_overhead_us: float = Field(
         8.0, ge=0, le=200, description="Fixed kernel-launch/latency time per layer per iteration [us]"
     )
+    collective_overhead_us: float = Field(
+        10.0, ge=0, le=200, description="Time each collective (all-reduce, all-to-all, hand-off) adds to the "
+        "link latency: NCCL launch and synchronisation [us]"
+    )
     iteration_overhead_ms: float = Field(
         1.0, ge=0, le=50, description="Fixed scheduler/sampling time per engine iteration [ms]"
     )
@@ -465,6 +469,7 @@ class Plan(_Strict):
     memory: Memory
     solver: SolverInfo
     sla: SLA | None = None
+    notes: list[str] = Field(default_factory=list, description="Parts of the model the cost model approximates")
 
 
 class Problem(_Strict):

@@ -91,6 +91,23 @@ def test_cpsat_matches_oracle_on_random_instances(model, cluster, gpus, isl, osl
     _agree(_problem(model, cluster, gpus, isl, osl, "fp8", sla, None))
 
 
+@pytest.mark.parametrize("instance", INSTANCES[::3], ids=lambda i: f"{i[0]}-{i[1]}-{i[2]}")
+@pytest.mark.parametrize("objective", ["min_tpot", "min_gpus"])
+def test_diagnostic_objectives_match_the_oracle(instance, objective):
+    """The searches behind 'highest tokens/s/user reachable' and 'fits on N GPUs' are exact too."""
+    p = _problem(*instance)
+    space = Space.of(p)
+    fast, _ = _search(p, space, "cpsat", objective=objective, use_sla=False, use_ttft=False)
+    slow, _ = _search(p, space, "exhaustive", objective=objective, use_sla=False, use_ttft=False)
+    assert bool(fast) == bool(slow)
+    if fast:
+        if objective == "min_gpus":
+            assert fast[0].parallel.replica_gpus == slow[0].parallel.replica_gpus
+        else:
+            tpot = [cost.evaluate(p, c.parallel, c.micro_batch, c.chunk).metrics.tpot_ms for c in (fast[0], slow[0])]
+            assert tpot[0] == pytest.approx(tpot[1], rel=1e-4)
+
+
 def test_top_k_layouts_are_distinct_and_ordered():
     p = _problem("deepseek-r1", "b200", 16, 4000, 1000, "fp4", 20, None)
     plans = solve(p, top=4)
@@ -131,7 +148,7 @@ def test_ttft_limit_binds():
 
 RULE_CASES = {
     # rule method -> (instance, predicate that the unconstrained solution breaks the rule)
-    "_add_heads_divisible": (("mixtral-8x22b", "gb200-nvl72", 64, 4000, 1000, "fp8", 350, None),
+    "_add_heads_divisible": (("mixtral-8x22b", "gb200-nvl72", 64, 4000, 1000, "fp8", 250, None),
                              lambda p, c: p.model.num_attention_heads % c.parallel.tp != 0),
     "_add_experts_divisible": (("mixtral-8x7b", "gb200-nvl72", 32, 2000, 500, "fp8", 150, None),
                                lambda p, c: p.model.num_experts % c.parallel.ep != 0),
@@ -141,7 +158,7 @@ RULE_CASES = {
                          lambda p, c: c.parallel.moe_tp * c.parallel.ep != c.parallel.tp * c.parallel.attention_dp),
     "_add_layers_divisible": (("deepseek-r1", "h100-sxm", 32, 4000, 1000, "fp8", 5, None),
                               lambda p, c: p.model.num_layers % c.parallel.pp != 0),
-    "_add_tp_in_scaleup_domain": (("llama-3.1-70b", "h100-sxm", 16, 4000, 1000, "fp8", 200, None),
+    "_add_tp_in_scaleup_domain": (("llama-3.1-70b", "h100-sxm", 16, 4000, 1000, "fp8", 150, None),
                                   lambda p, c: c.parallel.tp > p.cluster.scaleup_domain_gpus),
     "_add_memory": (("llama-3.1-70b", "h100-sxm", 8, 32000, 1000, "fp8", 10, None),
                     lambda p, c: cost.evaluate(p, c.parallel, c.micro_batch, c.chunk).memory.per_gpu_bytes

@@ -17,7 +17,7 @@ RULES: dict[str, str] = {
     "dense_no_attention_dp": "a dense model has attention_dp = 1 (use dp for replicas)",
     "tp_in_scaleup_domain": "the tp group must sit inside one scale-up (NVLink) domain",
     "memory": "memory per GPU must fit the usable HBM",
-    "chunk_keeps_up": "the prefill chunk must admit new requests as fast as they finish (f < 1)",
+    "chunk_keeps_up": "the prefill chunk must admit new requests as fast as they finish (load rho < 1)",
     "sla": "tokens/s/user must reach the SLA",
     "ttft": "time to first token must stay within the limit",
 }

@@ -221,7 +221,7 @@ class CpSatPlanner:
         self.model.Add(self.tp <= self.p.cluster.scaleup_domain_gpus)
 
     def _add_chunk_keeps_up(self) -> None:
-        """Prefill keeps the batch full: m * isl < osl * chunk (f < 1)."""
+        """Prefill keeps the batch full: m * isl < osl * chunk (load rho < 1)."""
         w = self.p.workload
         self.model.Add(w.osl * self.chunk - w.isl * self.mb >= 1)
 

@@ -125,16 +125,19 @@ def _kv_precision(backend: str, weights: Precision, problem_cluster) -> Precisio
     return Precision.bf16
 
 
-def _concurrency(row: dict[str, str]) -> int:
-    """The client concurrency: batch_size, or the load generator's own record where the row has one.
+def _concurrency(row: dict[str, str], tp: int, adp: int) -> int:
+    """The client concurrency: batch_size, or the load generator's own record where a row keeps one.
 
     Some TensorRT-LLM rows record batch_size per attention-DP rank or per GPU; their
-    silicon_data_source keeps `silicon_concurrency=N`, the requests the client kept in flight.
+    silicon_data_source keeps `silicon_concurrency=N`, the requests the client kept in flight. N is
+    used when it is batch_size times attention_dp or times tp (those two conventions); any other N
+    is not explained by the row, and batch_size stands.
     """
+    b = _int(row, "batch_size", default=0)
     m = re.search(r"silicon_concurrency=(\d+)", row.get("silicon_data_source") or "")
-    if m and int(m.group(1)) > 0:
+    if m and int(m.group(1)) in (b * adp, b * tp):
         return int(m.group(1))
-    return _int(row, "batch_size", default=0)
+    return b
 
 
 @lru_cache(maxsize=256)
@@ -171,7 +174,7 @@ def parse_run(row: dict[str, str], calibration: Calibration) -> Run:
     broken = layout_violations(problem, par)
     if broken:
         raise SpecError(f"layout {par.label}: {explain(problem, par, broken[0])}")
-    concurrency = _concurrency(row)
+    concurrency = _concurrency(row, tp, adp)
     if concurrency < 1:
         raise SpecError("batch_size must be a positive number")
     chunks = calibration.engine_chunk_tokens
@@ -197,9 +200,11 @@ def predict_runs(runs: list[Run]) -> dict[str, np.ndarray]:
     n = np.array([r.concurrency for r in runs], dtype=float) / ranks
     chunk = np.array([r.chunk for r in runs], dtype=float)
     osl = p.workload.osl
-    # the most requests per rank the KV cache holds
+    # the most requests per rank the KV cache holds: engines page the cache, so a request occupies
+    # its mean resident context, isl + osl / 2, not the full isl + osl the planner reserves
     mem1 = cost.memory_breakdown(p, par, 1.0, chunk)
-    per_request = cost.kv_cache_bytes_per_gpu(p, par.tp, 1.0)
+    w = p.workload
+    per_request = cost.kv_cache_bytes_per_gpu(p, par.tp, 1.0) * (w.isl + w.osl / 2) / (w.isl + w.osl)
     room = cost.usable_bytes(p) - (mem1["per_gpu_bytes"] - mem1["kv_cache_bytes"])
     capacity = np.maximum(np.floor(room / per_request), 1.0)
     m = np.minimum(n, capacity)

@@ -39,9 +39,7 @@ import argparse
 import datetime as dt
 import hashlib
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -54,6 +52,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # measure the work tree's planner, installed or not
+
+from _common import machine, revision  # noqa: E402  (benchmarks/ is on sys.path)
 
 from planner import cost  # noqa: E402
 from planner.calibrate import SHIPPED, Dataset, error_table, fit, load_calibration, predict, regimes  # noqa: E402
@@ -447,24 +447,10 @@ def odd_concurrency(ds: Dataset) -> list[int]:
 # --- report ---------------------------------------------------------------------------------------------
 
 
-def revision() -> str:
-    """The work tree's git commit, marked when planner/ has uncommitted changes; empty outside git."""
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "planner"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "not a git checkout"
-    return f"planner at commit {head}{' with uncommitted changes' if dirty else ''}"
-
-
-def machine() -> str:
+def machine_line() -> str:
     import scipy
 
-    return (f"{os.cpu_count()} CPUs, {platform.platform()}, {platform.processor() or platform.machine()}, "
-            f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}")
-
+    return machine(f"numpy {np.__version__}", f"scipy {scipy.__version__}")
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
@@ -494,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    rev = revision()
+    rev = revision() or "not a git checkout"
     rows = read_rows(args.data)
     defaults = Calibration()
     shipped = load_calibration(None)
@@ -530,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Reproduce: `{cmd}`",
         "",
-        f"Machine: {machine()}. Date: {started:%Y-%m-%d %H:%M} UTC. {rev}. Wall time {elapsed:.0f} s"
+        f"Machine: {machine_line()}. Date: {started:%Y-%m-%d %H:%M} UTC. {rev}. Wall time {elapsed:.0f} s"
         + (f"; load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}" if load else "") + ".",
         "",
         f"Data: `{args.data}` (sha256 {digest(args.data)}): {len(rows)} rows, {len(ds.runs)} usable runs. "

@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # benchmark the work tree's planner, installed or not
+
+from _common import machine, revision  # noqa: E402  (benchmarks/ is on sys.path)
 
 from planner import cost  # noqa: E402
 from planner.rules import layout_violations  # noqa: E402
@@ -237,27 +237,13 @@ def table(rows: list[Row]) -> list[str]:
     return out
 
 
-def revision() -> str:
-    """The work tree's git commit, marked when planner/ has uncommitted changes; empty outside git."""
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "planner"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return f" planner at commit {head}{' with uncommitted changes' if dirty else ''}."
-
-
-def machine() -> str:
-    """One line naming the machine and the software versions."""
+def machine_line() -> str:
+    """The machine and the OR-Tools version."""
     try:
         ortools_version = metadata.version("ortools")
     except metadata.PackageNotFoundError:
         ortools_version = "?"
-    return (f"{os.cpu_count()} CPUs, {platform.platform()}, {platform.processor() or platform.machine()}, "
-            f"Python {platform.python_version()}, OR-Tools {ortools_version}")
-
+    return machine(f"OR-Tools {ortools_version}")
 
 def report(rows: list[Row], skipped: list[str], args: argparse.Namespace, params: SolverParams,
            started: dt.datetime, elapsed_s: float, load: tuple[float, float, float] | None,
@@ -270,7 +256,7 @@ def report(rows: list[Row], skipped: list[str], args: argparse.Namespace, params
     lines = [
         "# CP-SAT planner vs exhaustive oracle",
         "",
-        f"Machine: {machine()}. Date: {started:%Y-%m-%d %H:%M} UTC.{rev} Total run time {elapsed_s:.0f} s."
+        f"Machine: {machine_line()}. Date: {started:%Y-%m-%d %H:%M} UTC.{rev} Total run time {elapsed_s:.0f} s."
         + (f" Load average at start: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}." if load else ""),
         "",
         f"Reproduce: `{cmd}`",
@@ -318,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     precision = dict(CLUSTERS)
     started, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    rev = revision()  # at the start: the code the runs use
+    rev = f" {revision()}." if revision() else ""  # at the start: the code the runs use
     rows: list[Row] = []
     skipped: list[str] = []
     for n, (model, cluster, gpus) in enumerate(grid, 1):

@@ -29,7 +29,6 @@ import argparse
 import datetime as dt
 import importlib.util
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -41,7 +40,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _common import ROOT, machine, revision  # benchmarks/ is on sys.path when run as a script
+
 SOLVE_ARGS: tuple[str, ...] = ("solve", "--sla", "20tok/s")
 SOLVER_LINE = re.compile(r"^solver: \S+ (\S+) in ([0-9.]+) s", re.MULTILINE)
 """The command's last line, e.g. 'solver: cpsat OPTIMAL in 0.71 s, ...': status and solver wall [s]."""
@@ -123,24 +123,6 @@ def planner_location(python: str, cwd: str) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else f"not importable ({proc.stderr.strip()[-200:]})"
 
 
-def revision() -> str:
-    """The work tree's git commit, marked when planner/ has uncommitted changes; empty outside git."""
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "planner"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return f" planner at commit {head}{' with uncommitted changes' if dirty else ''}."
-
-
-def machine() -> str:
-    """One line naming the machine."""
-    return (f"{os.cpu_count()} CPUs, {platform.platform()}, {platform.processor() or platform.machine()}, "
-            f"Python {platform.python_version()}")
-
-
 def bytecode_note() -> str:
     """Whether the runs could use cached bytecode: PYTHONDONTWRITEBYTECODE makes each run compile
     modules that have no __pycache__ yet."""
@@ -211,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = dt.datetime.now(dt.timezone.utc)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    rev = revision()  # at the start: the code the runs use
+    rev = f" {revision()}." if revision() else ""  # at the start: the code the runs use
     ms = [
         Measurement("planner " + " ".join(SOLVE_ARGS), [*cli, *SOLVE_ARGS]),
         Measurement('python -c "import planner.cli"', [python, "-c", "import planner.cli"]),

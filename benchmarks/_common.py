@@ -1,0 +1,30 @@
+"""What every benchmark report records: the code revision and the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository's top folder."""
+
+
+def revision() -> str:
+    """'planner at commit X' (marked when planner/ has uncommitted changes), or '' outside git."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "planner"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return f"planner at commit {head}{' with uncommitted changes' if dirty else ''}"
+
+
+def machine(*versions: str) -> str:
+    """One line naming the machine, Python and any extra `versions` (e.g. 'numpy 2.4')."""
+    parts = [f"{os.cpu_count()} CPUs", platform.platform(), platform.processor() or platform.machine(),
+             f"Python {platform.python_version()}", *versions]
+    return ", ".join(parts)

@@ -20,8 +20,8 @@ import yaml
 
 from planner.catalog import parse_yaml
 from planner.errors import SpecError
-from planner.runs import Run, _group_key, parse_all, predict_runs
-from planner.specs import FACTOR_NAMES, Calibration, Factors, Profile
+from planner.runs import Run, _group_key, parse_all, predict_all
+from planner.specs import FACTOR_NAMES, Calibration, Factors, Problem, Profile
 
 ENGINE_FACTORS = ("iteration_overhead_ms", "layer_overhead_us", "queue_burstiness", "attention_efficiency")
 """Factors a serving engine sets: its scheduler and launch overheads, admission, attention kernels."""
@@ -92,10 +92,6 @@ class Dataset:
         return Dataset(self.rows, [self.index[i] for i in idx], [self.runs[i] for i in idx],
                        self.ttft_ms[idx], self.tpot_ms[idx], self.errors)
 
-    def column(self, name: str) -> np.ndarray:
-        """A row column of every run, as strings."""
-        return np.array([self.rows[i].get(name, "") for i in self.index])
-
     @property
     def systems(self) -> np.ndarray:
         return np.array([r.problem.cluster.name for r in self.runs])
@@ -119,18 +115,15 @@ class Dataset:
 
 def predict(ds: Dataset, calibration: Calibration) -> dict[str, np.ndarray]:
     """Predicted ttft_ms, tpot_ms, tokens_per_s_per_gpu of every run under `calibration`."""
-    out = {k: np.empty(len(ds.runs)) for k in ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu")}
-    groups: dict[tuple, list[int]] = {}
-    for k, run in enumerate(ds.runs):
-        groups.setdefault(_group_key(run), []).append(k)
-    for members in groups.values():
-        first = ds.runs[members[0]]
-        problem = first.problem.model_copy(update={"calibration": calibration})
-        runs = [Run(problem, ds.runs[k].parallel, ds.runs[k].concurrency, ds.runs[k].chunk) for k in members]
-        pred = predict_runs(runs)
-        for key in out:
-            out[key][members] = pred[key]
-    return out
+    rebound: dict[tuple, Problem] = {}  # one copy per group of runs sharing a problem
+
+    def under(run: Run) -> Run:
+        key = _group_key(run)
+        if key not in rebound:
+            rebound[key] = run.problem.model_copy(update={"calibration": calibration})
+        return Run(rebound[key], run.parallel, run.concurrency, run.chunk)
+
+    return predict_all([under(run) for run in ds.runs])
 
 
 def _residuals(ds: Dataset, pred: dict[str, np.ndarray]) -> np.ndarray:

@@ -85,22 +85,12 @@ def crosses_domain(p: Problem, gpus) -> np.ndarray:
 # --- architecture quantities -------------------------------------------------------------------
 
 
-def _layer_contexts(p: Problem, context: float) -> tuple[float, float, float]:
-    """Effective attended tokens of (full layers, windowed layers) and the windowed count.
-
-    Returns (full_layers * context, windowed_layers * min(context, window), windowed_layers)
-    summed over the model [layer-tokens].
-    """
+def attended_layer_tokens(p: Problem, context: float) -> float:
+    """Sum over layers of the tokens one query attends at this context length: full layers attend
+    `context`, sliding-window layers at most their window [layer-tokens]."""
     m = p.model
     windowed = m.sliding_window_layers
-    full = m.num_layers - windowed
-    return full * context, windowed * min(context, m.sliding_window or context), windowed
-
-
-def attended_layer_tokens(p: Problem, context: float) -> float:
-    """Sum over layers of the tokens one query attends at this context length [layer-tokens]."""
-    full, windowed, _ = _layer_contexts(p, context)
-    return full + windowed
+    return (m.num_layers - windowed) * context + windowed * min(context, m.sliding_window or context)
 
 
 def kv_bytes_per_token_layer(p: Problem, tp: np.ndarray | int) -> np.ndarray:

@@ -230,26 +230,30 @@ def _group_key(run: Run) -> tuple:
             p.workload.osl, p.backend, id(p.calibration))
 
 
+def predict_all(runs: list[Run]) -> dict[str, np.ndarray]:
+    """`predict_runs` for any runs: grouped by problem, vectorised within a group, in input order."""
+    out = {k: np.empty(len(runs)) for k in ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu", "decoding_per_rank")}
+    groups: dict[tuple, list[int]] = {}
+    for k, run in enumerate(runs):
+        groups.setdefault(_group_key(run), []).append(k)
+    for members in groups.values():
+        pred = predict_runs([runs[k] for k in members])
+        for key in out:
+            out[key][members] = pred[key]
+    return out
+
+
 def predict_rows(rows: Iterable[dict[str, str]], calibration: Calibration | None = None) -> list[dict[str, str]]:
     """Every input row, in order, with pred_ttft_ms, pred_tpot_ms, pred_tokens_per_s_per_gpu and error."""
-    calibration = calibration or Calibration()
-    rows = [dict(r) for r in rows]
-    groups: dict[tuple, list[tuple[int, Run]]] = {}
-    for i, row in enumerate(rows):
-        for col in PREDICTED_COLUMNS:
-            row[col] = ""
-        try:
-            run = parse_run(row, calibration)
-        except PlannerError as e:
-            row["error"] = str(e)
-            continue
-        groups.setdefault(_group_key(run), []).append((i, run))
-    for members in groups.values():
-        pred = predict_runs([run for _, run in members])
-        for k, (i, _) in enumerate(members):
-            rows[i]["pred_ttft_ms"] = f"{pred['ttft_ms'][k]:.4g}"
-            rows[i]["pred_tpot_ms"] = f"{pred['tpot_ms'][k]:.4g}"
-            rows[i]["pred_tokens_per_s_per_gpu"] = f"{pred['tokens_per_s_per_gpu'][k]:.4g}"
+    rows = [{**r, **dict.fromkeys(PREDICTED_COLUMNS, "")} for r in rows]
+    parsed, errors = parse_all(rows, calibration or Calibration())
+    for i, reason in errors.items():
+        rows[i]["error"] = reason
+    pred = predict_all([run for _, run in parsed])
+    for k, (i, _) in enumerate(parsed):
+        rows[i]["pred_ttft_ms"] = f"{pred['ttft_ms'][k]:.4g}"
+        rows[i]["pred_tpot_ms"] = f"{pred['tpot_ms'][k]:.4g}"
+        rows[i]["pred_tokens_per_s_per_gpu"] = f"{pred['tokens_per_s_per_gpu'][k]:.4g}"
     return rows
 
 

@@ -28,3 +28,10 @@ def machine(*versions: str) -> str:
     parts = [f"{os.cpu_count()} CPUs", platform.platform(), platform.processor() or platform.machine(),
              f"Python {platform.python_version()}", *versions]
     return ", ".join(parts)
+
+
+def publish(path: Path, text: str) -> None:
+    """Write a markdown report (creating its folder) and print it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(text)

@@ -105,21 +105,31 @@ class OneLineErrors(click.Group):
             sys.exit(1)
 
 
-def _problem_options(f: Callable) -> Callable:
-    """The options every planning command shares, with the study's defaults."""
+CASE_OPTIONS = ("model", "cluster", "gpus", "precision")
+"""Options `compare` takes repeatedly (one case per value)."""
+
+
+def _problem_options(f: Callable | None = None, *, repeatable: bool = False) -> Callable:
+    """The options every planning command shares, with the study's defaults. With `repeatable`,
+    --model/--cluster/--gpus/--precision may be given several times (compare's cases)."""
+
+    def case(name: str, *decls: str, default: Any, **kw: Any) -> Callable:
+        if repeatable:
+            return click.option(*decls, multiple=True, default=[default], show_default=True, **kw)
+        return click.option(*decls, default=default, show_default=True, **kw)
+
     options = [
-        click.option("--model", default=search.DEFAULT_MODEL, show_default=True,
-                     help="Catalog name, HuggingFace id, or path to a YAML file or config.json."),
-        click.option("--cluster", default=search.DEFAULT_CLUSTER, show_default=True,
-                     help="Catalog name, alias (e.g. h100_sxm) or path to a YAML file."),
-        click.option("--gpus", type=click.IntRange(min=1), default=search.DEFAULT_GPUS, show_default=True,
-                     help="GPUs given."),
+        case("model", "--model", default=search.DEFAULT_MODEL,
+             help="Catalog name, HuggingFace id, or path to a YAML file or config.json."),
+        case("cluster", "--cluster", default=search.DEFAULT_CLUSTER,
+             help="Catalog name, alias (e.g. h100_sxm) or path to a YAML file."),
+        case("gpus", "--gpus", type=click.IntRange(min=1), default=search.DEFAULT_GPUS, help="GPUs given."),
         click.option("--isl", type=click.IntRange(min=1), default=search.DEFAULT_ISL, show_default=True,
                      help="Input tokens per request."),
         click.option("--osl", type=click.IntRange(min=1), default=search.DEFAULT_OSL, show_default=True,
                      help="Output tokens per request."),
-        click.option("--precision", type=click.Choice(PRECISIONS), default=search.DEFAULT_PRECISION.value,
-                     show_default=True, help="Weight and GEMM format."),
+        case("precision", "--precision", type=click.Choice(PRECISIONS), default=search.DEFAULT_PRECISION.value,
+             help="Weight and GEMM format."),
         click.option("--kv-precision", type=click.Choice(["fp8", "bf16"]), default=None,
                      help="KV-cache format [default: fp8 where the GPU has FP8 and weights are not bf16, else bf16]."),
         click.option("--backend", default="*", show_default=True,
@@ -130,9 +140,13 @@ def _problem_options(f: Callable) -> Callable:
                      help="Fraction of HBM the engine may use [default: the calibration's, 0.9]."),
         click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+
+    def decorate(fn: Callable) -> Callable:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate(f) if f is not None else decorate
 
 
 def _problem(kw: dict, sla: float | None = None, ttft: float | None = None, gpus: int | None = None):
@@ -405,3 +419,288 @@ def clusters(as_json: bool) -> None:
 def schema() -> None:
     """JSON schema of the plan that `solve --json` and `estimate --json` print."""
     _dump(Plan.model_json_schema())
+
+
+# --- studies -------------------------------------------------------------------------------------
+
+
+def parse_demand(text: str) -> tuple[float | None, float | None]:
+    """'40req/s', '40 requests/s', '40rps' -> (40 requests/s, None); '50000tok/s' -> (None, 50000 tokens/s)."""
+    t = text.strip().lower().replace(" ", "")
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)(req/s|requests/s|rps|tok/s|tokens/s|tps)", t)
+    if not m:
+        raise click.BadParameter(f"'{text}' is not a demand: use e.g. 40req/s (requests) or 50000tok/s "
+                                 "(output tokens)")
+    value = float(m.group(1))
+    if value <= 0:
+        raise click.BadParameter(f"'{text}' must be positive")
+    return (value, None) if m.group(2) in ("req/s", "requests/s", "rps") else (None, value)
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """'5:200' -> (5, 200) tokens/s/user; each end takes the --sla forms (20tok/s, 50ms)."""
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise click.BadParameter(f"'{text}' is not a range: use LOW:HIGH in tokens/s/user, e.g. 5:200")
+    lo, hi = (parse_sla(x) for x in parts)
+    if lo > hi:
+        lo, hi = hi, lo  # '50ms:10ms' reads as speeds 20:100
+    return lo, hi
+
+
+class _Progress:
+    """A one-line progress display on stderr; silent unless stderr is a terminal (or when quiet)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.on = not quiet and sys.stderr.isatty()
+        self.shown = False
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        if self.on:
+            width = 24
+            filled = width * done // max(total, 1)
+            click.echo(f"\r[{'#' * filled}{'.' * (width - filled)}] {what[:60]:<60}", err=True, nl=False)
+            self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            click.echo("\r" + " " * 90 + "\r", err=True, nl=False)
+
+
+def _study_options(f: Callable) -> Callable:
+    """Options of the commands that sweep SLA levels (frontier, compare)."""
+    options = [
+        click.option("--ttft", default=None, callback=_callback(parse_duration),
+                     help="Maximum time to first token at every point, e.g. 5s."),
+        click.option("--points", type=click.IntRange(min=1, max=500), default=40, show_default=True,
+                     help="SLA levels, log-spaced from the lowest to the highest reachable tokens/s/user."),
+        click.option("--sla-range", default=None, callback=_callback(parse_range),
+                     help="Sweep these tokens/s/user instead, e.g. 5:200."),
+        click.option("--chunks", default=None, callback=_callback(parse_int_list),
+                     help="Chunk sizes to consider: 256,512 or 128:8192:128 [default: 128..8192]."),
+        click.option("--method", type=click.Choice(["cpsat", "exhaustive"]), default="cpsat", show_default=True,
+                     help="CP-SAT model, or the exhaustive enumeration (the test oracle)."),
+        click.option("--time-limit", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+                     help="CP-SAT time limit per search [s]."),
+        click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None,
+                     help="Also write the points as CSV here."),
+        click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
+                     help="Also draw the chart here (.png, .svg or .pdf)."),
+        click.option("--all-layouts", is_flag=True, help="Add each valid layout's own curve (and count them)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress display on stderr."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+FRONTIER_HEADERS = ["SLA", "", "layout", "concurrency", "chunk", "tok/s/user", "tok/s/GPU", "TTFT", "memory/GPU"]
+
+
+def _frontier_table(f: Any) -> str:
+    rows = []
+    for pt in f.points:
+        row = _plan_rows([pt])[0]
+        rows.append([f"{pt.target_tokens_per_s_per_user:.1f}", "*" if pt.new_layout else ""] + row[1:])
+    return render_table(FRONTIER_HEADERS, rows)
+
+
+def _write_csv(path: str, rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["case"])
+            w.writeheader()
+            w.writerows(rows)
+    except OSError as e:
+        raise click.ClickException(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def _check_plot_path(path: str | None) -> None:
+    """Refuse an unknown picture format before any search runs."""
+    from planner.plots import FORMATS
+
+    if path is not None and Path(path).suffix.lower() not in FORMATS:
+        raise click.BadParameter(f"'{path}' must end in {', '.join(FORMATS)}", param_hint="'--plot'")
+
+
+def _summary(f: Any) -> str:
+    statuses = {pt.solver.status for pt in f.points}
+    proof = "every point OPTIMAL" if statuses == {"OPTIMAL"} else "some points only FEASIBLE (time limit)"
+    limit = f", TTFT <= {f.max_ttft_s:g} s" if f.max_ttft_s else ""
+    return (f"frontier{limit}: {f.lowest_tokens_per_s_per_user:.1f} .. {f.highest_tokens_per_s_per_user:.1f} "
+            f"tokens/s/user reachable; {len(f.points)} SLA levels, {f.solves} searches in {f.wall_s:.1f} s "
+            f"({f.method}, {proof})")
+
+
+@main.command()
+@_problem_options
+@_study_options
+def frontier(ttft: float | None, points: int, sla_range: tuple[float, float] | None, chunks: tuple[int, ...] | None,
+             method: str, time_limit: float, csv_out: str | None, plot_out: str | None, all_layouts: bool,
+             quiet: bool, as_json: bool, **kw: Any) -> None:
+    """Best tokens/s/GPU at each tokens/s/user: the throughput/interactivity frontier.
+
+    Sweeps the SLA from the lowest to the highest reachable interactivity (or --sla-range) and
+    solves at each level; '*' marks where the optimal layout changes. With no options: the
+    study's case (GPT-MoE-1.8T, 64 GB200 NVL72 GPUs, 32768/1024 tokens, FP4).
+    """
+    from planner import studies
+    from planner.solver import SolverParams
+
+    _check_plot_path(plot_out)
+    problem = _problem(kw, 1.0, ttft)
+    bar = _Progress(quiet or as_json)
+    try:
+        f = studies.frontier(problem, points=points, sla_range=sla_range, chunks=chunks, method=method,
+                             params=SolverParams(time_limit_s=time_limit), all_layouts=all_layouts, progress=bar)
+    finally:
+        bar.close()
+    if csv_out:
+        _write_csv(csv_out, studies.frontier_rows(f))
+    if plot_out:
+        from planner.plots import plot_frontiers
+
+        plot_frontiers([f], plot_out)
+    if as_json:
+        _dump(f.model_dump(mode="json"))
+        return
+    click.echo(_describe(f.points[0]) if f.points else f.case)
+    click.echo(_summary(f))
+    if f.points:
+        click.echo(_frontier_table(f))
+    if f.unreachable:
+        click.echo(f"unreachable (above {f.highest_tokens_per_s_per_user:.1f} tokens/s/user): "
+                   + ", ".join(f"{x:g}" for x in f.unreachable))
+    if all_layouts:
+        click.echo(f"valid layouts (at least one batch fits and keeps up): {f.valid_layouts}")
+    for what, out in (("points", csv_out), ("chart", plot_out)):
+        if out:
+            click.echo(f"{what} written to {out}")
+
+
+def _cases(kw: dict[str, Any]) -> list[dict[str, Any]]:
+    """One option set per case: repeated options pair up in order; an option given once applies to all."""
+    lengths = {k: len(kw[k]) for k in CASE_OPTIONS}
+    n = max(lengths.values())
+    uneven = [f"--{k} x{v}" for k, v in lengths.items() if v not in (1, n)]
+    if uneven:
+        raise click.UsageError(f"repeated options pair up in order: give each {n} times or once (got "
+                               f"{', '.join(f'--{k} x{v}' for k, v in lengths.items())})")
+    return [{**kw, **{k: kw[k][i if lengths[k] > 1 else 0] for k in CASE_OPTIONS}} for i in range(n)]
+
+
+@main.command()
+@_problem_options(repeatable=True)
+@_study_options
+@click.option("--at", "at", default="20tok/s", show_default=True, callback=_callback(parse_sla),
+              help="The SLA at which the cases are compared (ratio to the first case).")
+def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, float] | None,
+            chunks: tuple[int, ...] | None, method: str, time_limit: float, csv_out: str | None,
+            plot_out: str | None, all_layouts: bool, quiet: bool, as_json: bool, **kw: Any) -> None:
+    """Frontiers of several cases on one chart and one table, with the ratio at one SLA.
+
+    Repeat --cluster, --model, --precision or --gpus for the cases: e.g. --cluster gb200-nvl72
+    --precision fp4 --cluster h100-sxm --precision fp8 compares two (options pair up in order; one
+    given once applies to every case).
+    """
+    from planner import studies
+    from planner.solver import SolverParams
+
+    _check_plot_path(plot_out)
+    cases = _cases(kw)
+    problems = [_problem(c, 1.0, ttft) for c in cases]
+    bar = _Progress(quiet or as_json)
+    try:
+        result = studies.compare(problems, at=at, points=points, sla_range=sla_range, chunks=chunks, method=method,
+                                 params=SolverParams(time_limit_s=time_limit), all_layouts=all_layouts,
+                                 progress=bar)
+    finally:
+        bar.close()
+    if csv_out:
+        _write_csv(csv_out, [r for f in result.frontiers for r in studies.frontier_rows(f)])
+    if plot_out:
+        from planner.plots import plot_frontiers
+
+        plot_frontiers(result.frontiers, plot_out, at=at, label_layouts=len(result.frontiers) <= 2)
+    if as_json:
+        _dump(result.model_dump(mode="json"))
+        return
+    click.echo(f"isl {kw['isl']} / osl {kw['osl']} tokens" + (f", TTFT <= {ttft:g} s" if ttft else "")
+               + f"; compared at {at:g} tokens/s/user")
+    by_case = {f.case: f for f in result.frontiers}
+    rows = []
+    for r in result.rows:
+        f, pt = by_case.get(r.case), r.plan
+        reach = f"{f.lowest_tokens_per_s_per_user:.1f}..{f.highest_tokens_per_s_per_user:.1f}" if f else "-"
+        rows.append([r.case, reach, pt.label if pt else "unreachable", f"{pt.metrics.tokens_per_s_per_user:.1f}" if pt
+                     else "-", f"{r.tokens_per_s_per_gpu:.2f}" if pt else "-",
+                     f"{r.ratio:.2f}x" if r.ratio is not None else "-", f"{f.wall_s:.1f} s" if f else "-"])
+    click.echo(render_table(["case", "tok/s/user reachable", f"best layout at {at:g}", "tok/s/user", "tok/s/GPU",
+                             "ratio", "sweep"], rows))
+    for r in result.rows:
+        if r.error:
+            click.echo(f"{r.case}: no plan: {r.error}")
+    base = result.rows[0]
+    for r in result.rows[1:]:
+        if r.ratio:
+            click.echo(f"{base.case} serves {1 / r.ratio:.2f}x the tokens/s/GPU of {r.case} at {at:g} tokens/s/user")
+    keep = [k for k in range(len(result.levels)) if any(row[k] is not None for row in result.grid)]
+    click.echo("best tokens/s/GPU at each tokens/s/user ('-': unreachable):")
+    click.echo(render_table(["case"] + [f"{result.levels[k]:g}" for k in keep],
+                            [[r.case] + [f"{row[k]:.2f}" if row[k] is not None else "-" for k in keep]
+                             for r, row in zip(result.rows, result.grid)]))
+    for what, out in (("points", csv_out), ("chart", plot_out)):
+        if out:
+            click.echo(f"{what} written to {out}")
+
+
+@main.command()
+@_problem_options
+@click.option("--demand", required=True, callback=_callback(parse_demand),
+              help="What to serve: 40req/s (requests) or 50000tok/s (output tokens).")
+@click.option("--sla", "sla", default="20tok/s", show_default=True, callback=_callback(parse_sla),
+              help="Minimum tokens/s per user: 20tok/s, 20, or 50ms per token.")
+@click.option("--ttft", default=None, callback=_callback(parse_duration),
+              help="Maximum time to first token, e.g. 5s or 500ms.")
+@click.option("--chunks", default=None, callback=_callback(parse_int_list),
+              help="Chunk sizes to consider: 256,512 or 128:8192:128 [default: 128..8192].")
+@click.option("--method", type=click.Choice(["cpsat", "exhaustive"]), default="cpsat", show_default=True,
+              help="CP-SAT model, or the exhaustive enumeration (the test oracle).")
+@click.option("--max-gpus", type=click.IntRange(min=1), default=65536, show_default=True,
+              help="Most GPUs to consider.")
+@click.option("--time-limit", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="CP-SAT time limit [s].")
+def size(demand: tuple[float | None, float | None], sla: float, ttft: float | None, chunks: tuple[int, ...] | None,
+         method: str, max_gpus: int, time_limit: float, as_json: bool, **kw: Any) -> None:
+    """Fewest GPUs (whole nodes) that serve a demand at an SLA, and the plan: replicas, layout, batch.
+
+    --gpus is ignored: the sizing finds the count. Demand in tokens/s counts output tokens.
+    """
+    from planner import studies
+    from planner.solver import SolverParams
+
+    problem = _problem(kw, sla, ttft)
+    req, tok = demand
+    result = studies.size(problem, demand_requests_per_s=req, demand_tokens_per_s=tok, chunks=chunks,
+                          method=method, params=SolverParams(time_limit_s=time_limit), max_gpus=max_gpus)
+    if as_json:
+        _dump(result.model_dump(mode="json"))
+        return
+    plan = result.plan
+    limit = f", TTFT <= {_fmt_time(ttft * 1000)}" if ttft else ""
+    click.echo(f"{_describe(plan).split(' on ')[0]} on {problem.cluster.name}, {plan.precision.value} weights, "
+               f"isl {plan.isl} / osl {plan.osl} tokens")
+    click.echo(f"demand {result.demand_requests_per_s:,.4g} requests/s = {result.demand_tokens_per_s:,.0f} output "
+               f"tokens/s at >= {sla:g} tokens/s/user{limit}")
+    unit = result.node_unit
+    click.echo(f"fewest GPUs: {result.gpus} ({result.nodes} {unit}{'s' if result.nodes != 1 else ''} of "
+               f"{result.gpus_per_node} GPUs; GPUs are counted in whole {unit}s), {result.gpus_used} in use: "
+               f"{result.replicas} replica{'s' if result.replicas != 1 else ''} of {plan.label.rsplit(' DP', 1)[0]}")
+    click.echo(render_table(PLAN_HEADERS, _plan_rows([plan])))
+    click.echo(_layout_line(plan))
+    click.echo(f"capacity {result.capacity_tokens_per_s:,.0f} tokens/s ({result.capacity_requests_per_s:,.4g} "
+               f"requests/s), {result.utilization:.0%} used by the demand; replicas of up to "
+               f"{result.max_replica_gpus} GPUs considered; {result.wall_s:.1f} s")
+    _echo_notes(plan)

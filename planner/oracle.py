@@ -18,7 +18,7 @@ from planner.space import Space
 from planner.specs import Parallel, Problem
 
 
-def _layouts(p: Problem, s: Space, budget: int):
+def layouts(p: Problem, s: Space, budget: int):
     """Every layout of the candidate lists that obeys the layout rules, with the most replicas."""
     pb = p.model_copy(update={"gpus": budget})
     for tp in s.tp:
@@ -55,7 +55,7 @@ def exhaustive(
     sla = p.sla if use_sla else None
     ttft_limit = p.sla.max_ttft_s if (use_ttft and p.sla) else None
     best: list[tuple[float, Candidate]] = []
-    for par in _layouts(p, s, budget or p.gpus):
+    for par in layouts(p, s, budget or p.gpus):
         g = cost.metrics_grid(p, par, m, c)
         ok = (g["per_gpu_bytes"] <= cost.usable_bytes(p)) & (g["prefill_load"] < 1)
         if sla:

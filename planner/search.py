@@ -229,16 +229,19 @@ def solve(
     found, wall = _search(p, space, method, top=top, params=params)
     if not found:
         raise _diagnose(p, space, method, params)
-    plans = []
-    for cand in found:
-        bound = cand.objective_bound
-        plan = build_plan(p, cand, SolverInfo(method=method, status=cand.status, wall_s=wall, candidates=space.size,
-                                              objective_bound=bound, limited_by=limits(p, cand, space)))
-        gap = None
-        if bound is not None and bound > 0:
-            gap = max(0.0, (bound - plan.metrics.tokens_per_s_per_gpu) / bound)
-        plans.append(plan.model_copy(update={"solver": plan.solver.model_copy(update={"gap": gap})}))
-    return plans
+    return [plan_of(p, cand, space, method, wall) for cand in found]
+
+
+def plan_of(p: Problem, cand: Candidate, space: Space, method: Method, wall_s: float) -> Plan:
+    """The Plan of a search result: figures from the float cost model, the solver's status, proven
+    bound and gap, and the rules that stop a larger batch."""
+    bound = cand.objective_bound
+    plan = build_plan(p, cand, SolverInfo(method=method, status=cand.status, wall_s=wall_s, candidates=space.size,
+                                          objective_bound=bound, limited_by=limits(p, cand, space)))
+    gap = None
+    if bound is not None and bound > 0:
+        gap = max(0.0, (bound - plan.metrics.tokens_per_s_per_gpu) / bound)
+    return plan.model_copy(update={"solver": plan.solver.model_copy(update={"gap": gap})})
 
 
 def estimate(

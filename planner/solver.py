@@ -41,7 +41,7 @@ MIB = 2**20
 BIG = 10**11
 """Stand-in for an unreachable time [ns] (100 s); kept small: huge coefficients make CP-SAT unsound."""
 
-Objective = Literal["throughput", "min_tpot", "min_ttft", "min_gpus"]
+Objective = Literal["throughput", "min_tpot", "min_ttft", "min_gpus", "min_gpus_for_demand"]
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,15 @@ class CpSatPlanner:
         use_sla: bool = True,
         use_ttft: bool = True,
         params: SolverParams | None = None,
+        demand_tokens_per_s: float | None = None,
     ) -> None:
+        """`demand_tokens_per_s` (objective "min_gpus_for_demand"): output tokens/s all replicas must
+        serve together; p.gpus then caps the GPUs the sizing may use and dp is free."""
         self.p, self.s, self.objective = p, space, objective
         self.params = params or SolverParams()
+        if (objective == "min_gpus_for_demand") != (demand_tokens_per_s is not None):
+            raise ValueError("objective min_gpus_for_demand goes with demand_tokens_per_s")
+        self.demand = demand_tokens_per_s
         self.model = cp_model.CpModel()
         self._variables()
         self._add_gpu_budget()
@@ -99,6 +105,8 @@ class CpSatPlanner:
         self._add_tpot()
         if use_sla and p.sla:
             self._add_sla()
+        if self.demand is not None:
+            self._add_demand()
         ttft_limit = p.sla.max_ttft_s if (use_ttft and p.sla) else None
         if ttft_limit is not None or objective == "min_ttft":
             self._add_ttft(ttft_limit)
@@ -301,8 +309,30 @@ class CpSatPlanner:
         self.model.Add(self.tpot_us * round(1 / US_PER_NS) >= self.tpot)
 
     def _add_sla(self) -> None:
-        """tokens/s/user >= SLA, i.e. TPOT <= 1 / SLA."""
-        self.model.Add(self.tpot <= math.floor(NS / self.p.sla.min_tokens_per_s_per_user))
+        """tokens/s/user >= the problem's SLA (see set_sla)."""
+        self.set_sla(self.p.sla.min_tokens_per_s_per_user)
+
+    def set_sla(self, min_tokens_per_s_per_user: float | None) -> None:
+        """The SLA rule: tokens/s/user >= SLA, i.e. TPOT <= 1 / SLA [ns], as the upper bound of the
+        TPOT variable; None lifts it. Changing it keeps the model, so a sweep builds it once."""
+        cap = BIG if min_tokens_per_s_per_user is None else math.floor(NS / min_tokens_per_s_per_user)
+        self.model.proto.variables[self.tpot.index].domain[1] = max(cap, 1)
+
+    def _add_demand(self) -> None:
+        """Sizing: the replicas together serve the demand, dp * concurrency / TPOT >= demand [tokens/s];
+        the GPUs allocated are whole nodes (cluster.gpus_per_node) holding every replica."""
+        s, g, node = self.s, self.p.gpus, self.p.cluster.gpus_per_node
+        per_replica = self._concurrency_per_replica()
+        self.in_flight = self.model.NewIntVar(1, s.max_dp * max(s.attention_dp) * max(s.pp) * max(s.micro_batches),
+                                              "requests_in_flight")
+        self.model.AddMultiplicationEquality(self.in_flight, [self.dp, per_replica])
+        # tokens/s = in_flight / TPOT = 1e6 * in_flight / tpot_us >= demand (TPOT rounded up: conservative)
+        self.model.Add(10**6 * self.in_flight >= math.ceil(self.demand) * self.tpot_us)
+        self.gpus_used = self.model.NewIntVar(1, g, "gpus_used")
+        for size, is_size in self.replica_is.items():
+            self.model.Add(self.gpus_used == size * self.dp).OnlyEnforceIf(is_size)
+        self.nodes = self.model.NewIntVar(1, -(-g // node), "nodes")
+        self.model.Add(node * self.nodes >= self.gpus_used)
 
     def _add_ttft(self, limit_s: float | None) -> None:
         """TTFT = own(m, C) * own-prompt pass + backlog(m, C) * full-chunk pass <= limit (cost.ttft_passes),
@@ -332,6 +362,16 @@ class CpSatPlanner:
                     self.model.Add(self.ttft_us * 1000 * round(1 / US_PER_NS) >= ttft[k]).OnlyEnforceIf(z)
 
     # --- solving --------------------------------------------------------------------------------
+    def _concurrency_per_replica(self) -> cp_model.IntVar:
+        """Requests in flight per replica: attention_dp * pp * m, linear per (attention_dp, pp) choice."""
+        s, g = self.s, self.p.gpus
+        per_replica = self.model.NewIntVar(1, max(s.attention_dp) * max(s.pp) * max(s.micro_batches),
+                                           "concurrency_per_replica")
+        for (j, av), (k, ppv) in product(enumerate(s.attention_dp), enumerate(s.pp)):
+            if av * ppv <= g:
+                self.model.Add(per_replica == av * ppv * self.mb).OnlyEnforceIf([self.b_adp[j], self.b_pp[k]])
+        return per_replica
+
     def _in_flight(self) -> cp_model.IntVar:
         """Requests in flight over all replicas: dp * (attention_dp * pp * m).
 
@@ -340,10 +380,7 @@ class CpSatPlanner:
         """
         s, g = self.s, self.p.gpus
         most = g * max(s.micro_batches)  # dp * attention_dp * pp <= gpus
-        per_replica = self.model.NewIntVar(1, most, "concurrency_per_replica")
-        for (j, av), (k, ppv) in product(enumerate(s.attention_dp), enumerate(s.pp)):
-            if av * ppv <= g:
-                self.model.Add(per_replica == av * ppv * self.mb).OnlyEnforceIf([self.b_adp[j], self.b_pp[k]])
+        per_replica = self._concurrency_per_replica()
         in_flight = self.model.NewIntVar(1, most, "requests_in_flight")
         for size, is_size in self.replica_is.items():
             if size <= g:
@@ -377,22 +414,55 @@ class CpSatPlanner:
         for var in (self.tp, self.adp, self.pp, self.ep, self.moe_tp, self.dp, self.mb, self.chunk):
             self.model.AddHint(var, solver.Value(var))
 
-    def _best_ratio(self, deadline: float) -> tuple[str, dict, float | None] | None:
-        """Dinkelbach: maximise in_flight / tpot_us exactly; returns (status, solution, bound)."""
+    def _hint_candidate(self, c: Candidate) -> None:
+        """Hint a known plan: the layout, the batch Booleans and the replicas it implies."""
+        self.model.ClearHints()
+        q = c.parallel
+        for var, value in ((self.tp, q.tp), (self.adp, q.attention_dp), (self.pp, q.pp), (self.ep, q.ep),
+                           (self.moe_tp, q.moe_tp), (self.mb, c.micro_batch), (self.chunk, c.chunk)):
+            self.model.AddHint(var, value)
+        for (m, chunk), z in zip(self.pairs, self.z):
+            self.model.AddHint(z, int(m == c.micro_batch and chunk == c.chunk))
+
+    def _ratio_of(self, c: Candidate, deadline: float) -> tuple[int, int] | None:
+        """(requests in flight, TPOT [us]) of a known plan as this model counts them (rounded up), by a
+        solve with every choice fixed to it; None when the plan is not feasible here."""
+        self._hint_candidate(c)
+        self.model.Minimize(self.tpot_us)
+        solver = self._solver()
+        solver.parameters.fix_variables_to_their_hinted_value = True
+        solver.parameters.max_time_in_seconds = max(0.01, deadline - time.perf_counter())
+        status = solver.Solve(self.model)
+        if status != cp_model.OPTIMAL:
+            return None
+        return solver.Value(self.in_flight), solver.Value(self.tpot_us)
+
+    def _best_ratio(self, deadline: float, incumbent: Candidate | None = None
+                    ) -> tuple[str, dict, float | None] | None:
+        """Dinkelbach: maximise in_flight / tpot_us exactly; returns (status, solution, bound).
+
+        `incumbent`, a plan known to be feasible (a neighbouring point of a sweep), replaces the
+        first feasibility round: the rounds start from its ratio and it hints the search.
+        """
         if not hasattr(self, "in_flight"):
             self.in_flight = self._in_flight()
             order = {c: i for i, c in enumerate(self.s.chunks)}
             self.chunk_rank = sum(order[c] * z for (_, c), z in zip(self.pairs, self.z))
             self.tie_scale = len(self.s.chunks)
         in_flight = self.in_flight
-        self.model.ClearObjective()  # round 0: any feasible plan
-        status, solver = self._run(deadline)
-        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            return None
-        proven = True
-        while True:
+        start = self._ratio_of(incumbent, deadline) if incumbent is not None else None
+        if start is not None:
+            q, t = start
+            sol = {"par": incumbent.parallel, "m": incumbent.micro_batch, "c": incumbent.chunk}
+            self._hint_candidate(incumbent)
+        else:
+            self.model.ClearObjective()  # round 0: any feasible plan
+            status, solver = self._run(deadline)
+            if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+                return None
             sol, q, t = self._snapshot(solver), solver.Value(in_flight), solver.Value(self.tpot_us)
             self._hint(solver)
+        while True:
             # ties (equal throughput) go to the larger chunk: it waits less for the chunk budget (TTFT)
             self.model.Maximize(self.tie_scale * (t * in_flight - q * self.tpot_us) + self.chunk_rank)
             status, solver = self._run(deadline)
@@ -405,36 +475,51 @@ class CpSatPlanner:
                 return ("OPTIMAL" if proven else "FEASIBLE"), self._snapshot(solver), bound
             if time.perf_counter() >= deadline:
                 return "FEASIBLE", self._snapshot(solver), None
+            sol, q, t = self._snapshot(solver), solver.Value(in_flight), solver.Value(self.tpot_us)
+            self._hint(solver)
 
     def _forbid(self, c: Candidate) -> None:
         """Exclude a layout (tp, attention_dp, pp, ep, moe_tp) so the next solve finds another."""
         self.model.AddForbiddenAssignments([self.tp, self.adp, self.pp, self.ep, self.moe_tp],
                                            [c.parallel.key()])
 
-    def _solve_once(self, deadline: float) -> Candidate | None:
+    def _solve_once(self, deadline: float, incumbent: Candidate | None = None) -> Candidate | None:
         if self.objective == "throughput":
-            found = self._best_ratio(deadline)
+            found = self._best_ratio(deadline, incumbent)
             if found is None:
                 return None
             status, sol, bound = found
             return Candidate(sol["par"], sol["m"], sol["c"], status, bound)
-        target = {"min_tpot": self.tpot, "min_ttft": getattr(self, "ttft_us", None), "min_gpus": self.replica}
-        self.model.Minimize(target[self.objective])
+        if self.objective == "min_gpus_for_demand":
+            # fewest whole nodes; among those, the fewest GPUs in use, then the lowest TPOT
+            most_gpus, most_tpot = self.p.gpus + 1, math.ceil(BIG * US_PER_NS) + 1
+            self.model.Minimize((self.nodes * most_gpus + self.gpus_used) * most_tpot + self.tpot_us)
+        else:
+            target = {"min_tpot": self.tpot, "min_ttft": getattr(self, "ttft_us", None), "min_gpus": self.replica}
+            self.model.Minimize(target[self.objective])
+        if incumbent is not None:
+            self._hint_candidate(incumbent)
         status, solver = self._run(deadline)
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return None
         sol = self._snapshot(solver)
         return Candidate(sol["par"], sol["m"], sol["c"], "OPTIMAL" if status == cp_model.OPTIMAL else "FEASIBLE")
 
-    def solve(self, top: int = 1) -> tuple[list[Candidate], float]:
-        """Up to `top` best distinct layouts, best first, and the wall time [s]."""
+    def solve(self, top: int = 1, incumbent: Candidate | None = None) -> tuple[list[Candidate], float]:
+        """Up to `top` best distinct layouts, best first, and the wall time [s]. With top > 1 the
+        layouts found stay forbidden in this model; with top = 1 it can be solved again (set_sla).
+
+        `incumbent`: a plan known to be feasible (e.g. the neighbouring point of a sweep) that warms
+        up the first search; the result does not depend on it.
+        """
         t0 = time.perf_counter()
         deadline = t0 + self.params.time_limit_s
         out: list[Candidate] = []
-        for _ in range(top):
-            cand = self._solve_once(deadline)
+        for k in range(top):
+            if k:
+                self._forbid(out[-1])  # the next best is another layout (this stays in the model)
+            cand = self._solve_once(deadline, incumbent if not out else None)
             if cand is None:
                 break
             out.append(cand)
-            self._forbid(cand)
         return out, time.perf_counter() - t0

@@ -216,6 +216,9 @@ class ClusterSpec(_Strict):
         description="Scale-out (NIC) bandwidth per GPU, one direction [GB/s = 1e9 bytes/s]"
     )
     gpus_per_node: PositiveInt = Field(description="GPUs per server or tray: the unit GPUs are bought in [GPUs]")
+    node_unit: Literal["node", "tray"] = Field(
+        "node", description="What the unit of gpus_per_node is called: a server ('node') or a rack tray ('tray')"
+    )
     scaleup_latency_us: PositiveFloat = Field(description="Latency of one scale-up collective step [us]")
     scaleout_latency_us: PositiveFloat = Field(description="Latency of one scale-out collective step [us]")
     reserved_memory_gb: float = Field(

@@ -1,0 +1,499 @@
+"""What-if studies over the planner: the throughput/interactivity frontier, comparisons, sizing.
+
+- `frontier`: the best tokens/s/GPU at each tokens/s/user SLA from the lowest to the highest
+  reachable, with the plan at each point (the study's chart, optimal at every point);
+- `compare`: frontiers of several cases (clusters, models, precisions, GPU counts) and their ratio
+  at one SLA;
+- `size`: the dual problem, the fewest GPUs (whole nodes) serving a demand at an SLA.
+
+All return pydantic objects (JSON via ``model_dump``); `planner.plots` draws them. Every point is
+a search of the CP-SAT model (or the exhaustive oracle) on the same cost model as `solve`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from planner import cost
+from planner.errors import InfeasibleError, SpecError
+from planner.oracle import exhaustive, layouts
+from planner.search import Method, _diagnose, _search, min_gpus_to_fit, plan_of
+from planner.solver import Candidate, CpSatPlanner, SolverParams
+from planner.space import Space
+from planner.specs import SLA, Parallel, Plan, Problem
+
+Progress = Callable[[int, int, str], None]
+"""Progress callback: (steps done, steps in all, what is being done)."""
+
+DEFAULT_POINTS = 40
+"""SLA levels a frontier sweeps by default."""
+
+
+def _quiet(done: int, total: int, what: str) -> None:
+    """The default progress callback: silent."""
+
+
+# --- schema ----------------------------------------------------------------------------------------
+
+
+class FrontierPoint(Plan):
+    """One SLA level of a frontier: the best plan that reaches it (every field of `solve --json`)."""
+
+    target_tokens_per_s_per_user: float = Field(description="The SLA of this point [tokens/s/user]")
+    new_layout: bool = Field(description="The layout differs from the point below (a lower SLA)")
+
+
+class CurvePoint(BaseModel):
+    """One (batch, chunk) of a layout on its own Pareto curve."""
+
+    tokens_per_s_per_user: float
+    tokens_per_s_per_gpu: float
+    micro_batch: int = Field(description="Requests per attention-DP rank per micro-batch [requests]")
+    chunk_tokens: int = Field(description="Prefill chunk per iteration and rank [tokens]")
+
+
+class LayoutCurve(BaseModel):
+    """A layout's best tokens/s/GPU at each interactivity it reaches, over all batches and chunks."""
+
+    label: str
+    parallel: Parallel
+    points: list[CurvePoint] = Field(description="Pareto-optimal points, by increasing tokens/s/user")
+
+
+class Frontier(BaseModel):
+    """The throughput/interactivity frontier of one case."""
+
+    case: str = Field(description="Short name of the case (model, cluster, precision, GPUs)")
+    model: str
+    cluster: str
+    gpus: int
+    isl: int
+    osl: int
+    precision: str
+    max_ttft_s: float | None = Field(None, description="TTFT limit of every point [s]")
+    method: str
+    lowest_tokens_per_s_per_user: float = Field(
+        description="Interactivity of the throughput-optimal plan with no SLA [tokens/s/user]")
+    highest_tokens_per_s_per_user: float = Field(description="Highest interactivity any plan reaches [tokens/s/user]")
+    points: list[FrontierPoint]
+    unreachable: list[float] = Field(default_factory=list, description="SLA levels asked for above the highest")
+    valid_layouts: int | None = Field(None, description="Layouts with at least one valid batch (--all-layouts)")
+    layouts: list[LayoutCurve] = Field(default_factory=list, description="Each layout's own curve (--all-layouts)")
+    solves: int = Field(description="Searches run (SLA levels an earlier plan already met need none)")
+    wall_s: float = Field(description="Wall time of the sweep [s]")
+
+    def at(self, sla: float) -> FrontierPoint | None:
+        """The point whose target is `sla` (within 1e-9 relative), or None."""
+        for pt in self.points:
+            if math.isclose(pt.target_tokens_per_s_per_user, sla, rel_tol=1e-9):
+                return pt
+        return None
+
+
+class CompareRow(BaseModel):
+    """One case of a comparison at the chosen SLA."""
+
+    case: str
+    error: str | None = Field(None, description="Why the case has no frontier (e.g. its TTFT limit is out of reach)")
+    tokens_per_s_per_gpu: float | None = Field(description="Best tokens/s/GPU at the SLA; None when unreachable")
+    ratio: float | None = Field(description="tokens/s/GPU over the first case's")
+    plan: FrontierPoint | None
+
+
+class Comparison(BaseModel):
+    """Frontiers of several cases, and each one's best plan at one SLA."""
+
+    at_tokens_per_s_per_user: float
+    rows: list[CompareRow] = Field(description="One per case, in the order given")
+    levels: list[float] = Field(description="SLA levels of `grid` [tokens/s/user]")
+    grid: list[list[float | None]] = Field(
+        description="Best tokens/s/GPU of each case (row) at each level (column); None when unreachable")
+    frontiers: list[Frontier] = Field(description="The frontier of each case that has one, in order")
+
+
+class Sizing(BaseModel):
+    """The fewest GPUs that serve a demand at an SLA."""
+
+    demand_requests_per_s: float = Field(description="Requests per second to serve [requests/s]")
+    demand_tokens_per_s: float = Field(description="Output tokens per second to serve [tokens/s]")
+    gpus: int = Field(description="GPUs to allocate: whole nodes [GPUs]")
+    nodes: int = Field(description="Nodes (or trays) to allocate")
+    node_unit: str = Field(description="What one node is on this cluster: 'node' or 'tray'")
+    gpus_per_node: int
+    gpus_used: int = Field(description="GPUs the replicas occupy (the rest of the last node idles) [GPUs]")
+    replicas: int
+    capacity_tokens_per_s: float = Field(description="Output tokens/s the plan serves at most [tokens/s]")
+    capacity_requests_per_s: float = Field(description="Requests/s the plan serves at most [requests/s]")
+    utilization: float = Field(description="Demand over capacity")
+    max_replica_gpus: int = Field(description="Largest replica the search considered [GPUs]")
+    plan: Plan
+    wall_s: float
+
+
+# --- frontier --------------------------------------------------------------------------------------
+
+
+def case_name(p: Problem) -> str:
+    """'gpt-moe-1.8t on 64 x gb200-nvl72 fp4'."""
+    return f"{p.model.name} on {p.gpus} x {p.cluster.name} {p.precision.value}"
+
+
+def _with_sla(p: Problem, sla: float) -> Problem:
+    return p.model_copy(update={"sla": SLA(min_tokens_per_s_per_user=sla,
+                                           max_ttft_s=p.sla.max_ttft_s if p.sla else None)})
+
+
+def _key(c: Candidate) -> tuple:
+    return (c.parallel.key(), c.micro_batch, c.chunk)
+
+
+def sla_levels(lo: float, hi: float, points: int) -> list[float]:
+    """`points` SLA levels from lo to hi, evenly spaced on a log scale [tokens/s/user]."""
+    if points < 1:
+        raise SpecError(f"points must be at least 1, got {points}")
+    if points == 1 or hi <= lo:
+        return [hi]
+    return [float(x) for x in np.geomspace(lo, hi, points)]
+
+
+class _Sweep:
+    """Searches of one problem at many SLA levels, sharing one CP-SAT model and warm starts."""
+
+    def __init__(self, p: Problem, space: Space, method: Method, params: SolverParams | None) -> None:
+        self.p, self.space, self.method, self.params = p, space, method, params
+        self.solves = 0
+        if method == "cpsat":
+            self.planner = CpSatPlanner(_with_sla(p, 1.0), space, use_sla=False, params=params)
+
+    def best(self, sla: float | None, incumbent: Candidate | None) -> tuple[Candidate | None, float]:
+        """The throughput-optimal plan at an SLA (None: no SLA), and the search's wall time [s]."""
+        self.solves += 1
+        t0 = time.perf_counter()
+        if self.method == "exhaustive":
+            q = _with_sla(self.p, sla or 1e-9)
+            found, _ = exhaustive(q, self.space, use_sla=sla is not None)
+        else:
+            self.planner.set_sla(sla)
+            found, _ = self.planner.solve(incumbent=incumbent)
+        return (found[0] if found else None), time.perf_counter() - t0
+
+    def fastest(self) -> Candidate | None:
+        """The plan with the lowest TPOT (the highest interactivity), any throughput."""
+        self.solves += 1
+        q = _with_sla(self.p, 1.0)
+        if self.method == "exhaustive":
+            found, _ = exhaustive(q, self.space, "min_tpot", use_sla=False)
+        else:
+            found, _ = CpSatPlanner(q, self.space, "min_tpot", use_sla=False, params=self.params).solve()
+        return found[0] if found else None
+
+
+def _user_rate(p: Problem, c: Candidate) -> tuple[float, float]:
+    """(tokens/s/user, tokens/s/GPU) of a candidate by the float cost model."""
+    m = cost.evaluate(p, c.parallel, c.micro_batch, c.chunk).metrics
+    return m.tokens_per_s_per_user, m.tokens_per_s_per_gpu
+
+
+def frontier(
+    problem: Problem,
+    *,
+    points: int = DEFAULT_POINTS,
+    sla_range: tuple[float, float] | None = None,
+    extra: Sequence[float] = (),
+    chunks: tuple[int, ...] | None = None,
+    method: Method = "cpsat",
+    params: SolverParams | None = None,
+    all_layouts: bool = False,
+    progress: Progress = _quiet,
+) -> Frontier:
+    """The best tokens/s/GPU at `points` SLA levels (log-spaced) from the lowest to the highest
+    reachable tokens/s/user, or over `sla_range` (lo, hi), plus the `extra` levels.
+
+    The problem's TTFT limit (problem.sla.max_ttft_s) holds at every point; its SLA is ignored.
+    Levels are searched from low to high; a plan found at one level is optimal at every higher
+    level it still meets (the constraint only tightens), so those need no search, and it warms up
+    the next search. The result is monotone: tokens/s/GPU never rises with tokens/s/user.
+    Raises InfeasibleError when no plan exists at all.
+    """
+    t0 = time.perf_counter()
+    p = problem
+    space = Space.of(p, chunks)
+    sweep = _Sweep(p, space, method, params)
+    progress(0, 1, "fastest plan")
+    fast = sweep.fastest()
+    if fast is None:
+        raise _diagnose(_with_sla(p, 1.0), space, method, params)
+    most = fast.parallel.model_copy(update={"dp": p.gpus // fast.parallel.replica_gpus})  # idle GPUs serve too
+    fast = dataclasses.replace(fast, parallel=most)
+    base, wall = sweep.best(None, fast)
+    assert base is not None  # the fastest plan is feasible without an SLA
+    u_max, _ = _user_rate(p, fast)
+    u_min, _ = _user_rate(p, base)
+    lo, hi = sla_range or (u_min, u_max * (1 - 1e-9))
+    if sla_range and not 0 < lo <= hi:
+        raise SpecError(f"SLA range {lo:g}:{hi:g} must be positive and increasing")
+    levels = sorted(set(sla_levels(lo, hi, points)) | {float(x) for x in extra})
+    known: dict[tuple, tuple[Candidate, float, float, float]] = {}  # key -> (cand, u, thr, wall)
+    for cand, w in ((fast, 0.0), (base, wall)):
+        known[_key(cand)] = (cand, *_user_rate(p, cand), w)
+    chosen: list[tuple[float, Candidate, float]] = []
+    unreachable: list[float] = []
+    current = base
+    reachable = [s for s in levels if s <= u_max]
+    for i, sla in enumerate(reachable):
+        progress(i, len(reachable), f"SLA {sla:.1f} tokens/s/user")
+        if known[_key(current)][1] < sla:  # the current plan misses this level: search it, warm-started
+            # by the best known plan that meets it
+            feasible = [k for k in known.values() if k[1] >= sla]
+            incumbent = max(feasible, key=lambda k: k[2])[0] if feasible else None
+            found, wall = sweep.best(sla, incumbent)
+            if found is None:  # only by rounding at the very top: keep the fastest plan
+                found = fast
+            known.setdefault(_key(found), (found, *_user_rate(p, found), wall))
+            current = found
+        chosen.append((sla, current, known[_key(current)][3]))
+    unreachable = [s for s in levels if s > u_max]
+    progress(len(reachable), len(reachable), "done")
+    chosen = _monotone(p, chosen)
+    out_points: list[FrontierPoint] = []
+    plans: dict[tuple, Plan] = {}
+    for sla, cand, w in chosen:
+        q = _with_sla(p, sla)
+        plan = plan_of(q, cand, space, method, w)
+        new = not out_points or out_points[-1].parallel.key() != cand.parallel.key()
+        plans[_key(cand)] = plan
+        out_points.append(FrontierPoint(**plan.model_dump(), target_tokens_per_s_per_user=sla, new_layout=new))
+    curves: list[LayoutCurve] = []
+    if all_layouts:
+        curves = layout_curves(p, space)
+    return Frontier(
+        case=case_name(p), model=p.model.name, cluster=p.cluster.name, gpus=p.gpus, isl=p.workload.isl,
+        osl=p.workload.osl, precision=p.precision.value, max_ttft_s=p.sla.max_ttft_s if p.sla else None,
+        method=method, lowest_tokens_per_s_per_user=u_min, highest_tokens_per_s_per_user=u_max, points=out_points,
+        unreachable=unreachable, valid_layouts=len(curves) if all_layouts else None, layouts=curves,
+        solves=sweep.solves, wall_s=time.perf_counter() - t0,
+    )
+
+
+def _monotone(p: Problem, chosen: list[tuple[float, Candidate, float]]) -> list[tuple[float, Candidate, float]]:
+    """Guard for searches stopped by the time limit: a plan meeting a higher SLA also meets a lower
+    one, so a lower level never keeps a worse plan than the level above it."""
+    out = list(chosen)
+    for k in range(len(out) - 2, -1, -1):
+        if _user_rate(p, out[k][1])[1] < _user_rate(p, out[k + 1][1])[1]:
+            out[k] = (out[k][0], out[k + 1][1], out[k + 1][2])
+    return out
+
+
+def layout_curves(p: Problem, space: Space) -> list[LayoutCurve]:
+    """Every valid layout's own Pareto curve over (micro-batch, chunk): memory fits, the chunk keeps
+    up and the TTFT limit holds; layouts with no valid batch are left out. For pictures and counts,
+    by plain enumeration (the frontier itself comes from the search)."""
+    m, c = np.meshgrid(np.asarray(space.micro_batches), np.asarray(space.chunks), indexing="ij")
+    limit = p.sla.max_ttft_s if p.sla else None
+    curves = []
+    for par in layouts(p, space, p.gpus):
+        g = cost.metrics_grid(p, par, m, c)
+        ok = (g["per_gpu_bytes"] <= cost.usable_bytes(p)) & (g["prefill_load"] < 1)
+        if limit is not None:
+            ok &= g["ttft_s"] <= limit
+        if not ok.any():
+            continue
+        u, thr = 1 / g["tpot_s"][ok], g["tokens_per_s_per_gpu"][ok]
+        mm, cc = m[ok], c[ok]
+        pts, best = [], -1.0
+        for k in np.lexsort((-thr, -u)):  # by u descending, then thr descending
+            if thr[k] > best:  # beats every point of higher interactivity
+                best = float(thr[k])
+                pts.append(CurvePoint(tokens_per_s_per_user=float(u[k]), tokens_per_s_per_gpu=best,
+                                      micro_batch=int(mm[k]), chunk_tokens=int(cc[k])))
+        curves.append(LayoutCurve(label=par.label, parallel=par, points=pts[::-1]))
+    return curves
+
+
+def frontier_rows(f: Frontier) -> list[dict[str, object]]:
+    """One flat row per frontier point (for CSV files and data frames); units in the column names."""
+    rows = []
+    for pt in f.points:
+        q, m = pt.parallel, pt.metrics
+        rows.append({
+            "case": f.case, "target_tokens_per_s_per_user": round(pt.target_tokens_per_s_per_user, 4),
+            "layout": pt.label, "new_layout": pt.new_layout, "tp": q.tp, "attention_dp": q.attention_dp, "pp": q.pp,
+            "ep": q.ep, "moe_tp": q.moe_tp, "dp": q.dp, "micro_batch": pt.batch.micro_batch,
+            "concurrency": pt.batch.concurrency, "chunk_tokens": pt.batch.chunk_tokens,
+            "tokens_per_s_per_user": round(m.tokens_per_s_per_user, 4),
+            "tokens_per_s_per_gpu": round(m.tokens_per_s_per_gpu, 4), "ttft_ms": round(m.ttft_ms, 2),
+            "tpot_ms": round(m.tpot_ms, 4), "memory_per_gpu_gb": round(pt.memory.per_gpu_bytes / 1e9, 3),
+            "status": pt.solver.status,
+        })
+    return rows
+
+
+# --- compare ---------------------------------------------------------------------------------------
+
+
+COMPARE_LEVELS = (5.0, 10.0, 20.0, 35.0, 50.0, 100.0, 200.0)
+"""SLA levels every comparison is also searched at, for its table [tokens/s/user]."""
+
+
+def compare(
+    problems: Sequence[Problem],
+    *,
+    at: float,
+    points: int = DEFAULT_POINTS,
+    sla_range: tuple[float, float] | None = None,
+    chunks: tuple[int, ...] | None = None,
+    method: Method = "cpsat",
+    params: SolverParams | None = None,
+    all_layouts: bool = False,
+    levels: Sequence[float] = COMPARE_LEVELS,
+    progress: Progress = _quiet,
+) -> Comparison:
+    """Frontiers of several cases, each also searched at `at` and at `levels` tokens/s/user, and the
+    ratio of each case's best tokens/s/GPU at `at` to the first case's. A case with no plan at all
+    (model does not fit, TTFT out of reach) gets a row with the reason and no frontier."""
+    if not problems:
+        raise SpecError("compare needs at least one case")
+    frontiers: list[Frontier | None] = []
+    errors: list[str | None] = []
+    for i, p in enumerate(problems):
+        def step(done: int, total: int, what: str, i: int = i, name: str = case_name(p)) -> None:
+            progress(i * 1000 + done * 1000 // max(total, 1), 1000 * len(problems), f"{name}: {what}")
+
+        try:
+            frontiers.append(frontier(p, points=points, sla_range=sla_range, extra=(at, *levels), chunks=chunks,
+                                      method=method, params=params, all_layouts=all_layouts, progress=step))
+            errors.append(None)
+        except InfeasibleError as e:  # the other cases still compare; this one says why it has no plan
+            frontiers.append(None)
+            errors.append(str(e))
+    first = frontiers[0].at(at) if frontiers[0] else None
+    base = first.metrics.tokens_per_s_per_gpu if first else None
+    rows, grid = [], []
+    for p, f, err in zip(problems, frontiers, errors):
+        pt = f.at(at) if f else None
+        thr = pt.metrics.tokens_per_s_per_gpu if pt else None
+        ratio = thr / base if (thr is not None and base) else None
+        rows.append(CompareRow(case=case_name(p), error=err, tokens_per_s_per_gpu=thr, ratio=ratio, plan=pt))
+        grid.append([(q.metrics.tokens_per_s_per_gpu if (f and (q := f.at(lvl))) else None) for lvl in levels])
+    return Comparison(at_tokens_per_s_per_user=at, rows=rows, levels=list(levels), grid=grid,
+                      frontiers=[f for f in frontiers if f is not None])
+
+
+# --- size ------------------------------------------------------------------------------------------
+
+
+MAX_SIZING_GPUS = 65536
+"""Most GPUs a sizing considers [GPUs]."""
+
+
+def max_replica_gpus(p: Problem, method: Method = "cpsat", params: SolverParams | None = None) -> int:
+    """Largest replica a sizing considers [GPUs]: the power of two at or above both the scale-up
+    domain and 4x the fewest GPUs the model fits on (at least 64). Larger replicas only add
+    communication; more replicas serve more demand."""
+    fit = min_gpus_to_fit(p, method, params)
+    if fit is None:
+        raise InfeasibleError(f"{p.model.name} fits on no layout of {p.cluster.name} GPUs at {p.precision.value}")
+    need = max(64, p.cluster.scaleup_domain_gpus, 4 * fit)
+    return 1 << (need - 1).bit_length()
+
+
+def size(
+    problem: Problem,
+    *,
+    demand_requests_per_s: float | None = None,
+    demand_tokens_per_s: float | None = None,
+    chunks: tuple[int, ...] | None = None,
+    method: Method = "cpsat",
+    params: SolverParams | None = None,
+    max_gpus: int = MAX_SIZING_GPUS,
+    replica_limit: int | None = None,
+) -> Sizing:
+    """The fewest GPUs, in whole nodes (cluster.gpus_per_node), whose replicas together serve the
+    demand at the problem's SLA (tokens/s/user, and TTFT if set); the plan says replicas, layout,
+    batch and chunk. Demand in requests/s, or in output tokens/s (= requests/s * osl).
+
+    Replicas of up to `replica_limit` GPUs (default `max_replica_gpus`) are considered; ties in
+    nodes go to fewer GPUs in use, then to the lower TPOT.
+    """
+    t0 = time.perf_counter()
+    p = problem
+    if p.sla is None:
+        raise SpecError("sizing needs an SLA (min tokens/s/user)")
+    osl = p.workload.osl
+    if (demand_requests_per_s is None) == (demand_tokens_per_s is None):
+        raise SpecError("give the demand in requests/s or in tokens/s (one of them)")
+    tokens = demand_tokens_per_s if demand_tokens_per_s is not None else demand_requests_per_s * osl
+    if not tokens > 0 or not math.isfinite(tokens):
+        raise SpecError(f"demand must be a positive number, got {tokens:g} tokens/s")
+    node = p.cluster.gpus_per_node
+    max_gpus = max(node, max_gpus // node * node)
+    limit = replica_limit or max_replica_gpus(p, method, params)
+    space = Space.of(p.model_copy(update={"gpus": limit}), chunks)
+    space = dataclasses.replace(space, max_dp=max_gpus)
+    q = p.model_copy(update={"gpus": max_gpus})
+    if method == "exhaustive":
+        cand = _size_exhaustive(q, space, tokens, limit)
+    else:
+        found, _ = CpSatPlanner(q, space, "min_gpus_for_demand", params=params, demand_tokens_per_s=tokens).solve()
+        cand = found[0] if found else None
+    if cand is None:
+        _size_infeasible(q, space, method, params, tokens, max_gpus, limit)
+    used = cand.parallel.gpus_used
+    nodes = -(-used // node)
+    plan_p = p.model_copy(update={"gpus": nodes * node})
+    plan = plan_of(plan_p, cand, Space.of(plan_p, chunks), method, time.perf_counter() - t0)
+    capacity = plan.metrics.tokens_per_s_per_gpu * plan.gpus
+    return Sizing(
+        demand_requests_per_s=tokens / osl, demand_tokens_per_s=tokens, gpus=nodes * node, nodes=nodes,
+        node_unit=p.cluster.node_unit, gpus_per_node=node, gpus_used=used, replicas=cand.parallel.dp,
+        capacity_tokens_per_s=capacity, capacity_requests_per_s=capacity / osl, utilization=tokens / capacity,
+        max_replica_gpus=limit, plan=plan, wall_s=time.perf_counter() - t0,
+    )
+
+
+def _size_exhaustive(p: Problem, space: Space, tokens: float, limit: int) -> Candidate | None:
+    """The sizing by enumeration (the test oracle): for every replica layout and batch meeting the
+    SLA, replicas = ceil(demand / replica tokens/s); fewest nodes, then GPUs, then TPOT."""
+    m, c = np.meshgrid(np.asarray(space.micro_batches), np.asarray(space.chunks), indexing="ij")
+    node, best = p.cluster.gpus_per_node, None
+    limit_ttft = p.sla.max_ttft_s
+    for par in layouts(p, space, limit):
+        one = par.model_copy(update={"dp": 1})
+        g = cost.metrics_grid(p, one, m, c)
+        ok = (g["per_gpu_bytes"] <= cost.usable_bytes(p)) & (g["prefill_load"] < 1)
+        ok &= 1 / g["tpot_s"] >= p.sla.min_tokens_per_s_per_user
+        if limit_ttft is not None:
+            ok &= g["ttft_s"] <= limit_ttft
+        for i, j in zip(*np.nonzero(ok)):
+            tpot_us = math.ceil(g["tpot_s"][i, j] * 1e6 - 1e-9)  # the CP-SAT model's rounding of TPOT
+            replicas = math.ceil(tokens * tpot_us / (1e6 * g["concurrency"][i, j]) - 1e-12)
+            used = replicas * par.replica_gpus
+            if used > p.gpus:
+                continue
+            score = (-(-used // node), used, tpot_us)
+            if best is None or score < best[0]:
+                best = (score, Candidate(one.model_copy(update={"dp": replicas}), int(m[i, j]), int(c[i, j]),
+                                         "OPTIMAL"))
+    return best[1] if best else None
+
+
+def _size_infeasible(p: Problem, space: Space, method: Method, params: SolverParams | None, tokens: float,
+                     max_gpus: int, limit: int) -> None:
+    """Raise why no sizing exists: no replica of up to `limit` GPUs meets the SLA (say what is
+    reachable), or the demand needs more than max_gpus GPUs."""
+    one = p.model_copy(update={"gpus": limit})
+    one_space = Space.of(one, space.chunks)
+    found, _ = _search(one, one_space, method, params=params)
+    if not found:
+        raise _diagnose(one, one_space, method, params)
+    raise InfeasibleError(
+        f"serving {tokens:,.0f} output tokens/s at {p.sla.min_tokens_per_s_per_user:g} tokens/s/user needs more "
+        f"than {max_gpus} {p.cluster.name} GPUs (lower the demand or the SLA, or raise --max-gpus)"
+    )

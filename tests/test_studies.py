@@ -286,3 +286,22 @@ def test_progress_is_drawn_only_on_a_terminal(monkeypatch, capsys):
 def test_frontier_levels_are_log_spaced():
     levels = studies.sla_levels(10, 1000, 3)
     assert levels == pytest.approx([10, 100, 1000]) and math.isclose(levels[1] / levels[0], levels[2] / levels[1])
+
+
+@settings(max_examples=5, deadline=None)
+@given(model=st.sampled_from(["llama-3.1-8b", "qwen3-30b-a3b", "mixtral-8x7b", "qwen3-32b"]),
+       cluster=st.sampled_from(["h100-sxm", "b200", "mi300x"]), gpus=st.sampled_from([4, 8, 16]),
+       isl=st.sampled_from([500, 2000, 8000]), osl=st.sampled_from([100, 500, 1000]),
+       ttft=st.sampled_from([None, 2.0]))
+def test_any_frontier_is_monotone_and_meets_its_levels(model, cluster, gpus, isl, osl, ttft):
+    p = _p(model=model, cluster=cluster, gpus=gpus, isl=isl, osl=osl, precision="fp8", ttft=ttft)
+    try:
+        f = studies.frontier(p, points=5)
+    except InfeasibleError:
+        return  # no plan at all: the CLI says why (tested elsewhere)
+    thr = [x.metrics.tokens_per_s_per_gpu for x in f.points]
+    assert all(a >= b for a, b in zip(thr, thr[1:])), thr
+    for x in f.points:
+        assert x.metrics.tokens_per_s_per_user >= x.target_tokens_per_s_per_user * (1 - 1e-9)
+        if ttft:
+            assert x.metrics.ttft_ms <= ttft * 1000 * (1 + 1e-9)

@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 
 from _common import machine, publish, revision  # noqa: E402  (benchmarks/ is on sys.path)
 
-from planner import InfeasibleError, cost, make_problem, studies  # noqa: E402
+from planner import SLA, InfeasibleError, cost, make_problem, solve, studies  # noqa: E402
 from planner.plots import plot_frontiers  # noqa: E402
 from planner.space import Space  # noqa: E402
 from planner.specs import Parallel  # noqa: E402
@@ -112,6 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         out.append(f"| {sla:g} | {pt.label} | {pt.batch.concurrency} | {pt.batch.chunk_tokens} | "
                    f"{pt.metrics.tokens_per_s_per_user:.1f} | {pt.metrics.tokens_per_s_per_gpu:.1f} | "
                    f"{pt.metrics.ttft_ms / 1000:.2f} s | {pt.memory.per_gpu_bytes / 1e9:.0f} GB |")
+    fine = tuple(range(128, 8193, 128))
+    out += ["", f"The same with the study's finer chunk grid (every multiple of 128 up to 8192, {len(fine)} sizes; "
+            "`planner solve --ttft 5s --chunks 128:8192:128 --sla S`):", "",
+            "| SLA tok/s/user | layout | concurrency | chunk | tok/s/user | tok/s/GPU | TTFT | search |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for sla in READING:
+        pl = solve(problem(GB200, TTFT).model_copy(update={"sla": SLA(min_tokens_per_s_per_user=sla,
+                                                                          max_ttft_s=TTFT)}), chunks=fine)[0]
+        out.append(f"| {sla:g} | {pl.label} | {pl.batch.concurrency} | {pl.batch.chunk_tokens} | "
+                   f"{pl.metrics.tokens_per_s_per_user:.1f} | {pl.metrics.tokens_per_s_per_gpu:.1f} | "
+                   f"{pl.metrics.ttft_ms / 1000:.2f} s | {pl.solver.wall_s:.1f} s |")
     out += ["", f"The study's plan, TP2EP16PP2 with a {STUDY_CHUNK}-token chunk (DP1: 64 GPUs), by our cost model "
             "at each batch (requests per attention-DP rank):", "",
             "| batch/rank | concurrency | tok/s/user | tok/s/GPU | TTFT | memory/GPU | our best at its tok/s/user "

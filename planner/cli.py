@@ -416,9 +416,14 @@ def clusters(as_json: bool) -> None:
 
 
 @main.command()
-def schema() -> None:
-    """JSON schema of the plan that `solve --json` and `estimate --json` print."""
-    _dump(Plan.model_json_schema())
+@click.option("--of", "of", type=click.Choice(["plan", "frontier", "compare", "size"]), default="plan",
+              show_default=True, help="Whose JSON: solve/estimate (plan), frontier, compare or size.")
+def schema(of: str) -> None:
+    """JSON schema of what `--json` prints: the plan of solve/estimate, or a study's result."""
+    from planner import studies
+
+    model = {"plan": Plan, "frontier": studies.Frontier, "compare": studies.Comparison, "size": studies.Sizing}[of]
+    _dump(model.model_json_schema())
 
 
 # --- studies -------------------------------------------------------------------------------------

@@ -305,3 +305,16 @@ def test_any_frontier_is_monotone_and_meets_its_levels(model, cluster, gpus, isl
         assert x.metrics.tokens_per_s_per_user >= x.target_tokens_per_s_per_user * (1 - 1e-9)
         if ttft:
             assert x.metrics.ttft_ms <= ttft * 1000 * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("of, args", [
+    ("frontier", ["frontier", *SMALL, "--points", "3"]),
+    ("compare", ["compare", *SMALL, "--points", "2"]),
+    ("size", ["size", *SMALL, "--demand", "10req/s", "--sla", "30"]),
+])
+def test_study_json_validates_against_its_schema(of, args):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(run("schema", "--of", of).stdout)
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.stderr
+    jsonschema.validate(json.loads(result.stdout), schema)

@@ -204,7 +204,8 @@ def _gemm(bytes_, flops, r: Rates) -> np.ndarray:
 
 def attention_block_time(p: Problem, tp, m, c) -> np.ndarray:
     """Time of the tensor-parallel part of a pass: every layer's attention and dense GEMMs, KV
-    reads, TP all-reduces, per-layer launch latency, LM head and the iteration overhead [s].
+    reads, TP all-reduces, per-layer launch latency, LM head, the iteration overhead and the host
+    time per decoding request [s].
 
     Decode requests attend isl + osl/2 tokens on average; a chunk attends isl/2 tokens on
     average and reads its prefix KV once.
@@ -241,7 +242,8 @@ def attention_block_time(p: Problem, tp, m, c) -> np.ndarray:
     allreduce = r.scaleup_latency + 2 * (tp - 1) / tp * ar_bytes / r.scaleup
     t = t + np.where(tp > 1, 2 * md.num_layers * allreduce, 0.0)
     # fixed launch and scheduler time, and the host's work per decoding request
-    return t + md.num_layers * k.layer_overhead_us * US + k.iteration_overhead_ms * 1e-3
+    fixed = md.num_layers * k.layer_overhead_us * US + k.iteration_overhead_ms * 1e-3
+    return t + fixed + m * k.request_step_overhead_us * US
 
 
 def expected_active_experts(p: Problem, tokens, ep) -> np.ndarray:

@@ -292,6 +292,10 @@ class Factors(_Strict):
     iteration_overhead_ms: float = Field(
         1.0, ge=0, le=50, description="Fixed scheduler/sampling time per engine iteration [ms]"
     )
+    request_step_overhead_us: float = Field(
+        10.0, ge=0, le=200, description="Host time per decoding request per iteration of an attention-DP rank: "
+        "scheduling it, sampling, detokenising and streaming its token [us]"
+    )
     ttft_overhead_ms: float = Field(
         20.0, ge=0, le=300, description="Fixed time every request spends before its first token outside the "
         "prefill passes: HTTP and tokenisation in the front end, admission by the scheduler, detokenising "

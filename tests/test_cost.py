@@ -78,6 +78,7 @@ def test_decode_step_of_a_dense_model_by_hand():
     lm_head = md.vocab_size * md.hidden_size * 2 / hbm
     kv = md.num_layers * 2 * 8 * 128 * 2 * 1000 / hbm  # context isl + osl/2 = 1000.5
     overhead = md.num_layers * k.layer_overhead_us * 1e-6 + k.iteration_overhead_ms * 1e-3
+    overhead += 1 * k.request_step_overhead_us * 1e-6  # one decoding request
     got = cost.attention_block_time(p, 1, 1, 0)
     assert float(got) == pytest.approx(dense + lm_head + kv + overhead, rel=2e-3)
 
@@ -177,7 +178,8 @@ def test_request_overhead_moves_ttft_by_itself_and_not_tpot():
 
 
 @pytest.mark.parametrize("field,value", [("ttft_overhead_ms", -1.0), ("ttft_overhead_ms", 301.0),
-                                         ("queue_burstiness", 1.01), ("queue_burstiness", -0.1)])
+                                         ("queue_burstiness", 1.01), ("queue_burstiness", -0.1),
+                                         ("request_step_overhead_us", -1.0), ("request_step_overhead_us", 201.0)])
 def test_new_factors_are_bounded(field, value):
     with pytest.raises(ValidationError):
         Factors(**{field: value})
@@ -203,3 +205,18 @@ def test_closed_loop_burstiness_spans_steady_traffic_to_whole_waves(m, chunk, is
     par = Parallel(tp=4, dp=2)
     ttft = [float(cost.metrics_grid(closed(b), par, m, chunk)["ttft_s"]) for b in (0.0, 0.5, 1.0)]
     assert ttft[0] <= ttft[1] * (1 + 1e-12) and ttft[1] <= ttft[2] * (1 + 1e-12)
+
+
+def test_request_step_overhead_grows_with_decoding_requests():
+    """Factors.request_step_overhead_us: host time per decoding request per iteration [us]; a pass of
+    m requests is m * that slower, prefill tokens alone add none."""
+    par = Parallel(tp=4, dp=2)
+    base = _p()
+    busy = base.model_copy(update={"calibration": Calibration(base=Factors(request_step_overhead_us=50.0))})
+    idle = base.model_copy(update={"calibration": Calibration(base=Factors(request_step_overhead_us=0.0))})
+    for m in (1, 16, 128):
+        extra = cost.pass_time(busy, par, m, 0) - cost.pass_time(idle, par, m, 0)
+        assert float(extra) == pytest.approx(m * 50e-6)
+    assert float(cost.pass_time(busy, par, 0, 2048)) == pytest.approx(float(cost.pass_time(idle, par, 0, 2048)))
+    a, b = (cost.evaluate(p, par, 64, 2048).metrics for p in (idle, busy))
+    assert b.tpot_ms > a.tpot_ms and b.tokens_per_s_per_gpu < a.tokens_per_s_per_gpu

@@ -23,8 +23,10 @@ from planner.errors import SpecError
 from planner.runs import Run, _group_key, parse_all, predict_all
 from planner.specs import FACTOR_NAMES, Calibration, Factors, Problem, Profile
 
-ENGINE_FACTORS = ("iteration_overhead_ms", "layer_overhead_us", "queue_burstiness", "attention_efficiency")
-"""Factors a serving engine sets: its scheduler and launch overheads, admission, attention kernels."""
+ENGINE_FACTORS = ("iteration_overhead_ms", "layer_overhead_us", "queue_burstiness", "attention_efficiency",
+                  "ttft_overhead_ms", "request_step_overhead_us")
+"""Factors a serving engine sets: its scheduler and launch overheads, admission, attention kernels, and
+the fixed per-request time of its front end."""
 SYSTEM_FACTORS = ("hbm_efficiency", "compute_efficiency", "scaleup_efficiency", "collective_overhead_us")
 """Factors a GPU system sets: achieved memory, math and interconnect fractions, collective latency."""
 MIN_PROFILE_ROWS = 40

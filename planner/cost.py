@@ -18,7 +18,7 @@ iteration holds ``c = min(C, max(isl, m * isl / osl))`` prefill tokens, and a sh
 ``f = m * isl / (osl * c)`` of iterations carries one. The mean time per output token is the mean
 time of a pass through all stages, ``(1 - f) * pass(0) + f * pass(c)``; TTFT counts chunk passes
 (see ``ttft_passes``). Closed-loop benchmarks of fixed-length requests send them back in groups
-(burstiness, fitted to them); planning assumes steady traffic (burstiness 0).
+(burstiness: how synchronised the loop stays, fitted to them); planning assumes steady traffic.
 Within a pass, each group of kernels takes the larger of its memory time and its compute time
 (roofline), and communication adds to it.
 """
@@ -204,7 +204,8 @@ def _gemm(bytes_, flops, r: Rates) -> np.ndarray:
 
 def attention_block_time(p: Problem, tp, m, c) -> np.ndarray:
     """Time of the tensor-parallel part of a pass: every layer's attention and dense GEMMs, KV
-    reads, TP all-reduces, per-layer launch latency, LM head and the iteration overhead [s].
+    reads, TP all-reduces, per-layer launch latency, LM head, the iteration overhead and the host
+    time per decoding request [s].
 
     Decode requests attend isl + osl/2 tokens on average; a chunk attends isl/2 tokens on
     average and reads its prefix KV once.
@@ -240,7 +241,9 @@ def attention_block_time(p: Problem, tp, m, c) -> np.ndarray:
     ar_bytes = n * md.hidden_size * ACT_BYTES
     allreduce = r.scaleup_latency + 2 * (tp - 1) / tp * ar_bytes / r.scaleup
     t = t + np.where(tp > 1, 2 * md.num_layers * allreduce, 0.0)
-    return t + md.num_layers * k.layer_overhead_us * US + k.iteration_overhead_ms * 1e-3
+    # fixed launch and scheduler time, and the host's work per decoding request
+    fixed = md.num_layers * k.layer_overhead_us * US + k.iteration_overhead_ms * 1e-3
+    return t + fixed + m * k.request_step_overhead_us * US
 
 
 def expected_active_experts(p: Problem, tokens, ep) -> np.ndarray:
@@ -338,33 +341,49 @@ def prefill_share(p: Problem, m, chunk) -> np.ndarray:
 
 
 def arrival_group(p: Problem, m) -> np.ndarray:
-    """Prompt tokens of a rank that arrive together [tokens].
+    """Prompt tokens of a rank that arrive together with a request, its own included [tokens].
 
-    Steady traffic brings m * isl / osl prompt tokens per iteration; a closed loop of fixed-length
-    requests (a benchmark) sends back together the m requests of a rank that finished together:
-    isl * max(1, m) then, isl * max(1, m / osl) otherwise.
+    Steady traffic brings m * isl / osl prompt tokens per iteration: a group of
+    isl * max(1, m / osl). A closed loop of fixed-length requests (a benchmark) can send back
+    together all m requests of a rank that finished together, a wave of isl * max(1, m); how
+    synchronised the loop stays is the burstiness b (0: requests have drifted apart and arrive as
+    steady traffic; 1: every wave stays whole), so the group is steady + b * (wave - steady).
+    Open traffic has no waves.
     """
     w = p.workload
-    per = 1.0 if w.closed_loop else 1 / w.osl
-    return w.isl * np.maximum(1.0, np.asarray(m, dtype=float) * per)
+    m = np.asarray(m, dtype=float)
+    steady = w.isl * np.maximum(1.0, m / w.osl)
+    if not w.closed_loop:
+        return steady
+    wave = w.isl * np.maximum(1.0, m)
+    return steady + p.burstiness * np.maximum(wave - steady, 0.0)
 
 
 def ttft_passes(p: Problem, m, chunk) -> tuple[np.ndarray, np.ndarray]:
     """TTFT as (passes carrying `ttft_chunk`, further passes carrying a full `chunk`) [passes].
 
-    A request is prefilled with the prompts that arrived with it: ceil(isl / chunk) passes of
-    min(chunk, group) tokens, stretched by the M/D/1 wait for the budget at load rho,
-    1 + rho / (2 (1 - rho)) (infinite when rho >= 1: the budget cannot keep up). When the group
-    exceeds the budget, a share b (burstiness: 0 for steady traffic, fitted per engine to
-    benchmarks) of the rest queues ahead of it on average: b * (group - chunk) / (2 chunk) full passes.
+    A request is prefilled with the prompts that arrived with it (`arrival_group`):
+    ceil(isl / chunk) passes of min(chunk, group) tokens, stretched by the M/D/1 wait for the budget
+    at load rho, 1 + rho / (2 (1 - rho)) (infinite when rho >= 1: the budget cannot keep up). When
+    the group exceeds what those passes carry, max(chunk, isl), the others' prompts are prefilled
+    in arrival order and on average half of them go first: (group - max(chunk, isl)) / (2 chunk)
+    full passes. Steady traffic that the chunk keeps up with (rho < 1) never queues so.
     """
     chunk = np.asarray(chunk, dtype=float)
     rho = prefill_load(p, m, chunk)
     with np.errstate(divide="ignore"):
         stretch = np.where(rho < 1, 1 + rho / (2 * np.maximum(1 - rho, 1e-300)), np.inf)
-    own = np.ceil(p.workload.isl / chunk - 1e-9) * stretch
-    backlog = p.burstiness * np.maximum(arrival_group(p, m) - chunk, 0) / (2 * chunk)
+    isl = p.workload.isl
+    own = np.ceil(isl / chunk - 1e-9) * stretch
+    backlog = np.maximum(arrival_group(p, m) - np.maximum(chunk, isl), 0) / (2 * chunk)
     return own, backlog
+
+
+def request_overhead(p: Problem) -> float:
+    """Fixed time a request spends before its first token outside the prefill passes: front end
+    (HTTP, tokenisation), scheduler admission, first-token detokenisation and streaming
+    (Factors.ttft_overhead_ms); the same for every plan of a problem [s]."""
+    return p.factors.ttft_overhead_ms * 1e-3
 
 
 def ttft_chunk(p: Problem, m, chunk) -> np.ndarray:
@@ -421,7 +440,8 @@ def metrics_grid(p: Problem, par: Parallel, m, chunk) -> dict[str, np.ndarray]:
     m, chunk = np.asarray(m), np.asarray(chunk)
     tpot = mixed(p, lambda c: pass_time(p, par, m, c), m, chunk)
     own, backlog = ttft_passes(p, m, chunk)
-    ttft = own * pass_time(p, par, m, ttft_chunk(p, m, chunk)) + backlog * pass_time(p, par, m, chunk)
+    ttft = (own * pass_time(p, par, m, ttft_chunk(p, m, chunk)) + backlog * pass_time(p, par, m, chunk)
+            + request_overhead(p))
     concurrency = m * par.attention_dp * par.pp
     thr = par.dp * concurrency / tpot / p.gpus
     out = {"tpot_s": tpot, "ttft_s": ttft, "tokens_per_s_per_gpu": thr, "concurrency": concurrency,

@@ -258,8 +258,9 @@ class Workload(_Strict):
     isl: PositiveInt = Field(32768, description="Input (prompt) tokens per request [tokens]")
     osl: PositiveInt = Field(1024, description="Output tokens per request [tokens]")
     burstiness: float | None = Field(
-        0.0, ge=0, le=2, description="Queueing behind prompts that arrived together: 0 = steady traffic; "
-        "None = the calibration's fitted value (measured closed-loop benchmarks)"
+        0.0, ge=0, le=1, description="In a closed loop, the share of a rank's other requests whose prompts "
+        "arrive together with a request (0 = steady traffic; no effect on open traffic); None = the "
+        "calibration's fitted value (measured closed-loop benchmarks)"
     )
     closed_loop: bool = Field(
         False, description="Requests come back as soon as they finish (a benchmark's fixed concurrency), "
@@ -294,10 +295,20 @@ class Factors(_Strict):
     iteration_overhead_ms: float = Field(
         1.0, ge=0, le=50, description="Fixed scheduler/sampling time per engine iteration [ms]"
     )
+    request_step_overhead_us: float = Field(
+        10.0, ge=0, le=200, description="Host time per decoding request per iteration of an attention-DP rank: "
+        "scheduling it, sampling, detokenising and streaming its token [us]"
+    )
+    ttft_overhead_ms: float = Field(
+        20.0, ge=0, le=300, description="Fixed time every request spends before its first token outside the "
+        "prefill passes: HTTP and tokenisation in the front end, admission by the scheduler, detokenising "
+        "and streaming the first token back [ms]"
+    )
     queue_burstiness: float = Field(
-        0.5, ge=0, le=2, description="Share of the prompts that arrived with a request and exceed the chunk "
-        "budget that it queues behind (0 = none); fitted per engine to closed-loop benchmarks, applied to "
-        "measured runs; planning uses Workload.burstiness"
+        0.5, ge=0, le=1, description="How synchronised a closed loop of fixed-length requests stays: the share "
+        "of a rank's other requests whose prompts arrive together with a request (0 = they have drifted "
+        "apart into steady traffic, 1 = every wave stays whole); fitted per engine to closed-loop "
+        "benchmarks, applied to measured runs; planning uses Workload.burstiness"
     )
 
 

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from planner import Parallel, cost
 from planner.search import make_problem
 from planner.space import Space
-from planner.specs import GB, Calibration
+from planner.specs import GB, Calibration, Factors, Workload
 
 
 def _p(model="llama-3.1-70b", cluster="h100-sxm", precision="fp8", kv="fp8", isl=4000, osl=1000, gpus=8):
@@ -77,6 +78,7 @@ def test_decode_step_of_a_dense_model_by_hand():
     lm_head = md.vocab_size * md.hidden_size * 2 / hbm
     kv = md.num_layers * 2 * 8 * 128 * 2 * 1000 / hbm  # context isl + osl/2 = 1000.5
     overhead = md.num_layers * k.layer_overhead_us * 1e-6 + k.iteration_overhead_ms * 1e-3
+    overhead += 1 * k.request_step_overhead_us * 1e-6  # one decoding request
     got = cost.attention_block_time(p, 1, 1, 0)
     assert float(got) == pytest.approx(dense + lm_head + kv + overhead, rel=2e-3)
 
@@ -145,8 +147,8 @@ def test_prefill_load_share_and_ttft_passes(m, chunk, isl, osl):
     assert f == pytest.approx(m * isl / osl / carried)
     assert f * carried == pytest.approx(rho * chunk)  # the demand is carried either way
     own, backlog = (float(x) for x in cost.ttft_passes(p, m, chunk))
-    assert backlog == 0  # steady traffic (planning): nobody queues behind a group
     if rho < 1:
+        assert backlog == 0  # steady traffic (planning) the budget keeps up with: no group to queue behind
         assert f <= 1 + 1e-9
         assert own >= np.ceil(isl / chunk - 1e-9)
     else:
@@ -161,3 +163,60 @@ def test_memory_breakdown_adds_up():
     assert m.per_gpu_bytes == pytest.approx(parts)
     assert m.capacity_bytes == pytest.approx(p.cluster.hbm_capacity_gb * GB)
     assert m.usable_bytes == pytest.approx(m.capacity_bytes * p.calibration.memory_utilization)
+
+
+def test_request_overhead_moves_ttft_by_itself_and_not_tpot():
+    """Factors.ttft_overhead_ms is a fixed per-request time: it adds to TTFT one for one [ms]."""
+    par = Parallel(tp=4, dp=2)
+    base = _p()
+    slow = base.model_copy(update={"calibration": Calibration(base=Factors(ttft_overhead_ms=150.0))})
+    fast = base.model_copy(update={"calibration": Calibration(base=Factors(ttft_overhead_ms=0.0))})
+    a, b = (cost.evaluate(p, par, 16, 2048).metrics for p in (fast, slow))
+    assert b.ttft_ms - a.ttft_ms == pytest.approx(150.0)
+    assert b.tpot_ms == pytest.approx(a.tpot_ms)
+    assert cost.request_overhead(slow) == pytest.approx(0.150)
+
+
+@pytest.mark.parametrize("field,value", [("ttft_overhead_ms", -1.0), ("ttft_overhead_ms", 301.0),
+                                         ("queue_burstiness", 1.01), ("queue_burstiness", -0.1),
+                                         ("request_step_overhead_us", -1.0), ("request_step_overhead_us", 201.0)])
+def test_new_factors_are_bounded(field, value):
+    with pytest.raises(ValidationError):
+        Factors(**{field: value})
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 64), chunk=st.sampled_from([512, 2048, 8192]), isl=st.integers(64, 16000),
+       osl=st.integers(16, 4000))
+def test_closed_loop_burstiness_spans_steady_traffic_to_whole_waves(m, chunk, isl, osl):
+    """b = 0: the loop has drifted into steady traffic; b = 1: the rank's m prompts arrive as one
+    wave and on average half of the rest is prefilled first; TTFT never falls as b grows."""
+    def closed(b):
+        return _p(isl=isl, osl=osl).model_copy(
+            update={"workload": Workload(isl=isl, osl=osl, burstiness=b, closed_loop=True)})
+
+    steady = _p(isl=isl, osl=osl)
+    assert float(cost.arrival_group(closed(0.0), m)) == pytest.approx(float(cost.arrival_group(steady, m)))
+    assert float(cost.arrival_group(closed(1.0), m)) == pytest.approx(isl * m)
+    own, backlog = (float(x) for x in cost.ttft_passes(closed(1.0), m, chunk))
+    assert backlog == pytest.approx(max(isl * m - max(chunk, isl), 0) / (2 * chunk))
+    if float(cost.prefill_load(steady, m, chunk)) < 1:
+        assert float(cost.ttft_passes(closed(0.0), m, chunk)[1]) == 0
+    par = Parallel(tp=4, dp=2)
+    ttft = [float(cost.metrics_grid(closed(b), par, m, chunk)["ttft_s"]) for b in (0.0, 0.5, 1.0)]
+    assert ttft[0] <= ttft[1] * (1 + 1e-12) and ttft[1] <= ttft[2] * (1 + 1e-12)
+
+
+def test_request_step_overhead_grows_with_decoding_requests():
+    """Factors.request_step_overhead_us: host time per decoding request per iteration [us]; a pass of
+    m requests is m * that slower, prefill tokens alone add none."""
+    par = Parallel(tp=4, dp=2)
+    base = _p()
+    busy = base.model_copy(update={"calibration": Calibration(base=Factors(request_step_overhead_us=50.0))})
+    idle = base.model_copy(update={"calibration": Calibration(base=Factors(request_step_overhead_us=0.0))})
+    for m in (1, 16, 128):
+        extra = cost.pass_time(busy, par, m, 0) - cost.pass_time(idle, par, m, 0)
+        assert float(extra) == pytest.approx(m * 50e-6)
+    assert float(cost.pass_time(busy, par, 0, 2048)) == pytest.approx(float(cost.pass_time(idle, par, 0, 2048)))
+    a, b = (cost.evaluate(p, par, 64, 2048).metrics for p in (idle, busy))
+    assert b.tpot_ms > a.tpot_ms and b.tokens_per_s_per_gpu < a.tokens_per_s_per_gpu

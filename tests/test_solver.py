@@ -154,7 +154,7 @@ RULE_CASES = {
                                lambda p, c: p.model.num_experts % c.parallel.ep != 0),
     "_add_gpu_budget": (("mixtral-8x7b", "gb200-nvl72", 32, 2000, 500, "fp8", 30, None),
                         lambda p, c: c.parallel.gpus_used > p.gpus),
-    "_add_moe_resplit": (("mixtral-8x7b", "gb200-nvl72", 32, 2000, 500, "fp8", 100, None),
+    "_add_moe_resplit": (("mixtral-8x7b", "gb200-nvl72", 32, 2000, 500, "fp8", 80, None),
                          lambda p, c: c.parallel.moe_tp * c.parallel.ep != c.parallel.tp * c.parallel.attention_dp),
     "_add_layers_divisible": (("deepseek-r1", "h100-sxm", 32, 4000, 1000, "fp8", 5, None),
                               lambda p, c: p.model.num_layers % c.parallel.pp != 0),

@@ -555,7 +555,7 @@ def frontier(ttft: float | None, points: int, sla_range: tuple[float, float] | N
     from planner.solver import SolverParams
 
     _check_plot_path(plot_out)
-    problem = _problem(kw, 1.0, ttft)
+    problem = _problem(kw, None, ttft)
     bar = _Progress(quiet or as_json)
     try:
         f = studies.frontier(problem, points=points, sla_range=sla_range, chunks=chunks, method=method,
@@ -615,7 +615,7 @@ def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, 
 
     _check_plot_path(plot_out)
     cases = _cases(kw)
-    problems = [_problem(c, 1.0, ttft) for c in cases]
+    problems = [_problem(c, None, ttft) for c in cases]
     bar = _Progress(quiet or as_json)
     try:
         result = studies.compare(problems, at=at, points=points, sla_range=sla_range, chunks=chunks, method=method,

@@ -58,7 +58,7 @@ def exhaustive(
     for par in layouts(p, s, budget or p.gpus):
         g = cost.metrics_grid(p, par, m, c)
         ok = (g["per_gpu_bytes"] <= cost.usable_bytes(p)) & (g["prefill_load"] < 1)
-        if sla:
+        if sla and sla.min_tokens_per_s_per_user:
             ok &= 1 / g["tpot_s"] >= sla.min_tokens_per_s_per_user
         if ttft_limit is not None:
             ok &= g["ttft_s"] <= ttft_limit

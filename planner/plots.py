@@ -47,8 +47,9 @@ def plot_frontiers(
     for i, f in enumerate(frontiers):
         colour = colours[i % len(colours)]
         for curve in f.layouts:
+            # a step function like the frontier: each point serves the SLA levels up to its own interactivity
             ax.plot([p.tokens_per_s_per_user for p in curve.points], [p.tokens_per_s_per_gpu for p in curve.points],
-                    color=colour, alpha=0.18, linewidth=0.8, zorder=1)
+                    color=colour, alpha=0.18, linewidth=0.8, zorder=1, drawstyle="steps-pre")
         pts = _distinct(f)
         if not pts:
             continue

@@ -82,7 +82,7 @@ def make_problem(
     try:
         sla = (
             SLA(min_tokens_per_s_per_user=min_tokens_per_s_per_user, max_ttft_s=max_ttft_s)
-            if min_tokens_per_s_per_user is not None
+            if min_tokens_per_s_per_user is not None or max_ttft_s is not None
             else None
         )
         return Problem(
@@ -120,7 +120,8 @@ def limits(p: Problem, cand: Candidate, space: Space) -> list[str]:
             rules.add("memory")
         if ev.metrics.prefill_load >= 1:
             rules.add("chunk_keeps_up")
-        if p.sla and ev.metrics.tokens_per_s_per_user < p.sla.min_tokens_per_s_per_user:
+        floor = p.sla.min_tokens_per_s_per_user if p.sla else None
+        if floor and ev.metrics.tokens_per_s_per_user < floor:
             rules.add("sla")
         if p.sla and p.sla.max_ttft_s and ev.metrics.ttft_ms > p.sla.max_ttft_s * 1000:
             rules.add("ttft")

@@ -103,7 +103,7 @@ class CpSatPlanner:
         self._add_chunk_keeps_up()
         self._add_memory()
         self._add_tpot()
-        if use_sla and p.sla:
+        if use_sla and p.sla and p.sla.min_tokens_per_s_per_user:
             self._add_sla()
         if self.demand is not None:
             self._add_demand()

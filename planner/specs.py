@@ -271,7 +271,8 @@ class Workload(_Strict):
 class SLA(_Strict):
     """Service level per user."""
 
-    min_tokens_per_s_per_user: PositiveFloat = Field(description="Minimum decode speed per request [tokens/s]")
+    min_tokens_per_s_per_user: PositiveFloat | None = Field(
+        None, description="Minimum decode speed per request [tokens/s]; None = no floor (e.g. a TTFT limit only)")
     max_ttft_s: PositiveFloat | None = Field(None, description="Maximum time to first token [s]")
 
 

@@ -424,8 +424,8 @@ def size(
     """
     t0 = time.perf_counter()
     p = problem
-    if p.sla is None:
-        raise SpecError("sizing needs an SLA (min tokens/s/user)")
+    if p.sla is None or p.sla.min_tokens_per_s_per_user is None:
+        raise SpecError("sizing needs an SLA: min_tokens_per_s_per_user (e.g. 20)")
     osl = p.workload.osl
     if (demand_requests_per_s is None) == (demand_tokens_per_s is None):
         raise SpecError("give the demand in requests/s or in tokens/s (one of them)")

@@ -318,3 +318,15 @@ def test_study_json_validates_against_its_schema(of, args):
     result = run(*args, "--json")
     assert result.exit_code == 0, result.stderr
     jsonschema.validate(json.loads(result.stdout), schema)
+
+
+def test_a_ttft_limit_alone_is_kept_and_held_at_every_level():
+    p = make_problem(model="llama-3.1-70b", cluster="h100-sxm", gpus=8, isl=8000, osl=500, precision="fp8",
+                     max_ttft_s=1.5, calibration=CAL)
+    assert p.sla is not None and p.sla.max_ttft_s == 1.5 and p.sla.min_tokens_per_s_per_user is None
+    f = studies.frontier(p, points=4)
+    assert f.max_ttft_s == 1.5
+    assert all(x.metrics.ttft_ms <= 1500 * (1 + 1e-9) for x in f.points)
+    free = studies.frontier(p.model_copy(update={"sla": None}), points=4)
+    assert max(x.metrics.ttft_ms for x in free.points) > 1500  # the limit binds somewhere
+    assert solve(p)[0].metrics.ttft_ms <= 1500 * (1 + 1e-9)

@@ -45,7 +45,8 @@ class Rates:
 
     hbm: float  # [bytes/s]
     gemm: float  # [FLOP/s]
-    moe_gemm: float  # [FLOP/s]
+    moe_gemm: float  # [FLOP/s] routed-expert GEMMs, after moe_gemm_efficiency
+    moe_hbm: float  # [bytes/s] routed-expert weight reads, after moe_gemm_efficiency
     attention: float  # [FLOP/s]
     scaleup: float  # [bytes/s]
     scaleout: float  # [bytes/s]
@@ -68,7 +69,8 @@ class Rates:
         return cls(
             hbm=c.hbm_bandwidth_tbps * 1e12 * k.hbm_efficiency,
             gemm=c.tflops[p.gemm_math] * 1e12 * k.compute_efficiency,
-            moe_gemm=c.tflops[p.math_for(p.experts)] * 1e12 * k.compute_efficiency,
+            moe_gemm=c.tflops[p.math_for(p.experts)] * 1e12 * k.compute_efficiency * k.moe_gemm_efficiency,
+            moe_hbm=c.hbm_bandwidth_tbps * 1e12 * k.hbm_efficiency * k.moe_gemm_efficiency,
             attention=c.tflops[p.attention_math] * 1e12 * k.attention_efficiency,
             scaleup=c.scaleup_bandwidth_gbps * GB * k.scaleup_efficiency,
             scaleout=c.scaleout_bandwidth_gbps * GB * k.scaleout_efficiency,
@@ -262,6 +264,11 @@ def moe_gemm_work(p: Problem, adp, n) -> np.ndarray:
     read = E * P * phi(N) / (tp * adp) bytes and math = 2 * n * k * P / tp FLOPs, where
     phi(N) = 1 - (1 - k/E)^N is the share of experts hit. The roofline of the two, times tp,
     depends on (adp, n) only; divide by tp for the time.
+
+    Both rates are the dense GEMM rates scaled by Factors.moe_gemm_efficiency: grouped expert
+    GEMMs (many small per-expert GEMMs, routing/permute kernels, load imbalance across experts)
+    reach that fraction of the dense FLOP/s when compute-bound (prefill) and of the dense weight
+    read bandwidth when bandwidth-bound (decode).
     """
     md = p.model
     if not md.is_moe:
@@ -271,7 +278,7 @@ def moe_gemm_work(p: Problem, adp, n) -> np.ndarray:
     active = expected_active_experts(p, adp * n, 1)
     read = active * md.expert_params * wb / adp
     flops = 2 * n * md.experts_per_token * md.expert_params
-    return md.num_moe_layers * np.maximum(read / r.hbm, flops / r.moe_gemm)
+    return md.num_moe_layers * np.maximum(read / r.moe_hbm, flops / r.moe_gemm)
 
 
 def moe_exchange_time(p: Problem, adp, ep, stage_crosses_domain, n) -> np.ndarray:

@@ -284,6 +284,12 @@ class Factors(_Strict):
     attention_efficiency: float = Field(
         0.4, ge=0.05, le=1.0, description="Achieved fraction of peak FLOP/s in attention kernels"
     )
+    moe_gemm_efficiency: float = Field(
+        0.8, ge=0.1, le=1.0, description="Achieved fraction of the dense GEMM rates (compute_efficiency FLOP/s "
+        "when compute-bound, hbm_efficiency bandwidth when reading weights) that the routed-expert grouped "
+        "GEMMs of MoE layers reach: many small per-expert GEMMs, routing/permute kernels and load imbalance "
+        "across experts; dimensionless, 1 = as fast as dense GEMMs, no effect on dense models"
+    )
     scaleup_efficiency: float = Field(0.7, ge=0.1, le=1.0, description="Achieved fraction of scale-up bandwidth")
     scaleout_efficiency: float = Field(0.6, ge=0.1, le=1.0, description="Achieved fraction of scale-out bandwidth")
     layer_overhead_us: float = Field(

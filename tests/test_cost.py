@@ -220,3 +220,35 @@ def test_request_step_overhead_grows_with_decoding_requests():
     assert float(cost.pass_time(busy, par, 0, 2048)) == pytest.approx(float(cost.pass_time(idle, par, 0, 2048)))
     a, b = (cost.evaluate(p, par, 64, 2048).metrics for p in (idle, busy))
     assert b.tpot_ms > a.tpot_ms and b.tokens_per_s_per_gpu < a.tokens_per_s_per_gpu
+
+
+def _with_moe_efficiency(p, value):
+    return p.model_copy(update={"calibration": Calibration(base=Factors(moe_gemm_efficiency=value))})
+
+
+@pytest.mark.parametrize("m,chunk", [(64, 0), (1, 4096), (16, 2048)])
+def test_moe_gemm_efficiency_slows_routed_experts_only(m, chunk):
+    """Factors.moe_gemm_efficiency scales the FLOP/s and the weight-read bandwidth of the routed-expert
+    GEMMs: the expert GEMM time is 1/x as long in decode (bandwidth-bound) and prefill (compute-bound);
+    attention, dense GEMMs and dense models are unchanged."""
+    moe = _p(model="deepseek-r1", cluster="b200", precision="fp4")
+    fast, slow = _with_moe_efficiency(moe, 1.0), _with_moe_efficiency(moe, 0.5)
+    n, adp = m + chunk, 8
+    assert float(cost.moe_gemm_work(slow, adp, n)) == pytest.approx(2 * float(cost.moe_gemm_work(fast, adp, n)))
+    assert float(cost.moe_gemm_work(fast, adp, n)) > 0
+    assert float(cost.attention_block_time(slow, 1, m, chunk)) == pytest.approx(
+        float(cost.attention_block_time(fast, 1, m, chunk)))
+    par = Parallel(tp=1, attention_dp=8, ep=8, moe_tp=1)
+    assert float(cost.pass_time(slow, par, m, chunk)) > float(cost.pass_time(fast, par, m, chunk))
+    dense = _p()
+    dpar = Parallel(tp=4, dp=2)
+    a, b = (cost.evaluate(q, dpar, m, max(chunk, 512)).metrics
+            for q in (_with_moe_efficiency(dense, 1.0), _with_moe_efficiency(dense, 0.1)))
+    assert (a.ttft_ms, a.tpot_ms) == (b.ttft_ms, b.tpot_ms)
+
+
+@pytest.mark.parametrize("value", [0.09, 1.01, -0.5])
+def test_moe_gemm_efficiency_is_bounded(value):
+    with pytest.raises(ValidationError):
+        Factors(moe_gemm_efficiency=value)
+    assert Factors(moe_gemm_efficiency=0.1).moe_gemm_efficiency == 0.1

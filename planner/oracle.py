@@ -35,6 +35,19 @@ def layouts(p: Problem, s: Space, budget: int):
                             yield par
 
 
+def valid(p: Problem, g: dict[str, np.ndarray], use_sla: bool = True, use_ttft: bool = True) -> np.ndarray:
+    """Which entries of a cost.metrics_grid obey the batch rules: memory fits, the chunk keeps up,
+    and (when asked and set) the SLA and the TTFT limit of p.sla hold."""
+    ok = (g["per_gpu_bytes"] <= cost.usable_bytes(p)) & (g["prefill_load"] < 1)
+    floor = p.sla.min_tokens_per_s_per_user if (use_sla and p.sla) else None
+    if floor:
+        ok &= 1 / g["tpot_s"] >= floor
+    limit = p.sla.max_ttft_s if (use_ttft and p.sla) else None
+    if limit is not None:
+        ok &= g["ttft_s"] <= limit
+    return ok
+
+
 def exhaustive(
     p: Problem,
     s: Space,
@@ -52,16 +65,10 @@ def exhaustive(
     """
     t0 = time.perf_counter()
     m, c = np.meshgrid(np.asarray(s.micro_batches), np.asarray(s.chunks), indexing="ij")
-    sla = p.sla if use_sla else None
-    ttft_limit = p.sla.max_ttft_s if (use_ttft and p.sla) else None
     best: list[tuple[float, Candidate]] = []
     for par in layouts(p, s, budget or p.gpus):
         g = cost.metrics_grid(p, par, m, c)
-        ok = (g["per_gpu_bytes"] <= cost.usable_bytes(p)) & (g["prefill_load"] < 1)
-        if sla and sla.min_tokens_per_s_per_user:
-            ok &= 1 / g["tpot_s"] >= sla.min_tokens_per_s_per_user
-        if ttft_limit is not None:
-            ok &= g["ttft_s"] <= ttft_limit
+        ok = valid(p, g, use_sla, use_ttft)
         if not ok.any():
             continue
         score = {

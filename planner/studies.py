@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from planner import cost
 from planner.errors import InfeasibleError, SpecError
-from planner.oracle import exhaustive, layouts
+from planner.oracle import exhaustive, layouts, valid
 from planner.search import Method, _diagnose, _search, min_gpus_to_fit, plan_of
 from planner.solver import Candidate, CpSatPlanner, SolverParams
 from planner.space import Space
@@ -243,7 +243,6 @@ def frontier(
     for cand, w in ((fast, 0.0), (base, wall)):
         known[_key(cand)] = (cand, *_user_rate(p, cand), w)
     chosen: list[tuple[float, Candidate, float]] = []
-    unreachable: list[float] = []
     current = base
     reachable = [s for s in levels if s <= u_max]
     for i, sla in enumerate(reachable):
@@ -296,13 +295,10 @@ def layout_curves(p: Problem, space: Space) -> list[LayoutCurve]:
     up and the TTFT limit holds; layouts with no valid batch are left out. For pictures and counts,
     by plain enumeration (the frontier itself comes from the search)."""
     m, c = np.meshgrid(np.asarray(space.micro_batches), np.asarray(space.chunks), indexing="ij")
-    limit = p.sla.max_ttft_s if p.sla else None
     curves = []
     for par in layouts(p, space, p.gpus):
         g = cost.metrics_grid(p, par, m, c)
-        ok = (g["per_gpu_bytes"] <= cost.usable_bytes(p)) & (g["prefill_load"] < 1)
-        if limit is not None:
-            ok &= g["ttft_s"] <= limit
+        ok = valid(p, g, use_sla=False)
         if not ok.any():
             continue
         u, thr = 1 / g["tpot_s"][ok], g["tokens_per_s_per_gpu"][ok]
@@ -463,14 +459,10 @@ def _size_exhaustive(p: Problem, space: Space, tokens: float, limit: int) -> Can
     SLA, replicas = ceil(demand / replica tokens/s); fewest nodes, then GPUs, then TPOT."""
     m, c = np.meshgrid(np.asarray(space.micro_batches), np.asarray(space.chunks), indexing="ij")
     node, best = p.cluster.gpus_per_node, None
-    limit_ttft = p.sla.max_ttft_s
     for par in layouts(p, space, limit):
         one = par.model_copy(update={"dp": 1})
         g = cost.metrics_grid(p, one, m, c)
-        ok = (g["per_gpu_bytes"] <= cost.usable_bytes(p)) & (g["prefill_load"] < 1)
-        ok &= 1 / g["tpot_s"] >= p.sla.min_tokens_per_s_per_user
-        if limit_ttft is not None:
-            ok &= g["ttft_s"] <= limit_ttft
+        ok = valid(p, g)
         for i, j in zip(*np.nonzero(ok)):
             tpot_us = math.ceil(g["tpot_s"][i, j] * 1e6 - 1e-9)  # the CP-SAT model's rounding of TPOT
             replicas = math.ceil(tokens * tpot_us / (1e6 * g["concurrency"][i, j]) - 1e-12)

@@ -144,7 +144,8 @@ def case_name(p: Problem) -> str:
     return f"{p.model.name} on {p.gpus} x {p.cluster.name} {p.precision.value}"
 
 
-def _with_sla(p: Problem, sla: float) -> Problem:
+def _with_sla(p: Problem, sla: float | None) -> Problem:
+    """p with this tokens/s/user floor (None: none), keeping its TTFT limit."""
     return p.model_copy(update={"sla": SLA(min_tokens_per_s_per_user=sla,
                                            max_ttft_s=p.sla.max_ttft_s if p.sla else None)})
 
@@ -169,15 +170,14 @@ class _Sweep:
         self.p, self.space, self.method, self.params = p, space, method, params
         self.solves = 0
         if method == "cpsat":
-            self.planner = CpSatPlanner(_with_sla(p, 1.0), space, use_sla=False, params=params)
+            self.planner = CpSatPlanner(_with_sla(p, None), space, params=params)  # set_sla per level
 
     def best(self, sla: float | None, incumbent: Candidate | None) -> tuple[Candidate | None, float]:
         """The throughput-optimal plan at an SLA (None: no SLA), and the search's wall time [s]."""
         self.solves += 1
         t0 = time.perf_counter()
         if self.method == "exhaustive":
-            q = _with_sla(self.p, sla or 1e-9)
-            found, _ = exhaustive(q, self.space, use_sla=sla is not None)
+            found, _ = exhaustive(_with_sla(self.p, sla), self.space)
         else:
             self.planner.set_sla(sla)
             found, _ = self.planner.solve(incumbent=incumbent)
@@ -186,7 +186,7 @@ class _Sweep:
     def fastest(self) -> Candidate | None:
         """The plan with the lowest TPOT (the highest interactivity), any throughput."""
         self.solves += 1
-        q = _with_sla(self.p, 1.0)
+        q = _with_sla(self.p, None)
         if self.method == "exhaustive":
             found, _ = exhaustive(q, self.space, "min_tpot", use_sla=False)
         else:

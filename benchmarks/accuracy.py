@@ -21,12 +21,14 @@ H100/H200/B200/GB200, one row per engine launch and concurrency). Every run is p
    run measurably meets the SLA are skipped.
 5. Memory honesty: per run, the planner's per-GPU memory (``cost.memory_breakdown``) at the engine's
    concurrency vs the usable HBM; runs predicted not to fit, and their measured TTFT.
+6. Measurement repeatability: configurations measured more than once, how far their measurements
+   differ, and the regret a model exact up to that noise would score (a floor for section 4).
 
 Rows the parser cannot use (``Dataset.errors``) are listed by reason.
 
 Run from the repository root:
 
-    python benchmarks/accuracy.py            # everything: 10 fits, ~20-25 min on 2 cores
+    python benchmarks/accuracy.py            # everything: 10 fits, ~15 min on 2 cores (--jobs 2)
     python benchmarks/accuracy.py --quick    # in-sample + LOMO on 2 models, for a smoke run
 
 The markdown report goes to benchmarks/results/accuracy.md (accuracy.quick.md with --quick; ``--out``
@@ -211,31 +213,39 @@ class Scheme:
         return restrict(ds, self.pred, self.covered)
 
 
-def cross_validate(ds: Dataset, name: str, by: str, groups: list[str],
+def _fold(data: Path, name: str, by: str, group: str) -> tuple[Fold, np.ndarray, Pred]:
+    """One fold, self-contained so that a worker process can run it: parse the runs, fit from the
+    defaults without `group`, predict `group`. Returns the fold, its held-out mask and predictions."""
+    ds = Dataset.of(read_rows(data), Calibration())
+    test = (ds.models if by == "model" else ds.systems) == group
+    train = ds.subset(~test)
+    t0 = time.perf_counter()
+    cal = fit(train, start=Calibration(), name=f"{name}-without-{group}")
+    wall = time.perf_counter() - t0
+    return Fold(group, len(train.runs), int(test.sum()), wall, cal), test, predict(ds.subset(test), cal)
+
+
+def cross_validate(ds: Dataset, data: Path, name: str, by: str, groups: list[str], jobs: int,
                    log: Callable[[str], None]) -> Scheme:
-    """Fit from the defaults without each group, predict the group."""
-    column = ds.models if by == "model" else ds.systems
+    """Fit from the defaults without each group, predict the group; folds run in `jobs` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+
     pred = {k: np.full(len(ds.runs), np.nan) for k in ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu")}
     covered = np.zeros(len(ds.runs), bool)
-    folds = []
-    for k, group in enumerate(groups, 1):
-        test = column == group
-        train = ds.subset(~test)
-        log(f"{name} fold {k}/{len(groups)}: hold out {by} {group} ({int(test.sum())} runs), "
-            f"fit on {len(train.runs)} runs")
-        def progress(msg: str, group: str = group) -> None:
-            log(f"  [{name} -{group}] {msg}")
-
-        t0 = time.perf_counter()
-        cal = fit(train, start=Calibration(), name=f"{name}-without-{group}", log=progress)
-        wall = time.perf_counter() - t0
-        out = predict(ds.subset(test), cal)
-        for key in pred:
-            pred[key][test] = out[key]
-        covered |= test
-        folds.append(Fold(group, len(train.runs), int(test.sum()), wall, cal))
-        log(f"{name} fold {k}/{len(groups)} done in {wall:.0f} s")
-    return Scheme(name, by, covered, pred, folds)
+    folds: dict[str, Fold] = {}
+    log(f"{name}: {len(groups)} folds ({by}s held out one at a time) in {jobs} processes")
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {group: pool.submit(_fold, data, name, by, group) for group in groups}
+        for group in groups:
+            fold, test, out = futures[group].result()
+            if len(test) != len(ds.runs):
+                raise SystemExit(f"fold {group}: the worker parsed a different set of runs")
+            for key in pred:
+                pred[key][test] = out[key]
+            covered |= test
+            folds[group] = fold
+            log(f"{name} -{group}: {fold.test_runs} runs held out, fit on {fold.train_runs} in {fold.wall_s:.0f} s")
+    return Scheme(name, by, covered, pred, [folds[g] for g in groups])
 
 
 def fold_table(scheme: Scheme, ds: Dataset) -> list[str]:
@@ -375,6 +385,131 @@ def regret_table(sources: list[tuple[str, Dataset, Pred]]) -> list[str]:
     return lines
 
 
+# --- measurement repeatability ------------------------------------------------------------------------
+
+CONFIG_COLUMNS = ("model_path", "system", "backend", "precision", "gemm_quant_mode", "moe_quant_mode", "isl", "osl",
+                  "batch_size", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
+"""Row fields that fix what was measured: rows equal in all of them measured the same configuration."""
+FLOOR_SEEDS = 50
+"""Random draws averaged for the regret floor."""
+
+
+def repeat_pairs(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """|log(a / b)| of TPOT and TTFT over pairs of distinct measurements of one configuration (rows
+    equal in CONFIG_COLUMNS; exact copies of a row count once), and whether each pair shares a
+    backend_version."""
+    seen: dict[tuple, set] = {}
+    for k, i in enumerate(ds.index):
+        row = ds.rows[i]
+        key = tuple((row.get(c) or "").strip() for c in CONFIG_COLUMNS)
+        seen.setdefault(key, set()).add((ds.tpot_ms[k], ds.ttft_ms[k], (row.get("backend_version") or "").strip()))
+    tpot, ttft, same = [], [], []
+    for values in seen.values():
+        v = sorted(values)
+        for a in range(len(v)):
+            for b in range(a + 1, len(v)):
+                tpot.append(abs(np.log(v[a][0] / v[b][0])))
+                ttft.append(abs(np.log(v[a][1] / v[b][1])))
+                same.append(v[a][2] == v[b][2])
+    return np.array(tpot), np.array(ttft), np.array(same, bool)
+
+
+def noisy_regret(ds: Dataset, sigma_tpot: float, sigma_ttft: float, seeds: int = FLOOR_SEEDS) -> float:
+    """Mean regret of predictions equal to the measurements times lognormal noise: what a model exact
+    up to measurement noise of these log standard deviations would score against one measurement."""
+    rng = np.random.default_rng(0)
+    b = np.array([r.concurrency for r in ds.runs], dtype=float)
+    osl = np.array([r.problem.workload.osl for r in ds.runs], dtype=float)
+    gpus = np.array([r.parallel.replica_gpus for r in ds.runs], dtype=float)
+    out = []
+    for _ in range(seeds):
+        tpot = ds.tpot_ms * np.exp(rng.normal(0, sigma_tpot, len(b)))
+        ttft = ds.ttft_ms * np.exp(rng.normal(0, sigma_ttft, len(b)))
+        thr = b * osl / ((ttft + (osl - 1) * tpot) / 1000) / gpus
+        rs, _ = regrets(ds, {"tpot_ms": tpot, "ttft_ms": ttft, "tokens_per_s_per_gpu": thr})
+        out.append(np.mean([r.regret for r in rs]))
+    return float(np.mean(out))
+
+
+def _isotonic(y: np.ndarray) -> np.ndarray:
+    """Least-squares non-decreasing fit of y (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [sum, count]
+    for v in y:
+        blocks.append([float(v), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            s, c = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += c
+    return np.concatenate([np.full(int(c), s / c) for s, c in blocks])
+
+
+def monotone_floor(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The closest TPOT and TTFT to the measurements that never fall as concurrency grows within a
+    series (runs equal in CONFIG_COLUMNS but batch_size): a least-squares isotonic fit of the log
+    measurements. Any model in which more concurrent requests cannot make a request faster (ours)
+    misses each run at least about this far. Returns fitted TPOT [ms], fitted TTFT [ms], and which
+    runs share a series with another concurrency."""
+    series: dict[tuple, list[int]] = {}
+    for k, i in enumerate(ds.index):
+        row = ds.rows[i]
+        key = tuple((row.get(c) or "").strip() for c in CONFIG_COLUMNS if c != "batch_size")
+        series.setdefault(key, []).append(k)
+    tpot, ttft, shared = ds.tpot_ms.copy(), ds.ttft_ms.copy(), np.zeros(len(ds.runs), bool)
+    for members in series.values():
+        idx = np.array(sorted(members, key=lambda k: (ds.runs[k].concurrency, ds.tpot_ms[k])))
+        if len({ds.runs[k].concurrency for k in idx}) < 2:
+            continue
+        shared[idx] = True
+        tpot[idx] = np.exp(_isotonic(np.log(ds.tpot_ms[idx])))
+        ttft[idx] = np.exp(_isotonic(np.log(ds.ttft_ms[idx])))
+    return tpot, ttft, shared
+
+
+def repeatability_section(ds: Dataset) -> list[str]:
+    tpot, ttft, same = repeat_pairs(ds)
+    if not len(tpot):
+        return ["No configuration was measured more than once with different results."]
+
+    def cell(x: np.ndarray) -> str:
+        if not len(x):
+            return ""
+        return f"{pct(float(np.exp(np.median(x)) - 1))} / {pct(float(np.exp(np.percentile(x, 90)) - 1))}"
+
+    lines = ["| pairs | count | TPOT, larger / smaller - 1: median / p90 | TTFT, likewise |", "|---|---:|---:|---:|"]
+    for label, mask in (("all", np.ones(len(tpot), bool)), ("same backend_version", same),
+                        ("different backend_version", ~same)):
+        lines.append(f"| {label} | {int(mask.sum())} | {cell(tpot[mask])} | {cell(ttft[mask])} |")
+    # a lognormal pair difference |log a - log b| has median 0.6745 * sqrt(2) * sigma
+    s_tpot, s_ttft = (float(np.median(x)) / (0.6745 * np.sqrt(2)) for x in (tpot, ttft))
+    lines += ["", f"Implied measurement noise (log standard deviation, from the median pair difference): TPOT "
+              f"{s_tpot:.3f}, TTFT {s_ttft:.3f}. A model exact up to that noise scores, against one measurement "
+              "of each run:", "",
+              "| noise on TPOT, TTFT (log sd) | mean regret (section 4's rule, mean of "
+              f"{FLOOR_SEEDS} draws) |", "|---|---:|"]
+    for st, sf in ((0.03, 0.05), (0.05, 0.1), (s_tpot / 2, s_ttft / 2), (s_tpot, s_ttft)):
+        lines.append(f"| {st:.3f}, {sf:.3f} | {pct(noisy_regret(ds, st, sf))} |")
+    tpot_fit, ttft_fit, shared = monotone_floor(ds)
+    err_tpot, err_ttft = np.abs(tpot_fit / ds.tpot_ms - 1), np.abs(ttft_fit / ds.ttft_ms - 1)
+    b = np.array([r.concurrency for r in ds.runs], dtype=float)
+    osl = np.array([r.problem.workload.osl for r in ds.runs], dtype=float)
+    gpus = np.array([r.parallel.replica_gpus for r in ds.runs], dtype=float)
+    thr = b * osl / ((ttft_fit + (osl - 1) * tpot_fit) / 1000) / gpus
+    rs, _ = regrets(ds, {"tpot_ms": tpot_fit, "ttft_ms": ttft_fit, "tokens_per_s_per_gpu": thr})
+    lines += ["", "Physics gives a second, model-free check: within a series (one configuration at several "
+              "concurrencies) TPOT and TTFT cannot fall as concurrency grows, yet measurements often do. The "
+              "closest non-decreasing fit (least-squares isotonic in log, per series) is what a model that is "
+              "exact everywhere except where the data contradict monotonicity would predict:", "",
+              "| runs in series of >= 2 concurrencies | series runs the fit moves > 5% (TPOT / TTFT) | "
+              "median / p90 TPOT error of the fit, series runs | median / p90 TTFT error | mean regret of the fit "
+              "(all runs; runs alone in their series predicted exactly) |", "|---:|---:|---:|---:|---:|",
+              f"| {int(shared.sum())} | {int((err_tpot[shared] > 0.05).sum())} / "
+              f"{int((err_ttft[shared] > 0.05).sum())} "
+              f"| {pct(float(np.median(err_tpot[shared])))} / {pct(float(np.percentile(err_tpot[shared], 90)))} "
+              f"| {pct(float(np.median(err_ttft[shared])))} / {pct(float(np.percentile(err_ttft[shared], 90)))} "
+              f"| {pct(float(np.mean([r.regret for r in rs])))} |"]
+    return lines
+
+
 # --- memory -------------------------------------------------------------------------------------------
 
 
@@ -472,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None,
                     help="markdown file [default: benchmarks/results/accuracy.md, accuracy.quick.md with --quick]")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"measured runs CSV [default: {DEFAULT_DATA}]")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="processes the cross-validation folds run in [default: the CPU count]")
     args = ap.parse_args(argv)
     out = args.out or ROOT / "benchmarks" / "results" / ("accuracy.quick.md" if args.quick else "accuracy.md")
 
@@ -503,9 +640,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         count = Counter(str(m) for m in ds.models)
         models = sorted(models, key=lambda m: (count[m], m))[:QUICK_FOLDS]
-    schemes = [cross_validate(ds, "LOMO", "model", models, log)]
+    schemes = [cross_validate(ds, args.data, "LOMO", "model", models, args.jobs, log)]
     if not args.quick:
-        schemes.append(cross_validate(ds, "LOSO", "system", systems, log))
+        schemes.append(cross_validate(ds, args.data, "LOSO", "system", systems, args.jobs, log))
     elapsed = time.perf_counter() - t0
 
     insample = [("shipped (in-sample)", ds_shipped, pred_shipped), ("defaults", ds, pred_default)]
@@ -598,6 +735,14 @@ def main(argv: list[str] | None = None) -> int:
         "shipped calibration's (`predict_runs` caps the running requests at the KV capacity and adds the wait).",
         "",
         *memory_section(ds_shipped, shipped, pred_shipped),
+        "",
+        "## 6. Measurement repeatability",
+        "",
+        "Some configurations were measured more than once (rows equal in " + ", ".join(CONFIG_COLUMNS) + ") with "
+        "different results. How far two measurements of the same configuration differ bounds how closely any "
+        "model can match one of them, and how often the decision of section 4 can be right at the SLA boundary.",
+        "",
+        *repeatability_section(ds),
         "",
         "## Rows left out",
         "",

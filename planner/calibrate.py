@@ -24,7 +24,7 @@ from planner.runs import Run, _group_key, parse_all, predict_all
 from planner.specs import FACTOR_NAMES, Calibration, Factors, Problem, Profile
 
 ENGINE_FACTORS = ("iteration_overhead_ms", "layer_overhead_us", "queue_burstiness", "attention_efficiency",
-                  "ttft_overhead_ms", "request_step_overhead_us")
+                  "ttft_overhead_ms", "request_step_overhead_us", "admission_iterations")
 """Factors a serving engine sets: its scheduler and launch overheads, admission, attention kernels, and
 the fixed per-request time of its front end."""
 SYSTEM_FACTORS = ("hbm_efficiency", "compute_efficiency", "scaleup_efficiency", "collective_overhead_us")
@@ -33,6 +33,8 @@ MIN_PROFILE_ROWS = 40
 """Fewest runs a profile is fitted on."""
 TTFT_WEIGHT = 0.5
 """Weight of log TTFT errors against log TPOT errors in the fit (TTFT is noisier)."""
+MAX_EVALUATIONS = 60
+"""Residual evaluations each least-squares fit may spend (each costs one prediction of its runs)."""
 PRIOR_WEIGHT = 2.0
 """Pull of a profile's factors towards the base, per factor [log units]."""
 
@@ -152,7 +154,7 @@ def _fit(ds: Dataset, names: tuple[str, ...], make: Callable[[dict[str, float]],
         return res
 
     sol = least_squares(residuals, x0, bounds=(np.log(lo), np.log(hi)), loss="soft_l1", f_scale=0.3,
-                        diff_step=1e-2, max_nfev=60, x_scale=1.0)
+                        diff_step=1e-2, max_nfev=MAX_EVALUATIONS, x_scale=1.0)
     return dict(zip(names, (float(v) for v in np.exp(sol.x))))
 
 

@@ -393,6 +393,12 @@ def request_overhead(p: Problem) -> float:
     return p.factors.ttft_overhead_ms * 1e-3
 
 
+def admission_passes(p: Problem) -> float:
+    """Mean iterations (each of the mean TPOT) a request waits for its first token besides its prefill
+    passes: admission into the batch and streaming (Factors.admission_iterations) [iterations]."""
+    return p.factors.admission_iterations
+
+
 def ttft_chunk(p: Problem, m, chunk) -> np.ndarray:
     """Prefill tokens of the passes that carry a request's own prompt [tokens]."""
     return np.minimum(np.asarray(chunk, dtype=float), arrival_group(p, m))
@@ -448,7 +454,7 @@ def metrics_grid(p: Problem, par: Parallel, m, chunk) -> dict[str, np.ndarray]:
     tpot = mixed(p, lambda c: pass_time(p, par, m, c), m, chunk)
     own, backlog = ttft_passes(p, m, chunk)
     ttft = (own * pass_time(p, par, m, ttft_chunk(p, m, chunk)) + backlog * pass_time(p, par, m, chunk)
-            + request_overhead(p))
+            + admission_passes(p) * tpot + request_overhead(p))
     concurrency = m * par.attention_dp * par.pp
     thr = par.dp * concurrency / tpot / p.gpus
     out = {"tpot_s": tpot, "ttft_s": ttft, "tokens_per_s_per_gpu": thr, "concurrency": concurrency,

@@ -335,8 +335,8 @@ class CpSatPlanner:
         self.model.Add(node * self.nodes >= self.gpus_used)
 
     def _add_ttft(self, limit_s: float | None) -> None:
-        """TTFT = own(m, C) * own-prompt pass + backlog(m, C) * full-chunk pass + the fixed request
-        overhead <= limit (cost.ttft_passes, cost.request_overhead),
+        """TTFT = own(m, C) * own-prompt pass + backlog(m, C) * full-chunk pass + admission * TPOT + the
+        fixed request overhead <= limit (cost.ttft_passes, cost.admission_passes, cost.request_overhead),
         one linear inequality per (m, C) pair."""
         p = self.p
         m, c = self._pair_grid()
@@ -348,10 +348,11 @@ class CpSatPlanner:
             self.full_pass = self.model.NewIntVar(0, BIG, "full_pass_ns")
             self.model.Add(self.full_pass >= sum(self._pass_time("full")))
         fixed = round(cost.request_overhead(p) * NS * 1000)  # front-end time, in the same milli-ns
+        admission = math.ceil(cost.admission_passes(p) * 1000)  # mean iterations waited, in milli-passes
         for k, z in enumerate(self.z):
             if not np.isfinite(own[k]):
                 continue  # the chunk_keeps_up rule already excludes this pair
-            expr = math.ceil(own[k] * 1000) * self.own_pass + fixed  # in milli-passes x ns
+            expr = math.ceil(own[k] * 1000) * self.own_pass + admission * self.tpot + fixed  # milli-passes x ns
             if backlog[k] > 0:
                 expr = expr + math.ceil(backlog[k] * 1000) * self.full_pass
             ttft[k] = expr

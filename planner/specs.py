@@ -311,6 +311,12 @@ class Factors(_Strict):
         "prefill passes: HTTP and tokenisation in the front end, admission by the scheduler, detokenising "
         "and streaming the first token back [ms]"
     )
+    admission_iterations: float = Field(
+        1.5, ge=0, le=12, description="Engine iterations a request's first token waits besides its prefill "
+        "passes: the rest of the iteration in flight when it arrives (1/2 on average), iterations the scheduler "
+        "lets pass before admitting it, and one more where the engine streams tokens an iteration behind "
+        "(overlap scheduling) [iterations of the mean TPOT]"
+    )
     queue_burstiness: float = Field(
         0.5, ge=0, le=1, description="How synchronised a closed loop of fixed-length requests stays: the share "
         "of a rank's other requests whose prompts arrive together with a request (0 = they have drifted "

@@ -177,7 +177,21 @@ def test_request_overhead_moves_ttft_by_itself_and_not_tpot():
     assert cost.request_overhead(slow) == pytest.approx(0.150)
 
 
+@settings(max_examples=25, deadline=None)
+@given(k=st.floats(0, 12), m=st.integers(1, 128), chunk=st.sampled_from([512, 2048, 8192]))
+def test_admission_adds_whole_mean_iterations_to_ttft_only(k, m, chunk):
+    """Factors.admission_iterations adds k mean iterations (k * TPOT) to TTFT and leaves TPOT alone [ms]."""
+    par = Parallel(tp=4, dp=2)
+    base = _p()
+    none = base.model_copy(update={"calibration": Calibration(base=Factors(admission_iterations=0.0))})
+    some = base.model_copy(update={"calibration": Calibration(base=Factors(admission_iterations=k))})
+    a, b = (cost.evaluate(p, par, m, chunk).metrics for p in (none, some))
+    assert b.tpot_ms == pytest.approx(a.tpot_ms)
+    assert b.ttft_ms - a.ttft_ms == pytest.approx(k * a.tpot_ms, rel=1e-9, abs=1e-9)
+
+
 @pytest.mark.parametrize("field,value", [("ttft_overhead_ms", -1.0), ("ttft_overhead_ms", 301.0),
+                                         ("admission_iterations", -0.5), ("admission_iterations", 12.5),
                                          ("queue_burstiness", 1.01), ("queue_burstiness", -0.1),
                                          ("request_step_overhead_us", -1.0), ("request_step_overhead_us", 201.0)])
 def test_new_factors_are_bounded(field, value):

@@ -12,7 +12,7 @@ from planner.rules import layout_violations
 from planner.search import _search, make_problem
 from planner.solver import CpSatPlanner
 from planner.space import Space
-from planner.specs import Calibration
+from planner.specs import Calibration, Factors
 
 # (model, cluster, gpus, isl, osl, precision, SLA tok/s/user, TTFT s or None)
 INSTANCES = [
@@ -89,6 +89,22 @@ def test_cpsat_matches_exhaustive_oracle(instance):
 )
 def test_cpsat_matches_oracle_on_random_instances(model, cluster, gpus, isl, osl, sla):
     _agree(_problem(model, cluster, gpus, isl, osl, "fp8", sla, None))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    model=st.sampled_from(["llama-3.1-8b", "llama-3.1-70b", "qwen3-30b-a3b"]),
+    gpus=st.sampled_from([4, 8, 16]),
+    isl=st.sampled_from([1000, 8000]),
+    sla=st.floats(min_value=5, max_value=100),
+    ttft=st.floats(min_value=0.2, max_value=4.0),
+    admission=st.floats(min_value=0, max_value=12),
+)
+def test_cpsat_matches_oracle_under_ttft_limits_with_admission_waits(model, gpus, isl, sla, ttft, admission):
+    """The TTFT rule in CP-SAT carries the admission wait (admission_iterations * TPOT) exactly as the
+    float cost model does: both searches agree on any such limit."""
+    cal = Calibration(base=Factors(admission_iterations=admission))
+    _agree(_problem(model, "h100-sxm", gpus, isl, 1000, "fp8", sla, ttft, calibration=cal))
 
 
 @pytest.mark.parametrize("instance", INSTANCES[::3], ids=lambda i: f"{i[0]}-{i[1]}-{i[2]}")

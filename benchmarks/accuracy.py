@@ -496,9 +496,10 @@ def repeatability_section(ds: Dataset) -> list[str]:
     thr = b * osl / ((ttft_fit + (osl - 1) * tpot_fit) / 1000) / gpus
     rs, _ = regrets(ds, {"tpot_ms": tpot_fit, "ttft_ms": ttft_fit, "tokens_per_s_per_gpu": thr})
     lines += ["", "Physics gives a second, model-free check: within a series (one configuration at several "
-              "concurrencies) TPOT and TTFT cannot fall as concurrency grows, yet measurements often do. The "
-              "closest non-decreasing fit (least-squares isotonic in log, per series) is what a model that is "
-              "exact everywhere except where the data contradict monotonicity would predict:", "",
+              "concurrencies) TPOT and TTFT cannot fall as concurrency grows. The closest non-decreasing fit "
+              "(least-squares isotonic in log, per series) is what a model exact everywhere except where the "
+              "data break that rule would predict; a small error here means the series are consistent and the "
+              "remaining error of the cost model is its own (or noise that shifts a whole series):", "",
               "| runs in series of >= 2 concurrencies | series runs the fit moves > 5% (TPOT / TTFT) | "
               "median / p90 TPOT error of the fit, series runs | median / p90 TTFT error | mean regret of the fit "
               "(all runs; runs alone in their series predicted exactly) |", "|---:|---:|---:|---:|---:|",

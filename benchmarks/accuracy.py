@@ -320,6 +320,26 @@ def spearman_table(sources: list[tuple[str, Dataset, Pred]]) -> list[str]:
     return lines
 
 
+def within_group_table(sources: list[tuple[str, Dataset, Pred]]) -> list[str]:
+    """Median |error| as is, and with each group's median log error removed (what is left is error
+    within a group; the difference is a bias shared by the runs of a group)."""
+    lines = ["| predictions | runs in groups | TPOT as is | TPOT within groups | TTFT as is | TTFT within groups | "
+             "tok/s/GPU as is | tok/s/GPU within groups |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, ds, pred in sources:
+        measured = {"tpot": ds.tpot_ms, "ttft": ds.ttft_ms, "thr": ds.measured_throughput}
+        predicted = {"tpot": pred["tpot_ms"], "ttft": pred["ttft_ms"], "thr": pred["tokens_per_s_per_gpu"]}
+        groups = groups_of(ds)
+        idx = np.concatenate([g for _, g in groups])
+        cells = []
+        for key, _ in METRICS:
+            log_err = np.log(predicted[key] / measured[key])
+            within = np.concatenate([log_err[g] - np.median(log_err[g]) for _, g in groups])
+            cells += [pct(float(np.median(np.abs(np.exp(log_err[idx]) - 1)))),
+                      pct(float(np.median(np.abs(np.exp(within) - 1))))]
+        lines.append(f"| {name} | {len(idx)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def worst_groups(ds: Dataset, pred: Pred, top: int = 5) -> list[str]:
     rc = [x for x in rank_correlations(ds, pred) if np.isfinite(x[2])]
     rc.sort(key=lambda x: x[2])
@@ -716,6 +736,14 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, hds, hp in held:
         lines.append(f"- Lowest rho, {name}: " + "; ".join(worst_groups(hds, hp)) + ".")
+    lines += [
+        "",
+        "How much of the error is a bias shared by a group's runs: median |error| over the runs of these groups, "
+        "as predicted and with each group's median log error removed (what a correction per (model, system, "
+        "backend, isl, osl) group could not fix).",
+        "",
+        *within_group_table(rank_sources),
+    ]
     lines += [
         "",
         "## 4. Decision regret",

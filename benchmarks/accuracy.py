@@ -417,6 +417,11 @@ FLOOR_SEEDS = 50
 """Random draws averaged for the regret floor."""
 
 
+def config_key(row: dict[str, str], leave_out: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The CONFIG_COLUMNS of a row (but `leave_out`), stripped: equal keys measured the same thing."""
+    return tuple((row.get(c) or "").strip() for c in CONFIG_COLUMNS if c not in leave_out)
+
+
 def repeat_pairs(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """|log(a / b)| of TPOT and TTFT over pairs of distinct measurements of one configuration (rows
     equal in CONFIG_COLUMNS; exact copies of a row count once), and whether each pair shares a
@@ -424,7 +429,7 @@ def repeat_pairs(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     seen: dict[tuple, set] = {}
     for k, i in enumerate(ds.index):
         row = ds.rows[i]
-        key = tuple((row.get(c) or "").strip() for c in CONFIG_COLUMNS)
+        key = config_key(row)
         seen.setdefault(key, set()).add((ds.tpot_ms[k], ds.ttft_ms[k], (row.get("backend_version") or "").strip()))
     tpot, ttft, same = [], [], []
     for values in seen.values():
@@ -441,15 +446,11 @@ def noisy_regret(ds: Dataset, sigma_tpot: float, sigma_ttft: float, seeds: int =
     """Mean regret of predictions equal to the measurements times lognormal noise: what a model exact
     up to measurement noise of these log standard deviations would score against one measurement."""
     rng = np.random.default_rng(0)
-    b = np.array([r.concurrency for r in ds.runs], dtype=float)
-    osl = np.array([r.problem.workload.osl for r in ds.runs], dtype=float)
-    gpus = np.array([r.parallel.replica_gpus for r in ds.runs], dtype=float)
     out = []
     for _ in range(seeds):
-        tpot = ds.tpot_ms * np.exp(rng.normal(0, sigma_tpot, len(b)))
-        ttft = ds.ttft_ms * np.exp(rng.normal(0, sigma_ttft, len(b)))
-        thr = b * osl / ((ttft + (osl - 1) * tpot) / 1000) / gpus
-        rs, _ = regrets(ds, {"tpot_ms": tpot, "ttft_ms": ttft, "tokens_per_s_per_gpu": thr})
+        tpot = ds.tpot_ms * np.exp(rng.normal(0, sigma_tpot, len(ds.runs)))
+        ttft = ds.ttft_ms * np.exp(rng.normal(0, sigma_ttft, len(ds.runs)))
+        rs, _ = regrets(ds, {"tpot_ms": tpot, "ttft_ms": ttft, "tokens_per_s_per_gpu": ds.throughput(ttft, tpot)})
         out.append(np.mean([r.regret for r in rs]))
     return float(np.mean(out))
 
@@ -475,7 +476,7 @@ def monotone_floor(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     series: dict[tuple, list[int]] = {}
     for k, i in enumerate(ds.index):
         row = ds.rows[i]
-        key = tuple((row.get(c) or "").strip() for c in CONFIG_COLUMNS if c != "batch_size")
+        key = config_key(row, leave_out=("batch_size",))
         series.setdefault(key, []).append(k)
     tpot, ttft, shared = ds.tpot_ms.copy(), ds.ttft_ms.copy(), np.zeros(len(ds.runs), bool)
     for members in series.values():
@@ -513,11 +514,8 @@ def repeatability_section(ds: Dataset) -> list[str]:
         lines.append(f"| {st:.3f}, {sf:.3f} | {pct(noisy_regret(ds, st, sf))} |")
     tpot_fit, ttft_fit, shared = monotone_floor(ds)
     err_tpot, err_ttft = np.abs(tpot_fit / ds.tpot_ms - 1), np.abs(ttft_fit / ds.ttft_ms - 1)
-    b = np.array([r.concurrency for r in ds.runs], dtype=float)
-    osl = np.array([r.problem.workload.osl for r in ds.runs], dtype=float)
-    gpus = np.array([r.parallel.replica_gpus for r in ds.runs], dtype=float)
-    thr = b * osl / ((ttft_fit + (osl - 1) * tpot_fit) / 1000) / gpus
-    rs, _ = regrets(ds, {"tpot_ms": tpot_fit, "ttft_ms": ttft_fit, "tokens_per_s_per_gpu": thr})
+    rs, _ = regrets(ds, {"tpot_ms": tpot_fit, "ttft_ms": ttft_fit,
+                         "tokens_per_s_per_gpu": ds.throughput(ttft_fit, tpot_fit)})
     lines += ["", "Physics gives a second, model-free check: within a series (one configuration at several "
               "concurrencies) TPOT and TTFT cannot fall as concurrency grows. The closest non-decreasing fit "
               "(least-squares isotonic in log, per series) is what a model exact everywhere except where the "

@@ -111,10 +111,15 @@ class Dataset:
     @property
     def measured_throughput(self) -> np.ndarray:
         """Output tokens/s/GPU as the data's README derives it [tokens/s/GPU]."""
+        return self.throughput(self.ttft_ms, self.tpot_ms)
+
+    def throughput(self, ttft_ms: np.ndarray, tpot_ms: np.ndarray) -> np.ndarray:
+        """Output tokens/s/GPU of these runs had they measured this TTFT and TPOT [ms]:
+        batch * osl / (TTFT + (osl - 1) * TPOT) / GPUs [tokens/s/GPU]."""
         b = np.array([r.concurrency for r in self.runs], dtype=float)
         osl = np.array([r.problem.workload.osl for r in self.runs], dtype=float)
         gpus = np.array([r.parallel.replica_gpus for r in self.runs], dtype=float)
-        return b * osl / ((self.ttft_ms + (osl - 1) * self.tpot_ms) / 1000) / gpus
+        return b * osl / ((ttft_ms + (osl - 1) * tpot_ms) / 1000) / gpus
 
 
 def predict(ds: Dataset, calibration: Calibration) -> dict[str, np.ndarray]:

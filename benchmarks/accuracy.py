@@ -632,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="processes the cross-validation folds run in [default: the CPU count]")
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error(f"--jobs must be at least 1, got {args.jobs}")
     out = args.out or ROOT / "benchmarks" / "results" / ("accuracy.quick.md" if args.quick else "accuracy.md")
 
     def log(msg: str) -> None:

@@ -20,7 +20,7 @@ import yaml
 
 from planner.catalog import parse_yaml
 from planner.errors import SpecError
-from planner.runs import Run, _group_key, parse_all, predict_all
+from planner.runs import Run, _group_key, parse_all, predict_all, run_throughput
 from planner.specs import FACTOR_NAMES, Calibration, Factors, Problem, Profile
 
 ENGINE_FACTORS = ("iteration_overhead_ms", "layer_overhead_us", "queue_burstiness", "attention_efficiency",
@@ -114,12 +114,8 @@ class Dataset:
         return self.throughput(self.ttft_ms, self.tpot_ms)
 
     def throughput(self, ttft_ms: np.ndarray, tpot_ms: np.ndarray) -> np.ndarray:
-        """Output tokens/s/GPU of these runs had they measured this TTFT and TPOT [ms]:
-        batch * osl / (TTFT + (osl - 1) * TPOT) / GPUs [tokens/s/GPU]."""
-        b = np.array([r.concurrency for r in self.runs], dtype=float)
-        osl = np.array([r.problem.workload.osl for r in self.runs], dtype=float)
-        gpus = np.array([r.parallel.replica_gpus for r in self.runs], dtype=float)
-        return b * osl / ((ttft_ms + (osl - 1) * tpot_ms) / 1000) / gpus
+        """Output tokens/s/GPU of these runs had they measured this TTFT and TPOT [ms] (runs.run_throughput)."""
+        return run_throughput(self.runs, np.asarray(ttft_ms) / 1000, np.asarray(tpot_ms) / 1000)
 
 
 def predict(ds: Dataset, calibration: Calibration) -> dict[str, np.ndarray]:

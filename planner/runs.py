@@ -219,9 +219,17 @@ def predict_runs(runs: list[Run]) -> dict[str, np.ndarray]:
     served = m * (1 + ttft / (max(osl - 1, 1) * tpot))
     wait = np.maximum(n - served, 0) / np.maximum(m, 1e-9) * max(osl - 1, 1) * tpot
     ttft = ttft + wait
-    gpus = par.replica_gpus
-    thr = np.array([r.concurrency for r in runs]) * osl / (ttft + (osl - 1) * tpot) / gpus
+    thr = run_throughput(runs, ttft, tpot)
     return {"ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3, "tokens_per_s_per_gpu": thr, "decoding_per_rank": m}
+
+
+def run_throughput(runs: list[Run], ttft_s, tpot_s) -> np.ndarray:
+    """Output tokens/s/GPU of closed-loop runs with this TTFT and TPOT [s], as the data's README
+    derives it: concurrency * osl / (TTFT + (osl - 1) * TPOT) / GPUs [tokens/s/GPU]."""
+    b = np.array([r.concurrency for r in runs], dtype=float)
+    osl = np.array([r.problem.workload.osl for r in runs], dtype=float)
+    gpus = np.array([r.parallel.replica_gpus for r in runs], dtype=float)
+    return b * osl / (np.asarray(ttft_s) + (osl - 1) * np.asarray(tpot_s)) / gpus
 
 
 def _group_key(run: Run) -> tuple:

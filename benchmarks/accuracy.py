@@ -23,6 +23,10 @@ H100/H200/B200/GB200, one row per engine launch and concurrency). Every run is p
    concurrency vs the usable HBM; runs predicted not to fit, and their measured TTFT.
 6. Measurement repeatability: configurations measured more than once, how far their measurements
    differ, and the regret a model exact up to that noise would score (a floor for section 4).
+7. Anchored to a few runs: a user who measures k runs of their own deployment (model, system,
+   backend) tunes its profile with ``fit_anchors`` on top of the fold's calibration (what
+   ``planner calibrate --anchor`` does); the other held-out runs of that deployment are predicted
+   with it and compared with the plain held-out predictions of the same runs.
 
 Rows the parser cannot use (``Dataset.errors``) are listed by reason.
 
@@ -58,7 +62,18 @@ if str(ROOT) not in sys.path:
 from _common import machine, revision  # noqa: E402  (benchmarks/ is on sys.path)
 
 from planner import cost  # noqa: E402
-from planner.calibrate import SHIPPED, Dataset, error_table, fit, load_calibration, predict, regimes  # noqa: E402
+from planner.calibrate import (  # noqa: E402
+    ANCHOR_PRIOR_WEIGHT,
+    SHIPPED,
+    Dataset,
+    deployments,
+    error_table,
+    fit,
+    fit_anchors,
+    load_calibration,
+    predict,
+    regimes,
+)
 from planner.runs import read_rows  # noqa: E402
 from planner.specs import FACTOR_NAMES, Calibration  # noqa: E402
 
@@ -408,6 +423,84 @@ def regret_table(sources: list[tuple[str, Dataset, Pred]]) -> list[str]:
     return lines
 
 
+# --- anchored to a few measured runs ------------------------------------------------------------------
+
+ANCHOR_RUNS = (3, 6)
+"""Measured runs per deployment the anchored predictions are tuned on."""
+ANCHOR_SEEDS = 3
+"""Random draws of the anchor runs (results averaged over them)."""
+ANCHOR_WEIGHTS = (0.1, ANCHOR_PRIOR_WEIGHT, 0.5)
+"""Prior weights compared for LOMO with 3 anchor runs (the sensitivity of the shipped choice)."""
+MIN_CHECKED = 2
+"""Fewest held-out runs a deployment must keep besides its anchors to be checked."""
+
+
+def _anchored(data: Path, by: str, calibrations: dict[str, Calibration], k: int, seed: int,
+              weight: float) -> tuple[np.ndarray, Pred]:
+    """The held-out runs that are not anchors, and their predictions once each held-out deployment
+    (model, system, backend) is anchored to k of its runs drawn at random (`seed`) with `fit_anchors`
+    on top of its fold's calibration (`calibrations`, by held-out group). Deployments with fewer than
+    k + MIN_CHECKED runs are skipped. Self-contained so that a worker process can run it."""
+    ds = Dataset.of(read_rows(data), Calibration())
+    rng = np.random.default_rng(seed)
+    column = ds.models if by == "model" else ds.systems
+    checked = np.zeros(len(ds.runs), bool)
+    pred = {key: np.full(len(ds.runs), np.nan) for key in ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu")}
+    for mask in deployments(ds).values():
+        for group, cal in calibrations.items():
+            idx = np.flatnonzero(mask & (column == group))
+            if len(idx) < k + MIN_CHECKED:
+                continue
+            anchors = np.zeros(len(ds.runs), bool)
+            anchors[rng.choice(idx, k, replace=False)] = True
+            rest = mask & (column == group) & ~anchors
+            out = predict(ds.subset(rest), fit_anchors(ds.subset(anchors), cal, prior_weight=weight))
+            for key in pred:
+                pred[key][rest] = out[key]
+            checked |= rest
+    return checked, pred
+
+
+def anchored_section(ds: Dataset, data: Path, schemes: list[Scheme], jobs: int,
+                     log: Callable[[str], None]) -> list[str]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    lines = ["| held out | anchor runs k | prior weight | deployments | runs checked | TPOT plain | TPOT anchored "
+             "| TTFT plain | TTFT anchored | tok/s/GPU plain | tok/s/GPU anchored | regret plain | regret anchored |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    cases = [(s, k, ANCHOR_PRIOR_WEIGHT) for s in schemes for k in ANCHOR_RUNS]
+    cases += [(s, ANCHOR_RUNS[0], w) for s in schemes[:1] for w in ANCHOR_WEIGHTS if w != ANCHOR_PRIOR_WEIGHT]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {(i, seed): pool.submit(_anchored, data, s.by, {f.group: f.calibration for f in s.folds}, k, seed, w)
+                   for i, (s, k, w) in enumerate(cases) for seed in range(ANCHOR_SEEDS)}
+        for i, (scheme, k, w) in enumerate(cases):
+            cells: dict[str, list[float]] = {}
+            for seed in range(ANCHOR_SEEDS):
+                checked, pred = futures[(i, seed)].result()
+                if len(checked) != len(ds.runs):
+                    raise SystemExit("an anchoring worker parsed a different set of runs")
+                for label, p in (("plain", scheme.pred), ("anchored", pred)):
+                    sub, sp = restrict(ds, p, checked)
+                    st = stats(sub, sp, np.ones(len(sub.runs), bool))
+                    for key, _ in METRICS:
+                        cells.setdefault(f"{key} {label}", []).append(st[key].median)
+                        cells.setdefault(f"{key} {label} p90", []).append(st[key].p90)
+                    rs, _ = regrets(sub, sp)
+                    cells.setdefault(f"regret {label}", []).append(float(np.mean([r.regret for r in rs])))
+                cells.setdefault("runs", []).append(int(checked.sum()))
+                cells.setdefault("deployments", []).append(
+                    len(set(zip(ds.models[checked], ds.systems[checked], ds.backends[checked]))))
+            mean = {key: float(np.mean(v)) for key, v in cells.items()}
+            lines.append(f"| {scheme.name} | {k} | {w:g} | {mean['deployments']:.0f} | {mean['runs']:.0f} | "
+                         + " | ".join(f"{pct(mean[f'{key} plain'])} / {pct(mean[f'{key} plain p90'])} | "
+                                      f"{pct(mean[f'{key} anchored'])} / {pct(mean[f'{key} anchored p90'])}"
+                                      for key, _ in METRICS)
+                         + f" | {pct(mean['regret plain'])} | {pct(mean['regret anchored'])} |")
+            log(f"anchored {scheme.name} k={k} w={w:g} done at {time.perf_counter() - t0:.0f} s")
+    return lines
+
+
 # --- measurement repeatability ------------------------------------------------------------------------
 
 CONFIG_COLUMNS = ("model_path", "system", "backend", "precision", "gemm_quant_mode", "moe_quant_mode", "isl", "osl",
@@ -667,6 +760,7 @@ def main(argv: list[str] | None = None) -> int:
     schemes = [cross_validate(ds, args.data, "LOMO", "model", models, args.jobs, log)]
     if not args.quick:
         schemes.append(cross_validate(ds, args.data, "LOSO", "system", systems, args.jobs, log))
+    anchored_lines = anchored_section(ds, args.data, schemes, args.jobs, log)
     elapsed = time.perf_counter() - t0
 
     insample = [("shipped (in-sample)", ds_shipped, pred_shipped), ("defaults", ds, pred_default)]
@@ -776,6 +870,22 @@ def main(argv: list[str] | None = None) -> int:
         "model can match one of them, and how often the decision of section 4 can be right at the SLA boundary.",
         "",
         *repeatability_section(ds),
+        "",
+        "## 7. Anchored to a few measured runs of the deployment",
+        "",
+        "The planner will meet models and GPUs it was not fitted on; a user can measure a few runs of their own "
+        "deployment and anchor the model to them (`planner calibrate MINE.csv --anchor`: `fit_anchors` fits a "
+        "profile for each (model, system, backend) on top of the starting calibration, every factor pulled "
+        f"towards its starting value with prior weight {ANCHOR_PRIOR_WEIGHT:g}). Here, for each held-out "
+        "deployment of the cross-validation with at least k + "
+        f"{MIN_CHECKED} runs, k of its runs drawn at random are the anchors and the fold's calibration "
+        "(fitted without the deployment's model or system) is the start; the deployment's other runs are "
+        "predicted with and without the anchoring. Cells: median / p90 |error| over the checked runs and mean "
+        f"decision regret over their groups (section 4's rule), each averaged over {ANCHOR_SEEDS} draws of the "
+        "anchors; 'plain' is section 2's held-out prediction of the same runs. Anchor runs are drawn from any of "
+        "the deployment's input/output lengths and concurrencies.",
+        "",
+        *anchored_lines,
         "",
         "## Rows left out",
         "",

@@ -31,6 +31,15 @@ SYSTEM_FACTORS = ("hbm_efficiency", "compute_efficiency", "scaleup_efficiency", 
 """Factors a GPU system sets: achieved memory, math and interconnect fractions, collective latency."""
 MIN_PROFILE_ROWS = 40
 """Fewest runs a profile is fitted on."""
+ANCHOR_FACTORS = FACTOR_NAMES
+"""Factors a deployment's own profile (`fit_anchors`) moves: all of them, each held near the starting
+calibration's value by ANCHOR_PRIOR_WEIGHT (a deployment is one engine on one GPU with one model: any
+factor can differ there)."""
+MIN_ANCHOR_ROWS = 2
+"""Fewest measured runs a deployment profile is fitted on."""
+ANCHOR_PRIOR_WEIGHT = 0.2
+"""Pull of a deployment profile's factors towards the starting calibration's [log units]; weak, so that
+a few runs can move them (benchmarks/accuracy.py section 7 measures 0.1, 0.2 and 0.5)."""
 TTFT_WEIGHT = 0.5
 """Weight of log TTFT errors against log TPOT errors in the fit (TTFT is noisier)."""
 MAX_EVALUATIONS = 60
@@ -137,7 +146,8 @@ def _residuals(ds: Dataset, pred: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _fit(ds: Dataset, names: tuple[str, ...], make: Callable[[dict[str, float]], Calibration],
-         start: dict[str, float], prior: dict[str, float] | None) -> dict[str, float]:
+         start: dict[str, float], prior: dict[str, float] | None, prior_weight: float = PRIOR_WEIGHT
+         ) -> dict[str, float]:
     """Bounded robust least squares over the factors `names`, starting at `start`."""
     from scipy.optimize import least_squares
 
@@ -151,7 +161,7 @@ def _fit(ds: Dataset, names: tuple[str, ...], make: Callable[[dict[str, float]],
         values = dict(zip(names, np.exp(x)))
         res = _residuals(ds, predict(ds, make(values)))
         if prior is not None:
-            res = np.concatenate([res, PRIOR_WEIGHT * (x - np.log([max(prior[n], 1e-3) for n in names]))])
+            res = np.concatenate([res, prior_weight * (x - np.log([max(prior[n], 1e-3) for n in names]))])
         return res
 
     sol = least_squares(residuals, x0, bounds=(np.log(lo), np.log(hi)), loss="soft_l1", f_scale=0.3,
@@ -177,6 +187,10 @@ def fit(ds: Dataset, start: Calibration | None = None, name: str = "fitted", sou
         return Calibration(name=name, source=source, base=Factors(**base), profiles=profiles, **keep)
 
     base = start.base.model_dump()
+    dropped = sum(p.model != "*" for p in start.profiles)
+    if dropped:
+        say(f"{dropped} deployment profile(s) of the starting calibration not carried over (they were fitted "
+            "against its base); anchor them again with --anchor")
     say(f"fitting the base factors on {len(ds.runs)} runs")
     base.update(_fit(ds, FACTOR_NAMES, lambda v: calibration({**base, **v}, []), base, None))
     profiles: list[Profile] = []
@@ -196,6 +210,41 @@ def fit(ds: Dataset, start: Calibration | None = None, name: str = "fitted", sou
             profiles.append(Profile(**{kind: value}, factors={k: round(v, 4) for k, v in values.items()},
                                     rows=int(mask.sum())))
     return calibration({k: round(v, 4) for k, v in base.items()}, profiles)
+
+
+def deployments(ds: Dataset) -> dict[tuple[str, str, str], np.ndarray]:
+    """Masks of the runs of each (model, system, backend) deployment."""
+    keys = list(zip(ds.models, ds.systems, ds.backends))
+    return {k: np.array([x == k for x in keys]) for k in sorted(set(keys))}
+
+
+def fit_anchors(ds: Dataset, start: Calibration, name: str = "anchored", source: str = "",
+                log: Callable[[str], None] | None = None, prior_weight: float = ANCHOR_PRIOR_WEIGHT) -> Calibration:
+    """`start` plus a profile per (model, system, backend) deployment of `ds` with at least
+    MIN_ANCHOR_ROWS runs: the ANCHOR_FACTORS fitted to that deployment's runs, pulled towards the
+    factors `start` gives it with `prior_weight` [log units]. Everything else of `start` is kept; a
+    deployment's earlier profile is replaced. For a few runs of one's own deployment (anchor runs),
+    not for a broad data set (`fit`)."""
+    say = log or (lambda _msg: None)
+    profiles = list(start.profiles)
+    for (model, system, backend), mask in deployments(ds).items():
+        rows = int(mask.sum())
+        if rows < MIN_ANCHOR_ROWS:
+            say(f"{model} on {system} with {backend}: {rows} run, needs {MIN_ANCHOR_ROWS} to anchor")
+            continue
+        profiles = [p for p in profiles if (p.model, p.system, p.backend) != (model, system, backend)]
+        prior = start.model_copy(update={"profiles": profiles}).factors_for(system, backend, model).model_dump()
+        at = {n: prior[n] for n in ANCHOR_FACTORS}
+        say(f"anchoring {model} on {system} with {backend} to {rows} runs")
+
+        def make(v: dict[str, float], key=(model, system, backend), kept=profiles) -> Calibration:
+            prof = Profile(model=key[0], system=key[1], backend=key[2], factors=v)
+            return start.model_copy(update={"profiles": [*kept, prof]})
+
+        values = _fit(ds.subset(mask), ANCHOR_FACTORS, make, at, at, prior_weight)
+        profiles.append(Profile(model=model, system=system, backend=backend,
+                                factors={k: round(v, 4) for k, v in values.items()}, rows=rows))
+    return start.model_copy(update={"profiles": profiles, "name": name, "source": source or start.source})
 
 
 # --- error reports ---------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ from typing import Any
 import click
 
 from planner import catalog, search
+from planner.calibrate import MIN_ANCHOR_ROWS
 from planner.errors import PlannerError
-from planner.specs import Parallel, Plan, Precision
+from planner.specs import Parallel, Plan, Precision, Problem
 
 PRECISIONS = [p.value for p in Precision]
 
@@ -223,6 +224,14 @@ def _dump(obj: Any) -> None:
 # --- commands --------------------------------------------------------------------------------------
 
 
+def _echo_deployment_profile(problem: Problem) -> None:
+    """Say so when the calibration holds a profile fitted to this very deployment (calibrate --anchor)."""
+    for prof in problem.calibration.profiles:
+        if (prof.model, prof.system, prof.backend) == (problem.model.name, problem.cluster.name, problem.backend):
+            click.echo(f"calibration: {problem.calibration.name}, anchored to {prof.rows} measured runs of "
+                       f"{prof.model} on {prof.system} with {prof.backend}")
+
+
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="planner")
 def main() -> None:
@@ -264,6 +273,7 @@ def solve(sla: float, ttft: float | None, top: int, method: str, chunks: tuple[i
     click.echo(_layout_line(best))
     click.echo(_memory_line(best))
     _echo_notes(best)
+    _echo_deployment_profile(problem)
     info = best.solver
     bound = f", bound {info.objective_bound:.1f} tok/s/GPU, gap {info.gap:.2%}" if info.objective_bound else ""
     click.echo(f"solver: {info.method} {info.status} in {info.wall_s:.2f} s{bound}; "
@@ -321,6 +331,7 @@ def estimate(as_json: bool, tp: int, attention_dp: int, pp: int, ep: int, moe_tp
     click.echo(_layout_line(plan))
     click.echo(_memory_line(plan))
     _echo_notes(plan)
+    _echo_deployment_profile(problem)
 
 
 def _estimate_csv(path: Path, out: Path | None, calibration: str | None) -> None:
@@ -351,25 +362,47 @@ def _estimate_csv(path: Path, out: Path | None, calibration: str | None) -> None
               help="Where to write the fitted calibration (YAML).")
 @click.option("--calibration", default=None, help="Starting calibration [default: the shipped one].")
 @click.option("--name", default=None, help="Name recorded in the calibration [default: the data file's stem].")
-def calibrate(data: str, output: str, calibration: str | None, name: str | None) -> None:
+@click.option("--anchor", is_flag=True,
+              help="Keep the starting calibration and fit only a profile per (model, system, backend) "
+                   f"deployment in DATA, from as few as {MIN_ANCHOR_ROWS} runs measured on it.")
+def calibrate(data: str, output: str, calibration: str | None, name: str | None, anchor: bool) -> None:
     """Fit the efficiency factors to measured runs and print the error before and after.
 
     DATA is a CSV with calibration.csv's columns and the measured silicon_ttft_ms, silicon_tpot_ms.
     Base factors are fitted on all runs, then per-engine and per-system profiles where a group has
-    enough runs. Use the result with --calibration FILE on any command.
+    enough runs. With --anchor, a few runs of your own deployment instead tune that deployment's
+    profile on top of the starting calibration. Use the result with --calibration FILE on any command.
     """
-    from planner.calibrate import Dataset, error_table, fit, load_calibration, predict, save_calibration
+    from planner.calibrate import (
+        Dataset,
+        deployments,
+        error_table,
+        fit,
+        fit_anchors,
+        load_calibration,
+        predict,
+        save_calibration,
+    )
     from planner.runs import read_rows
 
     start = load_calibration(calibration)
     ds = Dataset.of(read_rows(Path(data)), start)
-    if len(ds.runs) < 10:
-        raise click.UsageError(f"{data}: only {len(ds.runs)} rows with measured TTFT/TPOT can be used; need 10")
+    need = MIN_ANCHOR_ROWS if anchor else 10
+    if len(ds.runs) < need:
+        hint = "" if anchor else "; to tune one deployment from a few runs, add --anchor"
+        raise click.UsageError(f"{data}: only {len(ds.runs)} rows with measured TTFT/TPOT can be used; "
+                               f"need {need}{hint}")
+    if anchor and all(mask.sum() < MIN_ANCHOR_ROWS for mask in deployments(ds).values()):
+        found = ", ".join(f"{m} on {s} with {b}" for m, s, b in deployments(ds))
+        raise click.UsageError(f"{data}: no (model, system, backend) deployment has {MIN_ANCHOR_ROWS} usable runs "
+                               f"to anchor to (one run each of: {found})")
     click.echo(f"{len(ds.runs)} runs to fit, {len(ds.errors)} rows left out (unparseable or no measurement)",
                err=True)
     before = {(a, b): r for a, b, *r in error_table(ds, predict(ds, start))}
-    cal = fit(ds, start, name=name or Path(data).stem, source=f"planner calibrate {Path(data).name}",
-              log=lambda msg: click.echo(f"  {msg}", err=True))
+    fitter = fit_anchors if anchor else fit
+    cal = fitter(ds, start, name=name or Path(data).stem, source=f"planner calibrate {Path(data).name}"
+                 + (f" --anchor, on top of {start.name}" if anchor else ""),
+                 log=lambda msg: click.echo(f"  {msg}", err=True))
     after = {(a, b): r for a, b, *r in error_table(ds, predict(ds, cal))}
     rows = [[by, group, str(after[(by, group)][0])]
             + [f"{before[(by, group)][i]:.1%} -> {after[(by, group)][i]:.1%}" for i in (1, 2, 3)]

@@ -330,8 +330,10 @@ FACTOR_NAMES: tuple[str, ...] = tuple(Factors.model_fields)
 
 
 class Profile(_Strict):
-    """Factors fitted to one GPU system and/or serving engine ('*' matches any)."""
+    """Factors fitted to one GPU system, serving engine and/or model ('*' matches any)."""
 
+    model: str = Field("*", description="Model catalog name, or '*' (a deployment's own profile, fitted by "
+                       "`planner calibrate --anchor` to runs measured on it)")
     system: str = Field("*", description="Cluster catalog name, or '*'")
     backend: str = Field("*", description="Serving engine (trtllm, vllm, sglang), or '*'")
     factors: dict[str, float] = Field(default_factory=dict, description="Overrides of Factors fields")
@@ -366,12 +368,14 @@ class Calibration(_Strict):
         description="Default prefill token budget per iteration of each engine, for measured runs [tokens]",
     )
 
-    def factors_for(self, system: str, backend: str) -> Factors:
-        """Base factors overridden by matching profiles, least specific first."""
+    def factors_for(self, system: str, backend: str, model: str = "*") -> Factors:
+        """Base factors overridden by matching profiles, least specific first (a model's profile over a
+        system's over an engine's)."""
         merged = self.base.model_dump()
         ranked = sorted(
-            (p for p in self.profiles if p.system in ("*", system) and p.backend in ("*", backend)),
-            key=lambda p: (p.system != "*") * 2 + (p.backend != "*"),
+            (p for p in self.profiles
+             if p.system in ("*", system) and p.backend in ("*", backend) and p.model in ("*", model)),
+            key=lambda p: (p.model != "*") * 4 + (p.system != "*") * 2 + (p.backend != "*"),
         )
         for prof in ranked:
             merged.update(prof.factors)
@@ -535,8 +539,8 @@ class Problem(_Strict):
 
     @cached_property
     def factors(self) -> Factors:
-        """The efficiency factors for this cluster and backend."""
-        return self.calibration.factors_for(self.cluster.name, self.backend)
+        """The efficiency factors for this cluster, backend and model."""
+        return self.calibration.factors_for(self.cluster.name, self.backend, self.model.name)
 
     @property
     def experts(self) -> Precision:

@@ -10,9 +10,20 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from planner import solve
-from planner.calibrate import Dataset, error_table, fit, load_calibration, predict, save_calibration
+from planner.calibrate import (
+    ANCHOR_FACTORS,
+    Dataset,
+    error_table,
+    fit,
+    fit_anchors,
+    load_calibration,
+    predict,
+    save_calibration,
+)
 from planner.cli import main
 from planner.errors import SpecError
 from planner.runs import INPUT_COLUMNS, PREDICTED_COLUMNS, parse_run, predict_rows, predict_runs, read_rows
@@ -102,6 +113,68 @@ def test_profiles_override_base_by_specificity():
         Profile(factors={"hbm_efficiency": 3.0})  # out of bounds
 
 
+def test_a_model_profile_is_the_most_specific_and_only_its_model_s():
+    cal = Calibration(base=Factors(compute_efficiency=0.5), profiles=[
+        Profile(system="h100-sxm", backend="vllm", factors={"compute_efficiency": 0.8}),
+        Profile(model="llama-3.1-8b", system="h100-sxm", backend="vllm", factors={"compute_efficiency": 0.2})])
+    assert cal.factors_for("h100-sxm", "vllm", "llama-3.1-8b").compute_efficiency == 0.2
+    assert cal.factors_for("h100-sxm", "vllm", "llama-3.1-70b").compute_efficiency == 0.8
+    assert cal.factors_for("h100-sxm", "vllm").compute_efficiency == 0.8  # no model: model profiles do not apply
+    # the planner's problems pick it up by their model's catalog name
+    kw = dict(cluster="h100-sxm", gpus=8, isl=4000, osl=200, precision="fp8", backend="vllm")
+    assert make_problem(model="llama-3.1-8b", calibration=cal, **kw).factors.compute_efficiency == 0.2
+    assert make_problem(model="llama-3.1-70b", calibration=cal, **kw).factors.compute_efficiency == 0.8
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sets(st.tuples(st.booleans(), st.booleans(), st.booleans()), max_size=8),
+       st.tuples(st.booleans(), st.booleans(), st.booleans()))
+def test_the_most_specific_matching_profile_wins(patterns, query_matches):
+    """Profiles keyed on any mix of model/system/backend ('*' or a name): the factors for a deployment
+    come from the matching profile with the most specific key (model over system over backend)."""
+    names = ("llama-3.1-8b", "h100-sxm", "vllm")
+    query = tuple(n if hit else "other" for n, hit in zip(names, query_matches))
+    profiles = [Profile(model=names[0] if m else "*", system=names[1] if s else "*", backend=names[2] if b else "*",
+                        factors={"compute_efficiency": 0.1 + 0.1 * (4 * m + 2 * s + b)}) for m, s, b in patterns]
+    cal = Calibration(base=Factors(compute_efficiency=0.95), profiles=profiles)
+    got = cal.factors_for(query[1], query[2], query[0]).compute_efficiency
+    matching = [4 * m + 2 * s + b for m, s, b in patterns
+                if all(not key or hit for key, hit in zip((m, s, b), query_matches))]
+    assert got == pytest.approx(0.1 + 0.1 * max(matching) if matching else 0.95)
+
+
+def _measured_under(cal: Calibration, rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The rows with silicon_ttft_ms / silicon_tpot_ms set to what `cal` predicts (a synthetic engine)."""
+    out = predict_rows(rows, cal)
+    assert not any(r["error"] for r in out)
+    return [{**r, "silicon_ttft_ms": r["pred_ttft_ms"], "silicon_tpot_ms": r["pred_tpot_ms"]} for r in out]
+
+
+def test_anchoring_to_a_few_runs_corrects_that_deployment_only():
+    # a deployment whose engine is slower than the starting calibration says: slower GEMMs, larger
+    # fixed times; measured on 3 runs, checked on 6 others of the same deployment
+    start = Calibration()
+    truth = start.model_copy(update={"base": Factors(compute_efficiency=0.35, layer_overhead_us=40.0,
+                                                     ttft_overhead_ms=60.0)})
+    grid = [dict(batch_size=str(b), tp_size=str(t), isl=str(i)) for b, t, i in
+            [(4, 2, "1024"), (64, 4, "4096"), (16, 8, "2048"), (8, 4, "1024"), (32, 2, "2048"), (128, 8, "1024"),
+             (2, 2, "4096"), (16, 4, "1024"), (64, 8, "2048")]]
+    runs = _measured_under(truth, [_row(**g) for g in grid])
+    anchors, checks = Dataset.of(runs[:3], start), Dataset.of(runs[3:], start)
+    cal = fit_anchors(anchors, start)
+    (prof,) = [p for p in cal.profiles if p.model != "*"]
+    assert (prof.model, prof.system, prof.backend, prof.rows) == ("llama-3.1-70b", "h200-sxm", "trtllm", 3)
+    assert set(prof.factors) == set(ANCHOR_FACTORS)
+    before, after = error_table(checks, predict(checks, start))[0], error_table(checks, predict(checks, cal))[0]
+    assert after[3] < 0.5 * before[3] and after[4] < 0.5 * before[4]  # TPOT and TTFT on runs it never saw
+    # other deployments keep the starting factors; the base is untouched
+    assert cal.base == start.base
+    assert cal.factors_for("h200-sxm", "vllm", "llama-3.1-70b") == start.factors_for("h200-sxm", "vllm")
+    # anchoring again replaces the deployment's profile rather than stacking a second one
+    again = fit_anchors(anchors, cal)
+    assert sum(p.model != "*" for p in again.profiles) == 1
+
+
 def test_calibration_round_trip_and_effect(tmp_path):
     slow = Calibration(base=Factors(hbm_efficiency=0.3, compute_efficiency=0.2))
     path = tmp_path / "slow.yaml"
@@ -158,6 +231,40 @@ def test_cli_estimate_csv_and_calibrate(tmp_path):
                                   "--isl", "1000", "--osl", "200", "--precision", "fp8", "--calibration",
                                   str(cal_path), "--json"])
     assert r.exit_code == 0, r.output
+
+
+def test_cli_calibrate_anchor(tmp_path):
+    rows = _measured_under(Calibration(base=Factors(compute_efficiency=0.3)),
+                           [_row(batch_size=str(b), tp_size="4") for b in (4, 16, 64)])
+    src = _write(tmp_path, rows)
+    out = tmp_path / "mine.yaml"
+    r = CliRunner().invoke(main, ["calibrate", str(src), "-o", str(out)])
+    assert r.exit_code == 2 and "need 10" in r.stderr and "--anchor" in r.stderr
+    r = CliRunner().invoke(main, ["calibrate", str(src), "-o", str(out), "--anchor"])
+    assert r.exit_code == 0, r.output
+    assert "anchoring llama-3.1-70b on h200-sxm with trtllm to 3 runs" in r.stderr
+    two = _write(tmp_path, [rows[0], {**rows[1], "backend": "vllm"}], "two.csv")  # two deployments, one run each
+    r = CliRunner().invoke(main, ["calibrate", str(two), "-o", str(tmp_path / "x.yaml"), "--anchor"])
+    assert r.exit_code == 2 and "no (model, system, backend) deployment has 2 usable runs" in r.stderr
+    assert "Traceback" not in r.output and not (tmp_path / "x.yaml").exists()
+    cal = load_calibration(out)
+    assert [p.model for p in cal.profiles].count("llama-3.1-70b") == 1
+    assert cal.base == load_calibration(None).base  # on top of the shipped calibration
+    r = CliRunner().invoke(main, ["estimate", "--csv", str(src), "--calibration", str(out)])
+    assert r.exit_code == 0, r.output
+    plan = ["--cluster", "h200-sxm", "--gpus", "8", "--precision", "fp8", "--calibration", str(out)]
+    r = CliRunner().invoke(main, ["solve", "--model", "llama-3.1-70b", "--backend", "trtllm", *plan])
+    assert r.exit_code == 0 and "anchored to 3 measured runs of llama-3.1-70b on h200-sxm with trtllm" in r.stdout
+    r = CliRunner().invoke(main, ["solve", "--model", "llama-3.1-70b", "--backend", "vllm", *plan])
+    assert r.exit_code == 0 and "anchored" not in r.stdout  # another engine: not this deployment
+
+
+def test_readme_anchor_example_runs(tmp_path):
+    src = Path(__file__).parent / "data" / "qwen3-32b-h100-vllm.csv"
+    r = CliRunner().invoke(main, ["calibrate", str(src), "--anchor", "-o", str(tmp_path / "mine.yaml")])
+    assert r.exit_code == 0, r.output
+    (prof,) = [p for p in load_calibration(tmp_path / "mine.yaml").profiles if p.model != "*"]
+    assert (prof.model, prof.system, prof.backend, prof.rows) == ("qwen3-32b", "h100-sxm", "vllm", 3)
 
 
 def test_cli_csv_errors(tmp_path):

@@ -723,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="markdown file [default: benchmarks/results/accuracy.md, accuracy.quick.md with --quick]")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"measured runs CSV [default: {DEFAULT_DATA}]")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                    help="processes the cross-validation folds run in [default: the CPU count]")
+                    help="processes the cross-validation folds and the anchoring run in [default: the CPU count]")
     args = ap.parse_args(argv)
     if args.jobs < 1:
         ap.error(f"--jobs must be at least 1, got {args.jobs}")

@@ -387,15 +387,14 @@ def calibrate(data: str, output: str, calibration: str | None, name: str | None,
 
     start = load_calibration(calibration)
     ds = Dataset.of(read_rows(Path(data)), start)
-    need = MIN_ANCHOR_ROWS if anchor else 10
-    if len(ds.runs) < need:
-        hint = "" if anchor else "; to tune one deployment from a few runs, add --anchor"
-        raise click.UsageError(f"{data}: only {len(ds.runs)} rows with measured TTFT/TPOT can be used; "
-                               f"need {need}{hint}")
     if anchor and all(mask.sum() < MIN_ANCHOR_ROWS for mask in deployments(ds).values()):
         found = ", ".join(f"{m} on {s} with {b}" for m, s, b in deployments(ds))
+        found = f"at most one run each of: {found}" if found else "no row has a usable measured TTFT/TPOT"
         raise click.UsageError(f"{data}: no (model, system, backend) deployment has {MIN_ANCHOR_ROWS} usable runs "
-                               f"to anchor to (one run each of: {found})")
+                               f"to anchor to ({found})")
+    if not anchor and len(ds.runs) < 10:
+        raise click.UsageError(f"{data}: only {len(ds.runs)} rows with measured TTFT/TPOT can be used; need 10; "
+                               "to tune one deployment from a few runs, add --anchor")
     click.echo(f"{len(ds.runs)} runs to fit, {len(ds.errors)} rows left out (unparseable or no measurement)",
                err=True)
     before = {(a, b): r for a, b, *r in error_table(ds, predict(ds, start))}

@@ -349,7 +349,7 @@ class Profile(_Strict):
 
 
 class Calibration(_Strict):
-    """Efficiency factors (base plus per system/backend profiles) and the engine's memory headroom.
+    """Efficiency factors (base plus per system/backend/model profiles) and the engine's memory headroom.
 
     The shipped calibration (planner/calibration.yaml) is fitted to measured runs by
     `planner calibrate`; without it the base factors are starting values from the hardware notes.

@@ -436,11 +436,13 @@ MIN_CHECKED = 2
 
 
 def _anchored(data: Path, by: str, calibrations: dict[str, Calibration], k: int, seed: int,
-              weight: float) -> tuple[np.ndarray, Pred]:
+              weight: float, one_length: bool = False) -> tuple[np.ndarray, Pred]:
     """The held-out runs that are not anchors, and their predictions once each held-out deployment
     (model, system, backend) is anchored to k of its runs drawn at random (`seed`) with `fit_anchors`
-    on top of its fold's calibration (`calibrations`, by held-out group). Deployments with fewer than
-    k + MIN_CHECKED runs are skipped. Self-contained so that a worker process can run it."""
+    on top of its fold's calibration (`calibrations`, by held-out group). With `one_length` the k
+    anchors all come from one (isl, osl) of the deployment, drawn at random among those with k runs.
+    Deployments with fewer than k + MIN_CHECKED runs (or no such isl/osl) are skipped. Self-contained
+    so that a worker process can run it."""
     ds = Dataset.of(read_rows(data), Calibration())
     rng = np.random.default_rng(seed)
     column = ds.models if by == "model" else ds.systems
@@ -451,8 +453,16 @@ def _anchored(data: Path, by: str, calibrations: dict[str, Calibration], k: int,
             idx = np.flatnonzero(mask & (column == group))
             if len(idx) < k + MIN_CHECKED:
                 continue
+            pool = idx
+            if one_length:
+                lengths = [(ds.runs[i].problem.workload.isl, ds.runs[i].problem.workload.osl) for i in idx]
+                fits = sorted(x for x in set(lengths) if lengths.count(x) >= k)
+                if not fits:
+                    continue
+                chosen = fits[rng.integers(len(fits))]
+                pool = idx[[x == chosen for x in lengths]]
             anchors = np.zeros(len(ds.runs), bool)
-            anchors[rng.choice(idx, k, replace=False)] = True
+            anchors[rng.choice(pool, k, replace=False)] = True
             rest = mask & (column == group) & ~anchors
             out = predict(ds.subset(rest), fit_anchors(ds.subset(anchors), cal, prior_weight=weight))
             for key in pred:
@@ -465,16 +475,19 @@ def anchored_section(ds: Dataset, data: Path, schemes: list[Scheme], jobs: int,
                      log: Callable[[str], None]) -> list[str]:
     from concurrent.futures import ProcessPoolExecutor
 
-    lines = ["| held out | anchor runs k | prior weight | deployments | runs checked | TPOT plain | TPOT anchored "
-             "| TTFT plain | TTFT anchored | tok/s/GPU plain | tok/s/GPU anchored | regret plain | regret anchored |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    cases = [(s, k, ANCHOR_PRIOR_WEIGHT) for s in schemes for k in ANCHOR_RUNS]
-    cases += [(s, ANCHOR_RUNS[0], w) for s in schemes[:1] for w in ANCHOR_WEIGHTS if w != ANCHOR_PRIOR_WEIGHT]
+    lines = ["| held out | anchor runs k | anchors from | prior weight | deployments | runs checked | TPOT plain "
+             "| TPOT anchored | TTFT plain | TTFT anchored | tok/s/GPU plain | tok/s/GPU anchored | regret plain "
+             "| regret anchored |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    cases = [(s, k, ANCHOR_PRIOR_WEIGHT, False) for s in schemes for k in ANCHOR_RUNS]
+    cases += [(s, ANCHOR_RUNS[0], ANCHOR_PRIOR_WEIGHT, True) for s in schemes]
+    cases += [(s, ANCHOR_RUNS[0], w, False) for s in schemes[:1] for w in ANCHOR_WEIGHTS if w != ANCHOR_PRIOR_WEIGHT]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = {(i, seed): pool.submit(_anchored, data, s.by, {f.group: f.calibration for f in s.folds}, k, seed, w)
-                   for i, (s, k, w) in enumerate(cases) for seed in range(ANCHOR_SEEDS)}
-        for i, (scheme, k, w) in enumerate(cases):
+        futures = {(i, seed): pool.submit(_anchored, data, s.by, {f.group: f.calibration for f in s.folds}, k, seed,
+                                          w, one)
+                   for i, (s, k, w, one) in enumerate(cases) for seed in range(ANCHOR_SEEDS)}
+        for i, (scheme, k, w, one) in enumerate(cases):
             cells: dict[str, list[float]] = {}
             for seed in range(ANCHOR_SEEDS):
                 checked, pred = futures[(i, seed)].result()
@@ -492,12 +505,14 @@ def anchored_section(ds: Dataset, data: Path, schemes: list[Scheme], jobs: int,
                 cells.setdefault("deployments", []).append(
                     len(set(zip(ds.models[checked], ds.systems[checked], ds.backends[checked]))))
             mean = {key: float(np.mean(v)) for key, v in cells.items()}
-            lines.append(f"| {scheme.name} | {k} | {w:g} | {mean['deployments']:.0f} | {mean['runs']:.0f} | "
+            lines.append(f"| {scheme.name} | {k} | {'one isl/osl' if one else 'any'} | {w:g} | "
+                         f"{mean['deployments']:.0f} | {mean['runs']:.0f} | "
                          + " | ".join(f"{pct(mean[f'{key} plain'])} / {pct(mean[f'{key} plain p90'])} | "
                                       f"{pct(mean[f'{key} anchored'])} / {pct(mean[f'{key} anchored p90'])}"
                                       for key, _ in METRICS)
                          + f" | {pct(mean['regret plain'])} | {pct(mean['regret anchored'])} |")
-            log(f"anchored {scheme.name} k={k} w={w:g} done at {time.perf_counter() - t0:.0f} s")
+            log(f"anchored {scheme.name} k={k} w={w:g}{' one isl/osl' if one else ''} done at "
+                f"{time.perf_counter() - t0:.0f} s")
     return lines
 
 
@@ -883,7 +898,9 @@ def main(argv: list[str] | None = None) -> int:
         "predicted with and without the anchoring. Cells: median / p90 |error| over the checked runs and mean "
         f"decision regret over their groups (section 4's rule), each averaged over {ANCHOR_SEEDS} draws of the "
         "anchors; 'plain' is section 2's held-out prediction of the same runs. Anchor runs are drawn from any of "
-        "the deployment's input/output lengths and concurrencies.",
+        "the deployment's input/output lengths and concurrencies ('any'), or all from one (isl, osl) of it, "
+        "drawn among those with k runs ('one isl/osl': a user measuring at their own lengths; the checked runs "
+        "then include other lengths).",
         "",
         *anchored_lines,
         "",

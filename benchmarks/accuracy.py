@@ -32,7 +32,7 @@ Rows the parser cannot use (``Dataset.errors``) are listed by reason.
 
 Run from the repository root:
 
-    python benchmarks/accuracy.py            # everything: 10 fits + anchoring in processes, ~25 min on 2 cores
+    python benchmarks/accuracy.py            # everything: 10 fits + anchoring in processes, ~30 min on 2 cores
     python benchmarks/accuracy.py --quick    # in-sample + LOMO on 2 models, for a smoke run
 
 The markdown report goes to benchmarks/results/accuracy.md (accuracy.quick.md with --quick; ``--out``

@@ -445,29 +445,28 @@ def _anchored(data: Path, by: str, calibrations: dict[str, Calibration], k: int,
     so that a worker process can run it."""
     ds = Dataset.of(read_rows(data), Calibration())
     rng = np.random.default_rng(seed)
-    column = ds.models if by == "model" else ds.systems
     checked = np.zeros(len(ds.runs), bool)
     pred = {key: np.full(len(ds.runs), np.nan) for key in ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu")}
-    for mask in deployments(ds).values():
-        for group, cal in calibrations.items():
-            idx = np.flatnonzero(mask & (column == group))
-            if len(idx) < k + MIN_CHECKED:
+    for (model, system, _), rest in deployments(ds).items():
+        cal = calibrations.get(model if by == "model" else system)
+        idx = np.flatnonzero(rest)
+        if cal is None or len(idx) < k + MIN_CHECKED:
+            continue
+        pool = idx
+        if one_length:
+            lengths = [(ds.runs[i].problem.workload.isl, ds.runs[i].problem.workload.osl) for i in idx]
+            fits = sorted(x for x in set(lengths) if lengths.count(x) >= k)
+            if not fits:
                 continue
-            pool = idx
-            if one_length:
-                lengths = [(ds.runs[i].problem.workload.isl, ds.runs[i].problem.workload.osl) for i in idx]
-                fits = sorted(x for x in set(lengths) if lengths.count(x) >= k)
-                if not fits:
-                    continue
-                chosen = fits[rng.integers(len(fits))]
-                pool = idx[[x == chosen for x in lengths]]
-            anchors = np.zeros(len(ds.runs), bool)
-            anchors[rng.choice(pool, k, replace=False)] = True
-            rest = mask & (column == group) & ~anchors
-            out = predict(ds.subset(rest), fit_anchors(ds.subset(anchors), cal, prior_weight=weight))
-            for key in pred:
-                pred[key][rest] = out[key]
-            checked |= rest
+            chosen = fits[rng.integers(len(fits))]
+            pool = idx[[x == chosen for x in lengths]]
+        anchors = np.zeros(len(ds.runs), bool)
+        anchors[rng.choice(pool, k, replace=False)] = True
+        rest = rest & ~anchors
+        out = predict(ds.subset(rest), fit_anchors(ds.subset(anchors), cal, prior_weight=weight))
+        for key in pred:
+            pred[key][rest] = out[key]
+        checked |= rest
     return checked, pred
 
 

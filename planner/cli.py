@@ -192,7 +192,7 @@ PLAN_HEADERS = ["#", "layout", "concurrency", "chunk", "tok/s/user", "tok/s/GPU"
 
 def _describe(p: Plan) -> str:
     kv = p.kv_precision.value
-    math = "" if p.gemm_math == p.precision.math else f" ({p.gemm_math} math, weight-only)"
+    math = "" if p.gemm_math == p.precision.value else f" ({p.gemm_math} math, weight-only)"
     return (f"{p.model} on {p.gpus} x {p.cluster}, {p.precision.value} weights{math} / {kv} KV cache, "
             f"isl {p.isl} / osl {p.osl} tokens")
 

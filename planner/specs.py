@@ -36,8 +36,9 @@ class Precision(str, Enum):
 
     @property
     def math(self) -> str:
-        """The tensor-core format the GEMMs run in: int4 weights are dequantised to FP8 math."""
-        return {"fp4": "fp4", "int4": "fp8", "fp8": "fp8", "bf16": "bf16"}[self.value]
+        """The tensor-core format the GEMMs run in where the GPU has it. INT4 weights (AWQ/GPTQ) run
+        weight-only: dequantised in the kernel and multiplied in BF16 (W4A16), as serving engines do."""
+        return {"fp4": "fp4", "int4": "bf16", "fp8": "fp8", "bf16": "bf16"}[self.value]
 
 
 class _Strict(BaseModel):
@@ -548,13 +549,15 @@ class Problem(_Strict):
         return self.expert_precision or self.precision
 
     def math_for(self, precision: Precision) -> str:
-        """Tensor-core format for weights of `precision`: their own, or the next wider the GPU has.
+        """Tensor-core format for weights of `precision`: their own, or BF16 where the GPU lacks it.
 
-        4-bit weights on a GPU without FP4 math (Hopper, Ampere) run weight-only: stored in 4 bits,
-        multiplied in FP8 or BF16, as serving engines do (Marlin-style kernels).
+        Weights in a format the GPU cannot multiply in (FP4 on Hopper or Ampere, FP8 on Ampere) run
+        weight-only: stored in their format, dequantised in the kernel to the BF16 activations and
+        multiplied in BF16 (W4A16/W8A16: Marlin, Machete, Triton matmul_ogs kernels in vLLM, SGLang
+        and TensorRT-LLM). An FP8 activation path for 4-bit weights (W4A8) is an engine option, not
+        the default, and is not assumed.
         """
-        order = {"fp4": ["fp4", "fp8", "bf16"], "fp8": ["fp8", "bf16"], "bf16": ["bf16"]}[precision.math]
-        return next(f for f in order if self.cluster.supports(f))
+        return precision.math if self.cluster.supports(precision.math) else "bf16"
 
     @property
     def gemm_math(self) -> str:

@@ -430,7 +430,7 @@ def test_infeasible_chunks_are_not_reported_as_memory():
 
 
 def test_fp4_on_hopper_runs_weight_only():
-    """H100 has no FP4 tensor cores: 4-bit weights are stored in 4 bits and multiplied in FP8 (weight-only).
+    """H100 has no FP4 tensor cores: 4-bit weights are stored in 4 bits and multiplied in BF16 (weight-only, W4A16).
 
     (This used to be an error naming fp4; planner/specs.py Problem.gemm_math now falls back instead.)
     """
@@ -440,7 +440,7 @@ def test_fp4_on_hopper_runs_weight_only():
     assert "fp4 weights" in result.stdout and "weight-only" in result.stdout
     fp4 = run_json("estimate", *base, "--precision", "fp4")
     fp8 = run_json("estimate", *base, "--precision", "fp8")
-    assert fp4["precision"] == "fp4" and fp4.get("gemm_math", "fp8") == "fp8"
+    assert fp4["precision"] == "fp4" and fp4["gemm_math"] == "bf16"
     assert fp4["memory"]["weights_bytes"] < 0.7 * fp8["memory"]["weights_bytes"]
 
 

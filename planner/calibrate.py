@@ -247,6 +247,38 @@ def fit_anchors(ds: Dataset, start: Calibration, name: str = "anchored", source:
     return start.model_copy(update={"profiles": profiles, "name": name, "source": source or start.source})
 
 
+def holdout_folds(runs: int, max_folds: int = 10) -> np.ndarray:
+    """Fold of each of a deployment's `runs` runs for `anchor_holdout`: run k in fold k % min(runs, max_folds)
+    (one run per fold, leave-one-out, up to `max_folds` runs)."""
+    if max_folds < MIN_ANCHOR_ROWS + 1:
+        # fewer folds could leave a fold's complement under MIN_ANCHOR_ROWS runs
+        raise ValueError(f"max_folds must be at least {MIN_ANCHOR_ROWS + 1}")
+    return np.arange(runs) % min(runs, max_folds)
+
+
+def anchor_holdout(ds: Dataset, start: Calibration, prior_weight: float = ANCHOR_PRIOR_WEIGHT,
+                   max_folds: int = 10) -> dict[str, np.ndarray]:
+    """Held-out ttft_ms [ms], tpot_ms [ms], tokens_per_s_per_gpu [tokens/s/GPU] of every run of `ds`: each
+    run predicted by `fit_anchors` on `start` fitted to the other runs of its deployment, not to its own
+    (leave-one-out; a deployment of more than `max_folds` runs in `max_folds` folds, `holdout_folds`).
+    NaN for the runs of deployments with fewer than MIN_ANCHOR_ROWS + 1 runs, too few to leave one out.
+    Compare with `predict(ds, start)` for what anchoring gains on runs it was not fitted to."""
+    holdout_folds(0, max_folds)  # raises on too few folds, before any fit
+    out = {k: np.full(len(ds.runs), np.nan) for k in ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu")}
+    for mask in deployments(ds).values():
+        idx = np.flatnonzero(mask)
+        if len(idx) < MIN_ANCHOR_ROWS + 1:
+            continue
+        folds = holdout_folds(len(idx), max_folds)
+        for fold in range(folds.max() + 1):
+            held, fitted = np.zeros(len(ds.runs), bool), np.zeros(len(ds.runs), bool)
+            held[idx[folds == fold]], fitted[idx[folds != fold]] = True, True
+            pred = predict(ds.subset(held), fit_anchors(ds.subset(fitted), start, prior_weight=prior_weight))
+            for k in out:
+                out[k][held] = pred[k]
+    return out
+
+
 # --- error reports ---------------------------------------------------------------------------------
 
 

@@ -397,7 +397,8 @@ def calibrate(data: str, output: str, calibration: str | None, name: str | None,
                                "to tune one deployment from a few runs, add --anchor")
     click.echo(f"{len(ds.runs)} runs to fit, {len(ds.errors)} rows left out (unparseable or no measurement)",
                err=True)
-    before = {(a, b): r for a, b, *r in error_table(ds, predict(ds, start))}
+    start_pred = predict(ds, start)
+    before = {(a, b): r for a, b, *r in error_table(ds, start_pred)}
     fitter = fit_anchors if anchor else fit
     cal = fitter(ds, start, name=name or Path(data).stem, source=f"planner calibrate {Path(data).name}"
                  + (f" --anchor, on top of {start.name}" if anchor else ""),
@@ -408,7 +409,40 @@ def calibrate(data: str, output: str, calibration: str | None, name: str | None,
             for by, group in after]
     click.echo(render_table(["by", "group", "runs", "TPOT |err|", "TTFT |err|", "tok/s/GPU |err|"], rows))
     save_calibration(cal, output)
-    click.echo(f"median absolute errors before -> after the fit; calibration written to {output}", err=True)
+    click.echo(f"median absolute errors before -> after the fit, on the runs it was fitted to; calibration written "
+               f"to {output}", err=True)
+    if anchor:
+        _echo_holdout(ds, start, start_pred)
+
+
+def _pct(x: float) -> str:
+    """A relative error to two significant figures: 4.1%, 19%."""
+    return f"{x:.0%}" if x >= 0.095 else f"{x:.1%}"
+
+
+def _echo_holdout(ds: Any, start: Any, start_pred: dict[str, Any]) -> None:
+    """Per anchored deployment, the median error on runs the anchoring was not fitted to (calibrate.anchor_holdout)
+    against the starting calibration's on the same runs."""
+    from planner.calibrate import anchor_holdout, deployments, error_table, holdout_folds
+
+    held = anchor_holdout(ds, start)
+    for (model, system, backend), mask in deployments(ds).items():
+        runs, name = int(mask.sum()), f"{model} on {system} with {backend}"
+        if runs < MIN_ANCHOR_ROWS:
+            continue  # not anchored (fit_anchors said so)
+        if runs < MIN_ANCHOR_ROWS + 1:
+            click.echo(f"held-out check, {name}: {runs} runs, too few to predict one from an anchoring to the "
+                       f"others (needs {MIN_ANCHOR_ROWS + 1})")
+            continue
+        sub = ds.subset(mask)
+        folds = int(holdout_folds(runs).max()) + 1
+        how = (f"each predicted from the other {runs - 1}" if folds == runs
+               else f"in {folds} folds, each predicted from the runs of the other folds")
+        (*_, b_tpot, b_ttft, b_thr), (*_, a_tpot, a_ttft, a_thr) = (
+            error_table(sub, {k: v[mask] for k, v in pred.items()})[0] for pred in (start_pred, held))
+        click.echo(f"held-out check, {name} ({runs} runs, {how}): median |err| TPOT {_pct(b_tpot)} -> {_pct(a_tpot)}, "
+                   f"TTFT {_pct(b_ttft)} -> {_pct(a_ttft)}, tok/s/GPU {_pct(b_thr)} -> {_pct(a_thr)} "
+                   "(start -> anchored)")
 
 
 @main.command()

@@ -16,10 +16,13 @@ from hypothesis import strategies as st
 from planner import solve
 from planner.calibrate import (
     ANCHOR_FACTORS,
+    MIN_ANCHOR_ROWS,
     Dataset,
+    anchor_holdout,
     error_table,
     fit,
     fit_anchors,
+    holdout_folds,
     load_calibration,
     predict,
     save_calibration,
@@ -175,6 +178,45 @@ def test_anchoring_to_a_few_runs_corrects_that_deployment_only():
     assert sum(p.model != "*" for p in again.profiles) == 1
 
 
+@pytest.fixture(scope="module")
+def slowed() -> tuple[Calibration, Dataset, dict[str, np.ndarray]]:
+    """A starting calibration; 3 runs of a deployment measured slower than it says (slower GEMMs, larger
+    fixed times), then MIN_ANCHOR_ROWS runs on another engine; the held-out predictions of all of them."""
+    start = Calibration()
+    truth = start.model_copy(update={"base": Factors(compute_efficiency=0.35, layer_overhead_us=40.0,
+                                                     ttft_overhead_ms=60.0)})
+    grid = [dict(batch_size=str(b), tp_size=str(t), isl=i) for b, t, i in [(4, 2, "1024"), (64, 4, "4096"),
+                                                                            (8, 4, "1024")]]
+    grid += [dict(backend="vllm", batch_size=str(b), tp_size="4") for b in (4, 32, 128)[:MIN_ANCHOR_ROWS]]
+    ds = Dataset.of(_measured_under(truth, [_row(**g) for g in grid]), start)
+    return start, ds, anchor_holdout(ds, start)
+
+
+def test_anchor_holdout_predicts_each_run_from_the_other_runs(slowed):
+    start, ds, held = slowed
+    # run 1 by hand: anchored to runs 0 and 2 of its deployment
+    at = np.arange(len(ds.runs))
+    by_hand = predict(ds.subset(at == 1), fit_anchors(ds.subset(np.isin(at, [0, 2])), start))
+    in_sample = predict(ds, fit_anchors(ds.subset(ds.backends == "trtllm"), start))
+    for k in ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu"):
+        assert held[k][1] == pytest.approx(by_hand[k][0], rel=1e-9)
+        assert np.all(np.abs(held[k][:3] / in_sample[k][:3] - 1) > 1e-3)  # not the anchoring to all 3 runs
+        assert np.isnan(held[k][3:]).all()  # the engine with MIN_ANCHOR_ROWS runs: none can be left out
+    # folds: one run each up to max_folds runs, then run k in fold k % max_folds
+    assert list(holdout_folds(3)) == [0, 1, 2] and list(holdout_folds(7, 3)) == [0, 1, 2, 0, 1, 2, 0]
+    with pytest.raises(ValueError, match="max_folds"):
+        anchor_holdout(ds, start, max_folds=MIN_ANCHOR_ROWS)
+
+
+def test_anchoring_lowers_the_held_out_error_of_a_slowed_deployment(slowed):
+    start, ds, held = slowed
+    mine = ds.subset(ds.backends == "trtllm")
+    before = error_table(mine, predict(mine, start))[0]
+    after = error_table(mine, {k: v[ds.backends == "trtllm"] for k, v in held.items()})[0]
+    assert min(before[3:]) > 0.2  # the deployment is well off the starting calibration
+    assert all(a < 0.6 * b for a, b in zip(after[3:], before[3:]))  # TPOT, TTFT, tokens/s/GPU on unseen runs
+
+
 def test_calibration_round_trip_and_effect(tmp_path):
     slow = Calibration(base=Factors(hbm_efficiency=0.3, compute_efficiency=0.2))
     path = tmp_path / "slow.yaml"
@@ -243,6 +285,15 @@ def test_cli_calibrate_anchor(tmp_path):
     r = CliRunner().invoke(main, ["calibrate", str(src), "-o", str(out), "--anchor"])
     assert r.exit_code == 0, r.output
     assert "anchoring llama-3.1-70b on h200-sxm with trtllm to 3 runs" in r.stderr
+    assert ("held-out check, llama-3.1-70b on h200-sxm with trtllm (3 runs, each predicted from the other 2): "
+            "median |err| TPOT ") in r.stdout and "(start -> anchored)" in r.stdout
+    # 2 runs (here as the shipped calibration predicts them, a quick fit): anchored, but none can be left out
+    pair = _write(tmp_path, _measured_under(load_calibration(None), [_row(batch_size=b, tp_size="4") for b in "48"]),
+                  "pair.csv")
+    r = CliRunner().invoke(main, ["calibrate", str(pair), "-o", str(tmp_path / "pair.yaml"), "--anchor"])
+    assert r.exit_code == 0, r.output
+    assert ("held-out check, llama-3.1-70b on h200-sxm with trtllm: 2 runs, too few to predict one from an "
+            f"anchoring to the others (needs {MIN_ANCHOR_ROWS + 1})") in r.stdout and "each predicted" not in r.stdout
     two = _write(tmp_path, [rows[0], {**rows[1], "backend": "vllm"}], "two.csv")  # two deployments, one run each
     r = CliRunner().invoke(main, ["calibrate", str(two), "-o", str(tmp_path / "x.yaml"), "--anchor"])
     assert r.exit_code == 2 and "no (model, system, backend) deployment has 2 usable runs" in r.stderr
@@ -265,6 +316,9 @@ def test_readme_anchor_example_runs(tmp_path):
     assert r.exit_code == 0, r.output
     (prof,) = [p for p in load_calibration(tmp_path / "mine.yaml").profiles if p.model != "*"]
     assert (prof.model, prof.system, prof.backend, prof.rows) == ("qwen3-32b", "h100-sxm", "vllm", 3)
+    # the README shows the held-out check as printed
+    (line,) = [x for x in r.stdout.splitlines() if x.startswith("held-out check, qwen3-32b on h100-sxm with vllm (3")]
+    assert line in (Path(__file__).parents[1] / "README.md").read_text()
 
 
 def test_cli_csv_errors(tmp_path):

@@ -271,3 +271,18 @@ def test_moe_gemm_efficiency_is_bounded(value):
     with pytest.raises(ValidationError):
         Factors(moe_gemm_efficiency=value)
     assert Factors(moe_gemm_efficiency=0.1).moe_gemm_efficiency == 0.1
+
+
+@pytest.mark.parametrize(
+    "cluster, precision, math",
+    [("h100-sxm", "fp4", "bf16"), ("h100-sxm", "int4", "bf16"), ("b200", "int4", "bf16"), ("b200", "fp4", "fp4"),
+     ("h100-sxm", "fp8", "fp8"), ("a100-sxm", "fp8", "bf16")],
+)
+def test_weights_the_gpu_cannot_multiply_in_run_weight_only_in_bf16(cluster, precision, math):
+    """W4A16/W8A16: stored in their format (memory), multiplied at the BF16 rate (prefill GEMMs)."""
+    p = make_problem("llama-3.1-8b", cluster, gpus=1, isl=4096, osl=128, precision=precision, kv_precision="bf16")
+    assert p.gemm_math == math
+    rates = cost.Rates.of(p)
+    assert rates.gemm == pytest.approx(p.cluster.tflops[math] * 1e12 * p.factors.compute_efficiency)
+    bf16 = make_problem("llama-3.1-8b", cluster, gpus=1, isl=4096, osl=128, precision="bf16", kv_precision="bf16")
+    assert cost.weight_bytes_per_gpu(p, 1, 1, 1) < cost.weight_bytes_per_gpu(bf16, 1, 1, 1)

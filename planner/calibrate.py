@@ -46,6 +46,10 @@ MAX_EVALUATIONS = 60
 """Residual evaluations each least-squares fit may spend (each costs one prediction of its runs)."""
 PRIOR_WEIGHT = 2.0
 """Pull of a profile's factors towards the base, per factor [log units]."""
+BASE_PRIOR_WEIGHT = 0.1
+"""Pull of the base factors towards the starting calibration's, per factor [log units]: weak, so that it
+decides only factors the runs leave free (scale-out efficiency when no run crosses a scale-up domain),
+which otherwise drift with numerical noise and mislead predictions of runs that need them."""
 
 SHIPPED = Path(__file__).resolve().parent / "calibration.yaml"
 """The calibration shipped with the package, fitted to shared/validation/calibration.csv."""
@@ -192,7 +196,8 @@ def fit(ds: Dataset, start: Calibration | None = None, name: str = "fitted", sou
         say(f"{dropped} deployment profile(s) of the starting calibration not carried over (they were fitted "
             "against its base); anchor them again with --anchor")
     say(f"fitting the base factors on {len(ds.runs)} runs")
-    base.update(_fit(ds, FACTOR_NAMES, lambda v: calibration({**base, **v}, []), base, None))
+    base.update(_fit(ds, FACTOR_NAMES, lambda v: calibration({**base, **v}, []), base, dict(base),
+                     BASE_PRIOR_WEIGHT))
     profiles: list[Profile] = []
     for kind, column, names in (("backend", ds.backends, ENGINE_FACTORS), ("system", ds.systems, SYSTEM_FACTORS)):
         for value in sorted(set(column)):

@@ -341,3 +341,14 @@ def test_memory_utilization_is_the_headroom():
     assert tight.memory.per_gpu_bytes <= tight.memory.usable_bytes
     assert roomy.metrics.tokens_per_s_per_gpu >= tight.metrics.tokens_per_s_per_gpu
     assert np.isfinite(roomy.metrics.ttft_ms)
+
+
+def test_fit_recovers_what_runs_determine_and_keeps_what_they_leave_free():
+    """The base prior (BASE_PRIOR_WEIGHT) is weak: a factor the runs pin moves to its true value; scale-out
+    efficiency, which no run inside one NVLink domain depends on, stays at its starting value."""
+    truth = Calibration(base=Factors(compute_efficiency=0.35, scaleout_efficiency=0.2))
+    grid = [(b, t, i) for b in (4, 64) for t in (2, 8) for i in ("1024", "8192")]
+    rows = _measured_under(truth, [_row(batch_size=str(b), tp_size=str(t), isl=i) for b, t, i in grid])
+    cal = fit(Dataset.of(rows, Calibration()), Calibration())
+    assert cal.base.compute_efficiency == pytest.approx(0.35, rel=0.1)
+    assert cal.base.scaleout_efficiency == pytest.approx(Calibration().base.scaleout_efficiency, rel=1e-3)

@@ -192,7 +192,8 @@ PLAN_HEADERS = ["#", "layout", "concurrency", "chunk", "tok/s/user", "tok/s/GPU"
 
 def _describe(p: Plan) -> str:
     kv = p.kv_precision.value
-    math = "" if p.gemm_math == p.precision.value else f" ({p.gemm_math} math, weight-only)"
+    weight_only = p.gemm_math == "bf16" and p.precision != Precision.bf16
+    math = "" if p.gemm_math == p.precision.value else f" ({p.gemm_math} math{', weight-only' if weight_only else ''})"
     return (f"{p.model} on {p.gpus} x {p.cluster}, {p.precision.value} weights{math} / {kv} KV cache, "
             f"isl {p.isl} / osl {p.osl} tokens")
 

@@ -46,7 +46,9 @@ PREDICTED_COLUMNS = ("pred_ttft_ms", "pred_tpot_ms", "pred_tokens_per_s_per_gpu"
 """Columns `predict_rows` adds."""
 
 _QUANT = {
-    "nvfp4": Precision.fp4, "mxfp4": Precision.fp4, "fp4": Precision.fp4, "w4a8_mxfp4_fp8": Precision.fp4,
+    "nvfp4": Precision.fp4, "mxfp4": Precision.fp4, "fp4": Precision.fp4, "w4a8": Precision.w4a8,
+    "w4a8_awq": Precision.w4a8, "w4a8_mxfp4_fp8": Precision.w4a8, "w4a8_mxfp4_mxfp8": Precision.w4a8,
+    "w4a8_nvfp4_fp8": Precision.w4a8,
     "fp8": Precision.fp8, "fp8_block": Precision.fp8, "fp8_blockscale": Precision.fp8, "w8a8": Precision.fp8,
     "int4": Precision.int4, "int4_awq": Precision.int4, "w4a16": Precision.int4, "awq": Precision.int4,
     "gptq": Precision.int4, "bf16": Precision.bf16, "fp16": Precision.bf16, "float16": Precision.bf16,

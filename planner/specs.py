@@ -22,6 +22,7 @@ class Precision(str, Enum):
 
     fp4 = "fp4"
     int4 = "int4"
+    w4a8 = "w4a8"
     fp8 = "fp8"
     bf16 = "bf16"
 
@@ -30,15 +31,18 @@ class Precision(str, Enum):
         """Storage per value including block scales [bytes].
 
         NVFP4/MXFP4 store one 8-bit scale per 16/32 values (0.5 + 1/16 used here, the NVFP4 case);
-        INT4 (AWQ/GPTQ) one 16-bit scale per 128 values; FP8 block scales are negligible.
+        INT4 (AWQ/GPTQ) one 16-bit scale per 128 values; W4A8 (MXFP4 or INT4-AWQ weights) 0.5 + 1/32,
+        the MXFP4 case; FP8 block scales are negligible.
         """
-        return {"fp4": 0.5 + 1 / 16, "int4": 0.5 + 2 / 128, "fp8": 1.0, "bf16": 2.0}[self.value]
+        return {"fp4": 0.5 + 1 / 16, "int4": 0.5 + 2 / 128, "w4a8": 0.5 + 1 / 32, "fp8": 1.0, "bf16": 2.0}[self.value]
 
     @property
     def math(self) -> str:
         """The tensor-core format the GEMMs run in where the GPU has it. INT4 weights (AWQ/GPTQ) run
-        weight-only: dequantised in the kernel and multiplied in BF16 (W4A16), as serving engines do."""
-        return {"fp4": "fp4", "int4": "bf16", "fp8": "fp8", "bf16": "bf16"}[self.value]
+        weight-only: dequantised in the kernel and multiplied in BF16 (W4A16), as serving engines do.
+        W4A8 is 4-bit weights multiplied with FP8 activations in FP8 (TensorRT-LLM's W4A8_AWQ and
+        W4A8_MXFP4_FP8 modes): 4-bit memory traffic at the FP8 rate."""
+        return {"fp4": "fp4", "int4": "bf16", "w4a8": "fp8", "fp8": "fp8", "bf16": "bf16"}[self.value]
 
 
 class _Strict(BaseModel):
@@ -522,7 +526,7 @@ class Problem(_Strict):
 
     @model_validator(mode="after")
     def _kv_format(self) -> Problem:
-        if self.kv_precision in (Precision.fp4, Precision.int4):
+        if self.kv_precision in (Precision.fp4, Precision.int4, Precision.w4a8):
             raise ValueError("kv_precision must be fp8 or bf16")
         return self
 
@@ -554,8 +558,8 @@ class Problem(_Strict):
         Weights in a format the GPU cannot multiply in (FP4 on Hopper or Ampere, FP8 on Ampere) run
         weight-only: stored in their format, dequantised in the kernel to the BF16 activations and
         multiplied in BF16 (W4A16/W8A16: Marlin, Machete, Triton matmul_ogs kernels in vLLM, SGLang
-        and TensorRT-LLM). An FP8 activation path for 4-bit weights (W4A8) is an engine option, not
-        the default, and is not assumed.
+        and TensorRT-LLM). An FP8 activation path for 4-bit weights is an engine option, not the
+        default: it is asked for as `Precision.w4a8` (FP8 math where the GPU has FP8).
         """
         return precision.math if self.cluster.supports(precision.math) else "bf16"
 

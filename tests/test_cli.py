@@ -442,6 +442,10 @@ def test_fp4_on_hopper_runs_weight_only():
     fp8 = run_json("estimate", *base, "--precision", "fp8")
     assert fp4["precision"] == "fp4" and fp4["gemm_math"] == "bf16"
     assert fp4["memory"]["weights_bytes"] < 0.7 * fp8["memory"]["weights_bytes"]
+    result = run("estimate", *base, "--precision", "w4a8")
+    assert result.exit_code == 0, result.stderr
+    assert "w4a8 weights (fp8 math) /" in result.stdout  # an FP8 activation path: not weight-only
+    assert run_json("estimate", *base, "--precision", "w4a8")["gemm_math"] == "fp8"
 
 
 @pytest.mark.parametrize(

@@ -276,7 +276,8 @@ def test_moe_gemm_efficiency_is_bounded(value):
 @pytest.mark.parametrize(
     "cluster, precision, math",
     [("h100-sxm", "fp4", "bf16"), ("h100-sxm", "int4", "bf16"), ("b200", "int4", "bf16"), ("b200", "fp4", "fp4"),
-     ("h100-sxm", "fp8", "fp8"), ("a100-sxm", "fp8", "bf16")],
+     ("h100-sxm", "fp8", "fp8"), ("a100-sxm", "fp8", "bf16"), ("h100-sxm", "w4a8", "fp8"), ("b200", "w4a8", "fp8"),
+     ("a100-sxm", "w4a8", "bf16")],
 )
 def test_weights_the_gpu_cannot_multiply_in_run_weight_only_in_bf16(cluster, precision, math):
     """W4A16/W8A16: stored in their format (memory), multiplied at the BF16 rate (prefill GEMMs)."""
@@ -286,3 +287,21 @@ def test_weights_the_gpu_cannot_multiply_in_run_weight_only_in_bf16(cluster, pre
     assert rates.gemm == pytest.approx(p.cluster.tflops[math] * 1e12 * p.factors.compute_efficiency)
     bf16 = make_problem("llama-3.1-8b", cluster, gpus=1, isl=4096, osl=128, precision="bf16", kv_precision="bf16")
     assert cost.weight_bytes_per_gpu(p, 1, 1, 1) < cost.weight_bytes_per_gpu(bf16, 1, 1, 1)
+
+
+def test_w4a8_keeps_4_bit_traffic_and_multiplies_at_the_fp8_rate():
+    """W4A8 on Hopper: weights (memory, decode) as small as FP4's, prefill GEMMs as fast as FP8's."""
+    def problem(precision):
+        return make_problem("llama-3.1-70b", "h100-sxm", gpus=2, isl=8192, osl=256, precision=precision,
+                            kv_precision="fp8")
+
+    w4a8, fp4, fp8 = problem("w4a8"), problem("fp4"), problem("fp8")
+    par = Parallel(tp=2)
+    weights = {k: float(cost.weight_bytes_per_gpu(q, 2, 1, 1)) for k, q in (("w4a8", w4a8), ("fp4", fp4), ("fp8", fp8))}
+    assert weights["w4a8"] < 0.6 * weights["fp8"]
+    assert weights["w4a8"] == pytest.approx(weights["fp4"], rel=0.08)  # MXFP4 scales: 1 byte per 32, not 16
+    prefill = {k: float(cost.pass_time(q, par, 1, 8192)) for k, q in (("w4a8", w4a8), ("fp4", fp4), ("fp8", fp8))}
+    assert prefill["w4a8"] < 0.8 * prefill["fp4"]  # fp4 on Hopper runs W4A16
+    assert prefill["w4a8"] == pytest.approx(prefill["fp8"], rel=0.15)
+    decode = {k: float(cost.pass_time(q, par, 8, 0)) for k, q in (("w4a8", w4a8), ("fp8", fp8))}
+    assert decode["w4a8"] < 0.8 * decode["fp8"]  # decode reads half the weight bytes

@@ -101,6 +101,14 @@ def test_moe_rows_use_expert_precision_and_layout():
     assert run.problem.kv_precision.value == "bf16"  # trtllm keeps BF16 KV with BF16 GEMMs
 
 
+@pytest.mark.parametrize("mode, precision, math", [("w4a8_mxfp4_fp8", "w4a8", "fp8"), ("W4A8_AWQ", "w4a8", "fp8"),
+                                                   ("mxfp4", "fp4", "bf16"), ("int4_awq", "int4", "bf16")])
+def test_quant_modes_name_their_math(mode, precision, math):
+    """An explicit W4A8 mode multiplies in FP8 on Hopper; plain 4-bit modes run weight-only (W4A16)."""
+    run = parse_run(_row(precision="fp4", gemm_quant_mode=mode, system="h100_sxm"), Calibration())
+    assert run.problem.precision.value == precision and run.problem.gemm_math == math
+
+
 def test_profiles_override_base_by_specificity():
     cal = Calibration(base=Factors(hbm_efficiency=0.5), profiles=[
         Profile(backend="vllm", factors={"hbm_efficiency": 0.6}),

@@ -359,7 +359,9 @@ class CpSatPlanner:
             if limit_s is not None:
                 self.model.Add(expr <= math.floor(limit_s * NS * 1000)).OnlyEnforceIf(z)
         if self.objective == "min_ttft":
-            self.ttft_us = self.model.NewIntVar(0, BIG, "ttft_us")
+            # in us, so at most BIG / 1000: with BIG here the rows below reached 1e17 (coefficient times
+            # domain) and presolve cut the optimum (the H100 case of tests/test_solver.py)
+            self.ttft_us = self.model.NewIntVar(0, math.ceil(BIG * US_PER_NS), "ttft_us")
             for k, z in enumerate(self.z):
                 if np.isfinite(own[k]):
                     self.model.Add(self.ttft_us * 1000 * round(1 / US_PER_NS) >= ttft[k]).OnlyEnforceIf(z)

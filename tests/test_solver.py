@@ -107,10 +107,16 @@ def test_cpsat_matches_oracle_under_ttft_limits_with_admission_waits(model, gpus
     _agree(_problem(model, "h100-sxm", gpus, isl, 1000, "fp8", sla, ttft, calibration=cal))
 
 
-@pytest.mark.parametrize("instance", INSTANCES[::3], ids=lambda i: f"{i[0]}-{i[1]}-{i[2]}")
-@pytest.mark.parametrize("objective", ["min_tpot", "min_gpus"])
+STUDY_H100 = ("gpt-moe-1.8t", "h100-sxm", 64, 32768, 1024, "fp8", 20, 5.0)
+"""NVIDIA's study on H100: no plan reaches TTFT 5 s; its lowest TTFT came out 0.9% high when the min-TTFT
+objective's coefficient times domain reached 1e17 and CP-SAT's presolve cut the optimum."""
+
+
+@pytest.mark.parametrize("instance", [*INSTANCES[::3], STUDY_H100], ids=lambda i: f"{i[0]}-{i[1]}-{i[2]}")
+@pytest.mark.parametrize("objective", ["min_tpot", "min_gpus", "min_ttft"])
 def test_diagnostic_objectives_match_the_oracle(instance, objective):
-    """The searches behind 'highest tokens/s/user reachable' and 'fits on N GPUs' are exact too."""
+    """The searches behind 'highest tokens/s/user reachable', 'fits on N GPUs' and 'the lowest TTFT any
+    plan reaches' are exact too."""
     p = _problem(*instance)
     space = Space.of(p)
     fast, _ = _search(p, space, "cpsat", objective=objective, use_sla=False, use_ttft=False)
@@ -120,8 +126,11 @@ def test_diagnostic_objectives_match_the_oracle(instance, objective):
         if objective == "min_gpus":
             assert fast[0].parallel.replica_gpus == slow[0].parallel.replica_gpus
         else:
-            tpot = [cost.evaluate(p, c.parallel, c.micro_batch, c.chunk).metrics.tpot_ms for c in (fast[0], slow[0])]
-            assert tpot[0] == pytest.approx(tpot[1], rel=1e-4)
+            key = "tpot_ms" if objective == "min_tpot" else "ttft_ms"
+            got = [getattr(cost.evaluate(p, c.parallel, c.micro_batch, c.chunk).metrics, key)
+                   for c in (fast[0], slow[0])]
+            # TTFT counts passes in thousandths and rounds times up: near-ties differ by ~2e-4
+            assert got[0] == pytest.approx(got[1], rel=1e-4 if objective == "min_tpot" else 1e-3)
 
 
 def test_top_k_layouts_are_distinct_and_ordered():

@@ -596,20 +596,23 @@ def monotone_floor(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tpot, ttft, shared
 
 
+def log_gap_cell(x: np.ndarray) -> str:
+    """'median / p90' of gaps |x| given in log units, as percentages (exp(|x|) - 1); '' when empty."""
+    if not len(x):
+        return ""
+    a = np.abs(x)
+    return f"{pct(float(np.exp(np.median(a)) - 1))} / {pct(float(np.exp(np.percentile(a, 90)) - 1))}"
+
+
 def repeatability_section(ds: Dataset) -> list[str]:
     tpot, ttft, same = repeat_pairs(ds)
     if not len(tpot):
         return ["No configuration was measured more than once with different results."]
 
-    def cell(x: np.ndarray) -> str:
-        if not len(x):
-            return ""
-        return f"{pct(float(np.exp(np.median(x)) - 1))} / {pct(float(np.exp(np.percentile(x, 90)) - 1))}"
-
     lines = ["| pairs | count | TPOT, larger / smaller - 1: median / p90 | TTFT, likewise |", "|---|---:|---:|---:|"]
     for label, mask in (("all", np.ones(len(tpot), bool)), ("same backend_version", same),
                         ("different backend_version", ~same)):
-        lines.append(f"| {label} | {int(mask.sum())} | {cell(tpot[mask])} | {cell(ttft[mask])} |")
+        lines.append(f"| {label} | {int(mask.sum())} | {log_gap_cell(tpot[mask])} | {log_gap_cell(ttft[mask])} |")
     # a lognormal pair difference |log a - log b| has median 0.6745 * sqrt(2) * sigma
     s_tpot, s_ttft = (float(np.median(x)) / (0.6745 * np.sqrt(2)) for x in (tpot, ttft))
     lines += ["", f"Implied measurement noise (log standard deviation, from the median pair difference): TPOT "
@@ -670,10 +673,6 @@ def osl_pairs_lines(ds: Dataset, pred: Pred) -> list[str]:
     if not len(pairs["ttft"]):
         return []
 
-    def cell(x: np.ndarray) -> str:
-        a = np.abs(x)
-        return f"{pct(float(np.exp(np.median(a)) - 1))} / {pct(float(np.exp(np.percentile(a, 90)) - 1))}"
-
     tt = np.abs(pairs["ttft"])
     return ["", "A third check: configurations measured at two or more output lengths and nothing else changed. "
             "The output length moves TTFT only through how often new prompts arrive and how long the decode steps "
@@ -685,8 +684,8 @@ def osl_pairs_lines(ds: Dataset, pred: Pred) -> list[str]:
             "| pairs of output lengths | TPOT: measured ratio / predicted ratio, off by (median / p90) | TTFT: "
             "likewise | TTFT pairs off by > 1.5x | least miss of a pair's runs when the TTFT ratio is the "
             "predicted one (median / p90) |", "|---:|---:|---:|---:|---:|",
-            f"| {len(tt)} | {cell(pairs['tpot'])} | {cell(pairs['ttft'])} | {int((tt > np.log(1.5)).sum())} | "
-            f"{cell(pairs['ttft'] / 2)} |"]
+            f"| {len(tt)} | {log_gap_cell(pairs['tpot'])} | {log_gap_cell(pairs['ttft'])} | "
+            f"{int((tt > np.log(1.5)).sum())} | {log_gap_cell(pairs['ttft'] / 2)} |"]
 
 
 # --- memory -------------------------------------------------------------------------------------------

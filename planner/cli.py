@@ -251,10 +251,13 @@ def main() -> None:
               help="CP-SAT model, or the exhaustive enumeration (the test oracle).")
 @click.option("--chunks", default=None, callback=_callback(parse_int_list),
               help="Chunk sizes to consider: 256,512 or 128:8192:128 [default: 128..8192].")
+@click.option("--micro-batches", default=None, callback=_callback(parse_int_list),
+              help="Decode requests per attention-DP rank to consider: 8,16,32 or 1:512:1 "
+                   "[default: 25 values, 1..512, steps of at most a third].")
 @click.option("--time-limit", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
               help="CP-SAT time limit [s]; a plan found by then is reported FEASIBLE with its gap.")
-def solve(sla: float, ttft: float | None, top: int, method: str, chunks: tuple[int, ...] | None, time_limit: float,
-          as_json: bool, **kw: Any) -> None:
+def solve(sla: float, ttft: float | None, top: int, method: str, chunks: tuple[int, ...] | None,
+          micro_batches: tuple[int, ...] | None, time_limit: float, as_json: bool, **kw: Any) -> None:
     """Best plan (layout, batch, chunk) maximising tokens/s/GPU at a minimum tokens/s/user.
 
     With no options: GPT-MoE-1.8T on 64 GB200 NVL72 GPUs, 32768 input / 1024 output tokens, FP4.
@@ -262,7 +265,7 @@ def solve(sla: float, ttft: float | None, top: int, method: str, chunks: tuple[i
     from planner.solver import SolverParams
 
     problem = _problem(kw, sla, ttft)
-    plans = search.solve(problem, method=method, top=top, chunks=chunks,
+    plans = search.solve(problem, method=method, top=top, chunks=chunks, micro_batches=micro_batches,
                          params=SolverParams(time_limit_s=time_limit))
     if as_json:
         _dump(plans[0].model_dump(mode="json") if top == 1 else [p.model_dump(mode="json") for p in plans])
@@ -550,6 +553,9 @@ def _study_options(f: Callable) -> Callable:
                      help="Sweep these tokens/s/user instead, e.g. 5:200."),
         click.option("--chunks", default=None, callback=_callback(parse_int_list),
                      help="Chunk sizes to consider: 256,512 or 128:8192:128 [default: 128..8192]."),
+        click.option("--micro-batches", default=None, callback=_callback(parse_int_list),
+                     help="Decode requests per attention-DP rank to consider: 8,16,32 or 1:512:1 "
+                          "[default: 25 values, 1..512, steps of at most a third]."),
         click.option("--method", type=click.Choice(["cpsat", "exhaustive"]), default="cpsat", show_default=True,
                      help="CP-SAT model, or the exhaustive enumeration (the test oracle)."),
         click.option("--time-limit", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
@@ -610,8 +616,8 @@ def _summary(f: Any) -> str:
 @_problem_options
 @_study_options
 def frontier(ttft: float | None, points: int, sla_range: tuple[float, float] | None, chunks: tuple[int, ...] | None,
-             method: str, time_limit: float, csv_out: str | None, plot_out: str | None, all_layouts: bool,
-             quiet: bool, as_json: bool, **kw: Any) -> None:
+             micro_batches: tuple[int, ...] | None, method: str, time_limit: float, csv_out: str | None,
+             plot_out: str | None, all_layouts: bool, quiet: bool, as_json: bool, **kw: Any) -> None:
     """Best tokens/s/GPU at each tokens/s/user: the throughput/interactivity frontier.
 
     Sweeps the SLA from the lowest to the highest reachable interactivity (or --sla-range) and
@@ -625,7 +631,8 @@ def frontier(ttft: float | None, points: int, sla_range: tuple[float, float] | N
     problem = _problem(kw, None, ttft)
     bar = _Progress(quiet or as_json)
     try:
-        f = studies.frontier(problem, points=points, sla_range=sla_range, chunks=chunks, method=method,
+        f = studies.frontier(problem, points=points, sla_range=sla_range, chunks=chunks,
+                             micro_batches=micro_batches, method=method,
                              params=SolverParams(time_limit_s=time_limit), all_layouts=all_layouts, progress=bar)
     finally:
         bar.close()
@@ -669,7 +676,8 @@ def _cases(kw: dict[str, Any]) -> list[dict[str, Any]]:
 @click.option("--at", "at", default="20tok/s", show_default=True, callback=_callback(parse_sla),
               help="The SLA at which the cases are compared (ratio to the first case).")
 def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, float] | None,
-            chunks: tuple[int, ...] | None, method: str, time_limit: float, csv_out: str | None,
+            chunks: tuple[int, ...] | None, micro_batches: tuple[int, ...] | None, method: str, time_limit: float,
+            csv_out: str | None,
             plot_out: str | None, all_layouts: bool, quiet: bool, as_json: bool, **kw: Any) -> None:
     """Frontiers of several cases on one chart and one table, with the ratio at one SLA.
 
@@ -685,7 +693,8 @@ def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, 
     problems = [_problem(c, None, ttft) for c in cases]
     bar = _Progress(quiet or as_json)
     try:
-        result = studies.compare(problems, at=at, points=points, sla_range=sla_range, chunks=chunks, method=method,
+        result = studies.compare(problems, at=at, points=points, sla_range=sla_range, chunks=chunks,
+                                 micro_batches=micro_batches, method=method,
                                  params=SolverParams(time_limit_s=time_limit), all_layouts=all_layouts,
                                  progress=bar)
     finally:
@@ -738,6 +747,9 @@ def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, 
               help="Maximum time to first token, e.g. 5s or 500ms.")
 @click.option("--chunks", default=None, callback=_callback(parse_int_list),
               help="Chunk sizes to consider: 256,512 or 128:8192:128 [default: 128..8192].")
+@click.option("--micro-batches", default=None, callback=_callback(parse_int_list),
+              help="Decode requests per attention-DP rank to consider: 8,16,32 or 1:512:1 "
+                   "[default: 25 values, 1..512, steps of at most a third].")
 @click.option("--method", type=click.Choice(["cpsat", "exhaustive"]), default="cpsat", show_default=True,
               help="CP-SAT model, or the exhaustive enumeration (the test oracle).")
 @click.option("--max-gpus", type=click.IntRange(min=1), default=65536, show_default=True,
@@ -745,7 +757,8 @@ def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, 
 @click.option("--time-limit", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
               help="CP-SAT time limit [s].")
 def size(demand: tuple[float | None, float | None], sla: float, ttft: float | None, chunks: tuple[int, ...] | None,
-         method: str, max_gpus: int, time_limit: float, as_json: bool, **kw: Any) -> None:
+         micro_batches: tuple[int, ...] | None, method: str, max_gpus: int, time_limit: float, as_json: bool,
+         **kw: Any) -> None:
     """Fewest GPUs (whole nodes) that serve a demand at an SLA, and the plan: replicas, layout, batch.
 
     --gpus is ignored: the sizing finds the count. Demand in tokens/s counts output tokens.
@@ -756,7 +769,8 @@ def size(demand: tuple[float | None, float | None], sla: float, ttft: float | No
     problem = _problem(kw, sla, ttft)
     req, tok = demand
     result = studies.size(problem, demand_requests_per_s=req, demand_tokens_per_s=tok, chunks=chunks,
-                          method=method, params=SolverParams(time_limit_s=time_limit), max_gpus=max_gpus)
+                          micro_batches=micro_batches, method=method, params=SolverParams(time_limit_s=time_limit),
+                          max_gpus=max_gpus)
     if as_json:
         _dump(result.model_dump(mode="json"))
         return

@@ -207,6 +207,7 @@ def frontier(
     sla_range: tuple[float, float] | None = None,
     extra: Sequence[float] = (),
     chunks: tuple[int, ...] | None = None,
+    micro_batches: tuple[int, ...] | None = None,
     method: Method = "cpsat",
     params: SolverParams | None = None,
     all_layouts: bool = False,
@@ -223,7 +224,7 @@ def frontier(
     """
     t0 = time.perf_counter()
     p = problem
-    space = Space.of(p, chunks)
+    space = Space.of(p, chunks, micro_batches)
     sweep = _Sweep(p, space, method, params)
     progress(0, 1, "fastest plan")
     fast = sweep.fastest()
@@ -345,6 +346,7 @@ def compare(
     points: int = DEFAULT_POINTS,
     sla_range: tuple[float, float] | None = None,
     chunks: tuple[int, ...] | None = None,
+    micro_batches: tuple[int, ...] | None = None,
     method: Method = "cpsat",
     params: SolverParams | None = None,
     all_layouts: bool = False,
@@ -364,7 +366,8 @@ def compare(
 
         try:
             frontiers.append(frontier(p, points=points, sla_range=sla_range, extra=(at, *levels), chunks=chunks,
-                                      method=method, params=params, all_layouts=all_layouts, progress=step))
+                                      micro_batches=micro_batches, method=method, params=params,
+                                      all_layouts=all_layouts, progress=step))
             errors.append(None)
         except InfeasibleError as e:  # the other cases still compare; this one says why it has no plan
             frontiers.append(None)
@@ -406,6 +409,7 @@ def size(
     demand_requests_per_s: float | None = None,
     demand_tokens_per_s: float | None = None,
     chunks: tuple[int, ...] | None = None,
+    micro_batches: tuple[int, ...] | None = None,
     method: Method = "cpsat",
     params: SolverParams | None = None,
     max_gpus: int = MAX_SIZING_GPUS,
@@ -431,7 +435,7 @@ def size(
     node = p.cluster.gpus_per_node
     max_gpus = max(node, max_gpus // node * node)
     limit = replica_limit or max_replica_gpus(p, method, params)
-    space = Space.of(p.model_copy(update={"gpus": limit}), chunks)
+    space = Space.of(p.model_copy(update={"gpus": limit}), chunks, micro_batches)
     space = dataclasses.replace(space, max_dp=max_gpus)
     q = p.model_copy(update={"gpus": max_gpus})
     if method == "exhaustive":
@@ -444,7 +448,7 @@ def size(
     used = cand.parallel.gpus_used
     nodes = -(-used // node)
     plan_p = p.model_copy(update={"gpus": nodes * node})
-    plan = plan_of(plan_p, cand, Space.of(plan_p, chunks), method, time.perf_counter() - t0)
+    plan = plan_of(plan_p, cand, Space.of(plan_p, chunks, micro_batches), method, time.perf_counter() - t0)
     capacity = plan.metrics.tokens_per_s_per_gpu * plan.gpus
     return Sizing(
         demand_requests_per_s=tokens / osl, demand_tokens_per_s=tokens, gpus=nodes * node, nodes=nodes,
@@ -481,7 +485,7 @@ def _size_infeasible(p: Problem, space: Space, method: Method, params: SolverPar
     """Raise why no sizing exists: no replica of up to `limit` GPUs meets the SLA (say what is
     reachable), or the demand needs more than max_gpus GPUs."""
     one = p.model_copy(update={"gpus": limit})
-    one_space = Space.of(one, space.chunks)
+    one_space = Space.of(one, space.chunks, space.micro_batches)
     found, _ = _search(one, one_space, method, params=params)
     if not found:
         raise _diagnose(one, one_space, method, params)

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from planner.cli import main
+from planner.space import DEFAULT_MICRO_BATCHES
 from planner.specs import Plan
 
 REPO = Path(__file__).resolve().parent.parent
@@ -462,3 +463,28 @@ def test_fp4_on_hopper_runs_weight_only():
 )
 def test_usage_errors_are_one_line(args, text):
     assert text in error_line(*args)
+
+
+LLAMA_70B_ONE_H200 = ["--model", "llama-3.1-70b", "--cluster", "h200-sxm", "--gpus", "1", "--isl", "1024", "--osl",
+                      "1024", "--precision", "fp8", "--sla", "30tok/s"]
+
+
+def test_micro_batches_option_sets_the_batch_grid():
+    """Every whole batch (1:256:1) finds the batch between two default grid values (96 < 116 < 128 here),
+    never worse than the default grid; a given list is all the solver may choose from."""
+    default = run_json("solve", *LLAMA_70B_ONE_H200)
+    exact = run_json("solve", *LLAMA_70B_ONE_H200, "--micro-batches", "1:256:1")
+    assert exact["batch"]["micro_batch"] not in DEFAULT_MICRO_BATCHES
+    assert exact["metrics"]["tokens_per_s_per_gpu"] > default["metrics"]["tokens_per_s_per_gpu"]
+    few = run_json("solve", *LLAMA_70B_ONE_H200, "--micro-batches", "8,16")
+    assert few["batch"]["micro_batch"] in (8, 16)
+    f = run_json("frontier", *SMALL, "--points", "3", "--micro-batches", "4,8")
+    assert {pt["batch"]["micro_batch"] for pt in f["points"]} <= {4, 8}
+    sized = run_json("size", *SMALL, "--demand", "1000tok/s", "--sla", "50tok/s", "--micro-batches", "2,4")
+    assert sized["plan"]["batch"]["micro_batch"] in (2, 4)
+
+
+@pytest.mark.parametrize("value", ["0,3", "abc", "8:4:1"])
+def test_bad_micro_batches_are_one_line(value):
+    line = error_line("solve", *SMALL, "--micro-batches", value)
+    assert "--micro-batches" in line

@@ -21,6 +21,9 @@ from planner.errors import PlannerError
 from planner.specs import Parallel, Plan, Precision, Problem
 
 PRECISIONS = [p.value for p in Precision]
+CHUNKS_HELP = "Chunk sizes to consider: 256,512 or 128:8192:128 [default: 128..8192]."
+MICRO_BATCHES_HELP = ("Decode requests per attention-DP rank to consider: 8,16,32 or 1:512:1 "
+                      "[default: 25 values, 1..512, steps of at most a third].")
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -250,10 +253,9 @@ def main() -> None:
 @click.option("--method", type=click.Choice(["cpsat", "exhaustive"]), default="cpsat", show_default=True,
               help="CP-SAT model, or the exhaustive enumeration (the test oracle).")
 @click.option("--chunks", default=None, callback=_callback(parse_int_list),
-              help="Chunk sizes to consider: 256,512 or 128:8192:128 [default: 128..8192].")
+              help=CHUNKS_HELP)
 @click.option("--micro-batches", default=None, callback=_callback(parse_int_list),
-              help="Decode requests per attention-DP rank to consider: 8,16,32 or 1:512:1 "
-                   "[default: 25 values, 1..512, steps of at most a third].")
+              help=MICRO_BATCHES_HELP)
 @click.option("--time-limit", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
               help="CP-SAT time limit [s]; a plan found by then is reported FEASIBLE with its gap.")
 def solve(sla: float, ttft: float | None, top: int, method: str, chunks: tuple[int, ...] | None,
@@ -552,10 +554,9 @@ def _study_options(f: Callable) -> Callable:
         click.option("--sla-range", default=None, callback=_callback(parse_range),
                      help="Sweep these tokens/s/user instead, e.g. 5:200."),
         click.option("--chunks", default=None, callback=_callback(parse_int_list),
-                     help="Chunk sizes to consider: 256,512 or 128:8192:128 [default: 128..8192]."),
+                     help=CHUNKS_HELP),
         click.option("--micro-batches", default=None, callback=_callback(parse_int_list),
-                     help="Decode requests per attention-DP rank to consider: 8,16,32 or 1:512:1 "
-                          "[default: 25 values, 1..512, steps of at most a third]."),
+                     help=MICRO_BATCHES_HELP),
         click.option("--method", type=click.Choice(["cpsat", "exhaustive"]), default="cpsat", show_default=True,
                      help="CP-SAT model, or the exhaustive enumeration (the test oracle)."),
         click.option("--time-limit", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
@@ -746,10 +747,9 @@ def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, 
 @click.option("--ttft", default=None, callback=_callback(parse_duration),
               help="Maximum time to first token, e.g. 5s or 500ms.")
 @click.option("--chunks", default=None, callback=_callback(parse_int_list),
-              help="Chunk sizes to consider: 256,512 or 128:8192:128 [default: 128..8192].")
+              help=CHUNKS_HELP)
 @click.option("--micro-batches", default=None, callback=_callback(parse_int_list),
-              help="Decode requests per attention-DP rank to consider: 8,16,32 or 1:512:1 "
-                   "[default: 25 values, 1..512, steps of at most a third].")
+              help=MICRO_BATCHES_HELP)
 @click.option("--method", type=click.Choice(["cpsat", "exhaustive"]), default="cpsat", show_default=True,
               help="CP-SAT model, or the exhaustive enumeration (the test oracle).")
 @click.option("--max-gpus", type=click.IntRange(min=1), default=65536, show_default=True,

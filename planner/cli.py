@@ -678,8 +678,8 @@ def _cases(kw: dict[str, Any]) -> list[dict[str, Any]]:
               help="The SLA at which the cases are compared (ratio to the first case).")
 def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, float] | None,
             chunks: tuple[int, ...] | None, micro_batches: tuple[int, ...] | None, method: str, time_limit: float,
-            csv_out: str | None,
-            plot_out: str | None, all_layouts: bool, quiet: bool, as_json: bool, **kw: Any) -> None:
+            csv_out: str | None, plot_out: str | None, all_layouts: bool, quiet: bool, as_json: bool,
+            **kw: Any) -> None:
     """Frontiers of several cases on one chart and one table, with the ratio at one SLA.
 
     Repeat --cluster, --model, --precision or --gpus for the cases: e.g. --cluster gb200-nvl72

@@ -526,7 +526,7 @@ class Problem(_Strict):
 
     @model_validator(mode="after")
     def _kv_format(self) -> Problem:
-        if self.kv_precision in (Precision.fp4, Precision.int4, Precision.w4a8):
+        if self.kv_precision not in (Precision.fp8, Precision.bf16):
             raise ValueError("kv_precision must be fp8 or bf16")
         return self
 

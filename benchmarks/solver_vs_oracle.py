@@ -1,23 +1,24 @@
-"""Time the CP-SAT planner against the exhaustive oracle, and check that they agree.
+"""CP-SAT against the exhaustive oracle: agreement, false optima, bound violations, and both methods' times.
 
-For every (model, cluster, GPU count) of a grid, this builds the problem with the model's SLA and
-workload, then runs ``planner.search._search(problem, Space.of(problem), method)`` for method
-``cpsat`` and ``exhaustive``, ``--repeat`` times each, and reports the median wall time of the
-whole call (CP-SAT model construction included), measured here with ``time.perf_counter``.
+Two sets of problems:
 
-The two agree when both find no plan, or both find one and the tokens/s/GPU of their best
-candidates, each recomputed with ``planner.cost.evaluate``, are equal within a relative 1e-3.
-A CP-SAT candidate that breaks a layout rule, the memory limit, the chunk rule or the SLA in the
-float cost model also counts as a disagreement. The script exits with status 1 if any row
-disagrees.
+- ``--random N --seed S``: N problems drawn like the solver audit's (planner.audit.random_cases: every
+  catalog model and cluster, 1-128 GPUs, isl 128-32768, osl 64-4096 tokens, SLA 5-200 tokens/s/user,
+  every precision, a TTFT limit of 0.2-20 s on a third);
+- the fixed grid (default): four models x three clusters x 8..1024 GPUs at the model's workload, plus
+  DeepSeek-R1 on 72 and 4,608 GB200 GPUs.
 
-Run from the repository root:
+Each problem is solved by both methods through ``planner.search.solve`` (what ``planner solve --method
+...`` runs: tabulation or enumeration, search, certificate, the plan, and the diagnosis when there is
+no plan), timed with ``time.perf_counter`` around the whole call, in this process (imports excluded).
+They agree when both find a plan of the same tokens/s/GPU (relative 1e-9), or both find none for the same
+reason with the same reachable figure. A *false optimum* is a CP-SAT plan reported OPTIMAL below the
+oracle's optimum; a *bound violation* is a CP-SAT bound below a plan the float model accepts. The script
+exits with status 1 on any disagreement, false optimum or bound violation.
 
-    python benchmarks/solver_vs_oracle.py               # full grid, 3 repeats
-    python benchmarks/solver_vs_oracle.py --quick       # a few rows, for a smoke run
-
-The markdown table goes to benchmarks/results/solver_vs_oracle.md (``--out`` to change) and is
-printed too.
+    python benchmarks/solver_vs_oracle.py --random 1000 --seed 1   # -> results/solver_vs_oracle_random.md
+    python benchmarks/solver_vs_oracle.py                          # the grid -> results/solver_vs_oracle.md
+    python benchmarks/solver_vs_oracle.py --quick                  # 4 grid rows, a smoke run
 """
 
 from __future__ import annotations
@@ -29,300 +30,134 @@ import shlex
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
 from importlib import metadata
-from itertools import product
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # benchmark the work tree's planner, installed or not
 
-from _common import machine, revision  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import machine, publish, revision  # noqa: E402  (benchmarks/ is on sys.path)
 
-from planner import cost  # noqa: E402
-from planner.rules import layout_violations  # noqa: E402
-from planner.search import Method, _search, make_problem  # noqa: E402
-from planner.solver import Candidate, SolverParams  # noqa: E402
-from planner.space import Space  # noqa: E402
-from planner.specs import Problem  # noqa: E402
+from planner.audit import Case, Outcome, check, random_cases  # noqa: E402
 
-REL_TOL = 1e-3
-"""Largest relative difference of the two best tokens/s/GPU still counted as equal."""
-
-
-@dataclass(frozen=True)
-class Case:
-    """The workload and service level a model is benchmarked at."""
-
-    model: str
-    isl: int  # [tokens]
-    osl: int  # [tokens]
-    sla: float  # [tokens/s/user]
+GRID_MODELS = (("llama-3.1-70b", 4000, 1000), ("qwen3-235b-a22b", 4000, 1000), ("deepseek-r1", 4000, 1000),
+               ("gpt-moe-1.8t", 32768, 1024))
+"""(model, isl, osl) of the grid, each at 20 tokens/s/user."""
+GRID_CLUSTERS = (("h100-sxm", "fp8"), ("gb200-nvl72", "fp4"), ("b200", "fp4"))
+GRID_GPUS = (8, 16, 64, 256, 1024)
+EXTRA = (Case("deepseek-r1", "gb200-nvl72", 72, 4000, 1000, "fp4", 20.0, None),
+         Case("deepseek-r1", "gb200-nvl72", 4608, 4000, 1000, "fp4", 20.0, None))
+"""The issue's large cases: DeepSeek-R1 on one GB200 NVL72 rack and on 64 of them."""
+QUICK = (Case("gpt-moe-1.8t", "gb200-nvl72", 64, 32768, 1024, "fp4", 20.0, None),
+         Case("gpt-moe-1.8t", "h100-sxm", 8, 32768, 1024, "fp8", 20.0, None),
+         Case("llama-3.1-70b", "h100-sxm", 16, 4000, 1000, "fp8", 20.0, None),
+         Case("deepseek-r1", "b200", 256, 4000, 1000, "fp4", 20.0, None))
 
 
-MODELS: tuple[Case, ...] = (
-    Case("llama-3.1-70b", 4000, 1000, 20.0),
-    Case("qwen3-235b-a22b", 4000, 1000, 20.0),
-    Case("deepseek-r1", 4000, 1000, 20.0),
-    Case("gpt-moe-1.8t", 32768, 1024, 20.0),
-)
-CLUSTERS: tuple[tuple[str, str], ...] = (("h100-sxm", "fp8"), ("gb200-nvl72", "fp4"), ("b200", "fp4"))
-"""Cluster and the weight precision it is benchmarked at."""
-GPUS: tuple[int, ...] = (8, 16, 64, 256, 1024)
-
-QUICK: tuple[tuple[str, str, int], ...] = (
-    ("gpt-moe-1.8t", "gb200-nvl72", 64),  # the default case of `planner solve`
-    ("gpt-moe-1.8t", "h100-sxm", 8),  # does not fit: both must find nothing
-    ("llama-3.1-70b", "h100-sxm", 16),
-    ("deepseek-r1", "b200", 256),
-)
-"""(model, cluster, GPUs) rows of --quick."""
-
-SKIP: dict[tuple[str, str, int], str] = {}
-"""(model, cluster, GPUs) rows left out of the grid, with the reason printed in the output.
-
-Empty: every row of the grid runs within the per-row budget on a 2-core machine. A row goes here
-only when a single run of either method takes minutes.
-"""
+def grid() -> list[Case]:
+    """The fixed grid, then the extra large cases."""
+    cases = [Case(m, c, g, isl, osl, prec, 20.0, None)
+             for m, isl, osl in GRID_MODELS for c, prec in GRID_CLUSTERS for g in GRID_GPUS]
+    return cases + list(EXTRA)
 
 
-@dataclass
-class Row:
-    """One benchmarked combination and its outcome."""
-
-    model: str
-    cluster: str
-    precision: str
-    gpus: int
-    combinations: int = 0
-    cpsat_s: list[float] = field(default_factory=list)
-    exhaustive_s: list[float] = field(default_factory=list)
-    cpsat_status: str = ""
-    cpsat_value: float | None = None  # best tokens/s/GPU [tokens/s/GPU]
-    exhaustive_value: float | None = None
-    agree: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ratio(self) -> float:
-        """cpsat median / exhaustive median: above 1 when the oracle is faster."""
-        ex = statistics.median(self.exhaustive_s)
-        return statistics.median(self.cpsat_s) / ex if ex > 0 else float("inf")
+def quantile(xs: list[float], q: float) -> float:
+    """The q-quantile of xs (nearest rank)."""
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
-def case_of(model: str) -> Case:
-    """The benchmark workload and SLA of a model of the grid."""
-    return next(c for c in MODELS if c.model == model)
+def times_row(name: str, xs: list[float]) -> str:
+    return (f"| {name} | {statistics.median(xs):.3f} | {quantile(xs, 0.9):.3f} | {quantile(xs, 0.95):.3f} | "
+            f"{max(xs):.3f} | {sum(xs):.1f} |")
 
 
-def problem_of(model: str, cluster: str, precision: str, gpus: int) -> Problem:
-    """The problem of one row: the model's workload and SLA on `gpus` GPUs of `cluster`."""
-    c = case_of(model)
-    return make_problem(model=model, cluster=cluster, gpus=gpus, isl=c.isl, osl=c.osl, precision=precision,
-                        min_tokens_per_s_per_user=c.sla)
+def value(r) -> str:
+    return f"{r.value:.4g}" if r.value is not None else r.reason or r.status
 
 
-def timed(p: Problem, space: Space, method: Method, params: SolverParams) -> tuple[list[Candidate], float]:
-    """Best candidate of one search and the wall time of the whole call [s]."""
-    t0 = time.perf_counter()
-    found, _ = _search(p, space, method, params=params)
-    return found, time.perf_counter() - t0
-
-
-def throughput(p: Problem, cand: Candidate) -> float:
-    """Tokens/s/GPU of a candidate by the float cost model [tokens/s/GPU]."""
-    return cost.evaluate(p, cand.parallel, cand.micro_batch, cand.chunk).metrics.tokens_per_s_per_gpu
-
-
-def broken_rules(p: Problem, cand: Candidate) -> list[str]:
-    """Rules a candidate breaks in the float cost model (empty when it is a valid plan)."""
-    ev = cost.evaluate(p, cand.parallel, cand.micro_batch, cand.chunk)
-    out = layout_violations(p, cand.parallel)
-    if ev.memory.per_gpu_bytes > ev.memory.usable_bytes:
-        out.append("memory")
-    if ev.metrics.prefill_share >= 1:
-        out.append("chunk_keeps_up")
-    if p.sla and ev.metrics.tokens_per_s_per_user < p.sla.min_tokens_per_s_per_user * (1 - 1e-9):
-        out.append("sla")
-    return out
-
-
-def best_value(p: Problem, found: list[Candidate]) -> float | None:
-    """Tokens/s/GPU of the best candidate, None when there is none [tokens/s/GPU]."""
-    return throughput(p, found[0]) if found else None
-
-
-def same_value(a: float | None, b: float | None) -> bool:
-    """Both None, or equal within the relative tolerance."""
-    if a is None or b is None:
-        return a is None and b is None
-    return abs(a - b) <= REL_TOL * max(abs(a), abs(b), 1e-12)
-
-
-def run_row(row: Row, repeat: int, budget_s: float, params: SolverParams) -> None:
-    """Time both methods on one row and compare their best plans."""
-    p = problem_of(row.model, row.cluster, row.precision, row.gpus)
-    space = Space.of(p)
-    row.combinations = space.size
-    first: dict[str, list[Candidate]] = {}
-    runs: tuple[tuple[Method, list[float]], ...] = (("cpsat", row.cpsat_s), ("exhaustive", row.exhaustive_s))
-    for method, times in runs:
-        for i in range(repeat):
-            found, wall = timed(p, space, method, params)
-            times.append(wall)
-            if i == 0:
-                first[method] = found
-            elif not same_value(best_value(p, found), best_value(p, first[method])):
-                row.notes.append(f"{method} found a different optimum on run {i + 1} than on run 1")
-            if wall > budget_s and i + 1 < repeat:
-                row.notes.append(f"{method}: run {i + 1} took {wall:.1f} s, over the {budget_s:g} s row budget; "
-                                 f"median of {i + 1} of {repeat} runs")
-                break
-    cp, ex = first["cpsat"], first["exhaustive"]
-    row.cpsat_value, row.exhaustive_value = best_value(p, cp), best_value(p, ex)
-    valid = True
-    if cp:
-        row.cpsat_status = cp[0].status
-        broken = broken_rules(p, cp[0])
-        if broken:
-            valid = False
-            row.notes.append(f"cpsat plan {cp[0].parallel.label} m={cp[0].micro_batch} chunk={cp[0].chunk} "
-                             f"breaks {', '.join(broken)} in the float cost model")
-    else:
-        timed_out = max(row.cpsat_s) >= params.time_limit_s
-        row.cpsat_status = "UNKNOWN (time limit)" if timed_out else "INFEASIBLE"
-        valid = not timed_out
-    row.agree = valid and same_value(row.cpsat_value, row.exhaustive_value)
-    if not same_value(row.cpsat_value, row.exhaustive_value):
-        def say(name: str, found: list[Candidate], v: float | None) -> str:
-            if not found or v is None:
-                return f"{name} no plan"
-            return f"{name} {found[0].parallel.label} m={found[0].micro_batch} chunk={found[0].chunk} {v:.4f}"
-
-        row.notes.append(f"{say('cpsat', cp, row.cpsat_value)} vs {say('exhaustive', ex, row.exhaustive_value)} "
-                         f"tok/s/GPU")
-
-
-def fmt_s(values: list[float]) -> str:
-    """Median of the timings [s]."""
-    return f"{statistics.median(values):.3f}"
-
-
-def fmt_value(row: Row) -> str:
-    if row.exhaustive_value is None and row.cpsat_value is None:
-        return "none"
-    v = row.exhaustive_value if row.exhaustive_value is not None else row.cpsat_value
-    return f"{v:,.1f}"
-
-
-def table(rows: list[Row]) -> list[str]:
-    """The markdown table of the rows, notes as numbered footnotes."""
-    head = ["model", "cluster", "GPUs", "combinations in the space", "cpsat median s", "exhaustive median s",
-            "ratio", "cpsat status", "agree", "best tok/s/GPU"]
-    out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 4 + ["---"] * 2 + ["---:"]) + "|"]
-    notes: list[str] = []
-    for r in rows:
-        mark = ""
-        for n in r.notes:
-            notes.append(n)
-            mark += f" [{len(notes)}]"
-        cells = [r.model, f"{r.cluster} ({r.precision})", str(r.gpus), f"{r.combinations:,}", fmt_s(r.cpsat_s),
-                 fmt_s(r.exhaustive_s), f"{r.ratio:.2f}", r.cpsat_status, ("yes" if r.agree else "**NO**") + mark,
-                 fmt_value(r)]
-        out.append("| " + " | ".join(cells) + " |")
-    if notes:
-        out.append("")
-        out += [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
-    return out
-
-
-def machine_line() -> str:
-    """The machine and the OR-Tools version."""
-    try:
-        ortools_version = metadata.version("ortools")
-    except metadata.PackageNotFoundError:
-        ortools_version = "?"
-    return machine(f"OR-Tools {ortools_version}")
-
-def report(rows: list[Row], skipped: list[str], args: argparse.Namespace, params: SolverParams,
-           started: dt.datetime, elapsed_s: float, load: tuple[float, float, float] | None,
-           rev: str) -> str:
-    """The whole markdown report."""
-    cmd = shlex.join(["python", "benchmarks/solver_vs_oracle.py", *sys.argv[1:]])
-    sla = "; ".join(f"{c.model}: {c.sla:g} tok/s/user, isl/osl {c.isl}/{c.osl}" for c in MODELS)
-    bad = [r for r in rows if not r.agree]
-    ratios = [r.ratio for r in rows]
+def report(outcomes: list[Outcome], title: str, command: str, wall_s: float, per_row: bool) -> str:
+    """The markdown report of a run."""
+    n = len(outcomes)
+    plans = sum(o.oracle.value is not None for o in outcomes)
+    disagree = [o for o in outcomes if not o.agree]
+    false_opt = [o for o in outcomes if o.false_optimum]
+    bound = [o for o in outcomes if o.bound_violated]
+    feas = [o for o in outcomes if o.feasibility_disagrees]
+    uncertified = [o for o in outcomes if o.cpsat.value is not None and o.cpsat.certified is not True]
+    tc, to = [o.cpsat.wall_s for o in outcomes], [o.oracle.wall_s for o in outcomes]
+    ratios = sorted(o.cpsat.wall_s / o.oracle.wall_s for o in outcomes if o.oracle.wall_s > 0)
+    kinds: dict[str, int] = {}
+    for o in outcomes:
+        kinds[o.oracle.reason or "plan"] = kinds.get(o.oracle.reason or "plan", 0) + 1
+    load = os.getloadavg()
     lines = [
-        "# CP-SAT planner vs exhaustive oracle",
+        f"# {title}", "", f"Reproduce: `{command}`", "",
+        f"Machine: {machine('ortools ' + metadata.version('ortools'))}. {revision()}. "
+        f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Load average at the end {load[0]:.2f}. "
+        f"Whole run {wall_s:.0f} s.", "",
+        "Each problem solved by both methods through `planner.search.solve` (tabulation or enumeration, search, "
+        "certificate, plan, and the diagnosis when there is no plan), timed around the whole call in one process.",
         "",
-        f"Machine: {machine_line()}. Date: {started:%Y-%m-%d %H:%M} UTC.{rev} Total run time {elapsed_s:.0f} s."
-        + (f" Load average at start: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}." if load else ""),
-        "",
-        f"Reproduce: `{cmd}`",
-        "",
-        f"Workloads and SLA: {sla}. Weights at the precision next to the cluster; KV cache at the planner's "
-        f"default. CP-SAT: {params.workers} workers, time limit {params.time_limit_s:g} s, seed {params.seed}.",
-        "",
-        f"Times are the median over {args.repeat} run{'s' if args.repeat > 1 else ''} of the whole "
-        "`_search(problem, Space.of(problem), method)` "
-        "call (CP-SAT model construction included). Ratio = cpsat median / exhaustive median (above 1: the "
-        f"oracle is faster). Agree: both find no plan, or both best plans' tokens/s/GPU by `cost.evaluate` are "
-        f"within a relative {REL_TOL:g} (and the CP-SAT plan obeys every rule in the float model). "
-        "Best tok/s/GPU is the oracle's; \"none\" when no plan meets the SLA (or fits).",
-        "",
-        *table(rows),
-        "",
-        f"Rows: {len(rows)}; disagreements: {len(bad)}; ratio min {min(ratios):.2f}, median "
-        f"{statistics.median(ratios):.2f}, max {max(ratios):.2f}." if rows else "No rows.",
+        f"- problems: **{n}**; with a plan (oracle): {plans}; without: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()) if k != "plan"),
+        f"- **agreement: {n - len(disagree)} of {n}**; disagreements on feasibility: **{len(feas)}**",
+        f"- **false OPTIMAL: {len(false_opt)}**; **bound violations: {len(bound)}**; CP-SAT plans not certified: "
+        f"{len(uncertified)}",
+        f"- median time CP-SAT / oracle: **{statistics.median(tc) / statistics.median(to):.2f}x** "
+        f"({statistics.median(tc):.3f} s against {statistics.median(to):.3f} s); per problem the ratio's median is "
+        f"{statistics.median(ratios):.2f}x, CP-SAT faster on {sum(r < 1 for r in ratios)} of {len(ratios)}",
+        "", "| method | median s | p90 s | p95 s | max s | total s |", "|---|---:|---:|---:|---:|---:|",
+        times_row("cpsat", tc), times_row("exhaustive (oracle)", to), "",
     ]
-    if skipped:
-        lines += ["", "Left out:", *[f"- {s}" for s in skipped]]
+    for name, group in (("Disagreements", disagree), ("False optima", false_opt), ("Bound violations", bound)):
+        if group:
+            lines += [f"## {name}", ""] + [f"- `{o.case.command()}`: cpsat {o.cpsat}, oracle {o.oracle}"
+                                           for o in group] + [""]
+    slow = sorted(outcomes, key=lambda o: -o.cpsat.wall_s)[:5]
+    lines += ["## Slowest CP-SAT problems", "", "| problem | cpsat s | oracle s | plan (tok/s/GPU) |",
+              "|---|---:|---:|---|"]
+    lines += [f"| `{o.case.command()}` | {o.cpsat.wall_s:.3f} | {o.oracle.wall_s:.3f} | {value(o.oracle)} |"
+              for o in slow]
+    if per_row:
+        lines += ["", "## Every problem", "",
+                  "| model | cluster | GPUs | cpsat s | oracle s | cpsat | oracle | agree |",
+                  "|---|---|---:|---:|---:|---|---|---|"]
+        lines += [f"| {o.case.model} | {o.case.cluster} | {o.case.gpus} | {o.cpsat.wall_s:.3f} | "
+                  f"{o.oracle.wall_s:.3f} | {value(o.cpsat)} {o.cpsat.status if o.cpsat.value else ''} | "
+                  f"{value(o.oracle)} | {'yes' if o.agree else '**NO**'} |" for o in outcomes]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--repeat", type=int, default=3, help="timed runs per method and row (median reported)")
-    ap.add_argument("--quick", action="store_true", help=f"only {len(QUICK)} rows, for a smoke run")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="markdown file [default: benchmarks/results/solver_vs_oracle.md, "
-                         "solver_vs_oracle.quick.md with --quick]")
-    ap.add_argument("--row-budget", type=float, default=60.0,
-                    help="stop repeating a method on a row once one run took longer than this [s]")
-    ap.add_argument("--time-limit", type=float, default=SolverParams().time_limit_s,
-                    help="CP-SAT time limit per search [s]")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--random", type=int, default=0, metavar="N", help="N random problems instead of the grid")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="4 grid rows")
+    ap.add_argument("--time-limit", type=float, default=60.0, help="per search [s]")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    if args.repeat < 1:
-        ap.error("--repeat must be at least 1")
-    out = args.out or ROOT / "benchmarks" / "results" / (
-        "solver_vs_oracle.quick.md" if args.quick else "solver_vs_oracle.md")
-    params = SolverParams(time_limit_s=args.time_limit)
-
-    grid = list(QUICK) if args.quick else [
-        (c.model, cl, g) for c, (cl, _), g in product(MODELS, CLUSTERS, GPUS)]
-    precision = dict(CLUSTERS)
-    started, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    rev = f" {revision()}." if revision() else ""  # at the start: the code the runs use
-    rows: list[Row] = []
-    skipped: list[str] = []
-    for n, (model, cluster, gpus) in enumerate(grid, 1):
-        if (model, cluster, gpus) in SKIP:
-            skipped.append(f"{model} on {gpus} {cluster}: {SKIP[model, cluster, gpus]}")
-            continue
-        row = Row(model, cluster, precision[cluster], gpus)
-        run_row(row, args.repeat, args.row_budget, params)
-        rows.append(row)
-        print(f"[{n}/{len(grid)}] {model} {cluster} {gpus}: cpsat {fmt_s(row.cpsat_s)} s, exhaustive "
-              f"{fmt_s(row.exhaustive_s)} s, {row.cpsat_status}, {'agree' if row.agree else 'DISAGREE'}",
+    if args.random:
+        cases = random_cases(args.random, args.seed)
+        title, name = f"CP-SAT vs the exhaustive oracle: {args.random} random problems (seed {args.seed})", "random"
+    else:
+        cases = list(QUICK) if args.quick else grid()
+        title, name = "CP-SAT vs the exhaustive oracle: the grid", "quick" if args.quick else "grid"
+    out = args.out or ROOT / "benchmarks" / "results" / f"solver_vs_oracle_{name}.md"
+    check(cases[0], args.time_limit)  # warm up: catalogs, calibration, imports
+    t0 = time.perf_counter()
+    outcomes = []
+    for i, case in enumerate(cases, 1):
+        outcomes.append(check(case, args.time_limit))
+        o = outcomes[-1]
+        flag = "" if o.agree and not o.false_optimum and not o.bound_violated else "  <-- DISAGREE"
+        print(f"[{i}/{len(cases)}] {o.cpsat.wall_s:6.3f} s / {o.oracle.wall_s:6.3f} s  {case.command()}{flag}",
               file=sys.stderr, flush=True)
-    text = report(rows, skipped, args, params, started, time.perf_counter() - t0, load, rev)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(text)
-    print(f"written to {out}", file=sys.stderr)
-    return 0 if all(r.agree for r in rows) else 1
+    command = "python benchmarks/solver_vs_oracle.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    publish(out, report(outcomes, title, command.strip(), time.perf_counter() - t0, per_row=not args.random))
+    bad = [o for o in outcomes if not o.agree or o.false_optimum or o.bound_violated]
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from _common import machine, publish, revision  # noqa: E402  (benchmarks/ is on
 
 from planner import SLA, InfeasibleError, cost, load_cluster, make_problem, solve, studies  # noqa: E402
 from planner.plots import plot_frontiers  # noqa: E402
-from planner.search import _search  # noqa: E402
+from planner.search import Searcher  # noqa: E402
 from planner.space import Space  # noqa: E402
 from planner.specs import Parallel  # noqa: E402
 
@@ -74,7 +74,7 @@ def account(fg, h100, study_ttfts: list[float], study_below: list[bool], ratios:
     free = ("without the TTFT limit it is valid but below our optimum at every batch" if all(study_below)
             else "without the TTFT limit it is optimal at some batch")
     best = "; ".join(f"{s:g} tok/s/user: {fg.at(s).label}, chunk {fg.at(s).batch.chunk_tokens}" for s in READING)
-    found, _ = _search(h100, Space.of(h100), "cpsat", objective="min_ttft", use_sla=False, use_ttft=False)
+    found = Searcher(h100, Space.of(h100)).best("min_ttft", use_sla=False, use_ttft=False)
     h_ttft = cost.evaluate(h100, found[0].parallel, found[0].micro_batch, found[0].chunk).metrics.ttft_ms / 1000
     finite = [r for _, r in ratios if r]
     g, hc = fg.points[0], h100.cluster

@@ -312,3 +312,83 @@ def error_table(ds: Dataset, pred: dict[str, np.ndarray]) -> list[tuple[str, str
         if mask.any():
             out.append((by, group, int(mask.sum()), *(float(np.median(err[k][mask])) for k in ("tpot", "ttft", "thr"))))
     return out
+
+
+# --- the calibration workflow ----------------------------------------------------------------------
+
+MIN_FIT_RUNS = 10
+"""Fewest usable runs a full fit (`fit`) is run on; fewer call for anchoring (`fit_anchors`)."""
+
+
+class TooFewRunsError(SpecError):
+    """The data has too few usable runs for the fit asked (`anchor`: whether anchoring was asked)."""
+
+    def __init__(self, message: str, anchor: bool) -> None:
+        super().__init__(message)
+        self.anchor = anchor
+
+
+@dataclass(frozen=True)
+class HoldoutCheck:
+    """The held-out check of one anchored deployment: median |err| (TPOT, TTFT, tokens/s/GPU) of its runs
+    predicted by the starting calibration and by anchorings that did not see them (`anchor_holdout`)."""
+
+    deployment: tuple[str, str, str]  # (model, system, backend)
+    runs: int
+    folds: int  # 0: too few runs to leave one out
+    before: tuple[float, float, float]
+    after: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    """What `calibrate_runs` did: the calibration fitted, the runs used and left out, and the median
+    |err| per group before and after, (by, group, runs, (TPOT, TTFT, tokens/s/GPU) before, ... after)."""
+
+    calibration: Calibration
+    runs: int
+    left_out: int
+    errors: list[tuple[str, str, int, tuple[float, float, float], tuple[float, float, float]]]
+    holdout: list[HoldoutCheck]
+
+
+def calibrate_runs(rows: Iterable[dict[str, str]], start: Calibration, anchor: bool = False, name: str = "fitted",
+                   source: str = "", log: Callable[[str], None] | None = None) -> CalibrationReport:
+    """Fit a calibration to measured runs: all factors (`fit`, at least MIN_FIT_RUNS usable runs) or, with
+    `anchor`, a profile per deployment on top of `start` (`fit_anchors`, a deployment with at least
+    MIN_ANCHOR_ROWS runs, and a held-out check of each). Raises TooFewRunsError when the data cannot
+    support the fit asked."""
+    ds = Dataset.of(rows, start)
+    if anchor and all(mask.sum() < MIN_ANCHOR_ROWS for mask in deployments(ds).values()):
+        found = ", ".join(f"{m} on {s} with {b}" for m, s, b in deployments(ds))
+        found = f"at most one run each of: {found}" if found else "no row has a usable measured TTFT/TPOT"
+        raise TooFewRunsError(f"no (model, system, backend) deployment has {MIN_ANCHOR_ROWS} usable runs to "
+                              f"anchor to ({found})", anchor=True)
+    if not anchor and len(ds.runs) < MIN_FIT_RUNS:
+        raise TooFewRunsError(f"only {len(ds.runs)} rows with measured TTFT/TPOT can be used; need {MIN_FIT_RUNS} "
+                              "for a full fit", anchor=False)
+    start_pred = predict(ds, start)
+    before = {(a, b): tuple(r[1:]) for a, b, *r in error_table(ds, start_pred)}
+    cal = (fit_anchors if anchor else fit)(ds, start, name=name, source=source, log=log)
+    errors = [(by, group, int(r[0]), before[(by, group)], tuple(r[1:]))
+              for by, group, *r in error_table(ds, predict(ds, cal))]
+    return CalibrationReport(calibration=cal, runs=len(ds.runs), left_out=len(ds.errors), errors=errors,
+                             holdout=_holdout_checks(ds, start, start_pred) if anchor else [])
+
+
+def _holdout_checks(ds: Dataset, start: Calibration, start_pred: dict[str, np.ndarray]) -> list[HoldoutCheck]:
+    """Per anchored deployment, the median error on runs the anchoring was not fitted to, against the
+    starting calibration's on the same runs."""
+    held = anchor_holdout(ds, start)
+    out = []
+    for key, mask in deployments(ds).items():
+        runs = int(mask.sum())
+        if runs < MIN_ANCHOR_ROWS:
+            continue  # not anchored
+        if runs < MIN_ANCHOR_ROWS + 1:
+            out.append(HoldoutCheck(key, runs, 0, (math.nan,) * 3, (math.nan,) * 3))
+            continue
+        sub = ds.subset(mask)
+        b, a = (error_table(sub, {k: v[mask] for k, v in pred.items()})[0][3:] for pred in (start_pred, held))
+        out.append(HoldoutCheck(key, runs, int(holdout_folds(runs).max()) + 1, tuple(b), tuple(a)))
+    return out

@@ -1,12 +1,15 @@
-"""The `planner` command: a thin click layer over the library (planner.search, planner.catalog).
+"""The `planner` command: a thin click layer over the library (planner.search, planner.studies,
+planner.calibrate, planner.catalog) and its text rendering (planner.render).
 
-Each command parses options, calls one library function and renders the result as a table or
-JSON. Errors end in one line on stderr and exit code 2.
+Each command parses options, calls one library function and echoes the rendered result (or JSON).
+Errors end in one line on stderr and exit code 2; the library's message, plus a hint naming the options
+that would help.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -15,29 +18,47 @@ from typing import Any
 
 import click
 
-from planner import catalog, search
+from planner import catalog, render, search
 from planner.calibrate import MIN_ANCHOR_ROWS
-from planner.errors import PlannerError
-from planner.specs import Parallel, Plan, Precision, Problem
+from planner.errors import (
+    InfeasibleError,
+    PlannerError,
+    SearchTooLargeError,
+    TimeLimitError,
+)
+from planner.specs import Parallel, Plan, Precision
 
 PRECISIONS = [p.value for p in Precision]
 CHUNKS_HELP = "Chunk sizes to consider: 256,512 or 128:8192:128 [default: 128..8192]."
 MICRO_BATCHES_HELP = ("Decode requests per attention-DP rank to consider: 8,16,32 or 1:512:1 "
                       "[default: 25 values, 1..512, steps of at most a third].")
+TIME_LIMIT_HELP = ("Time limit of the search [s]: a plan found by then is reported FEASIBLE with its gap; a search "
+                   "space too large for it is refused at once.")
+MAX_TIME_LIMIT_S = 86400.0
+"""Longest --time-limit accepted [s]."""
+MAX_LIST_VALUES = 1_000_000
+"""Most values a --chunks or --micro-batches list may hold."""
 
 
 # --- parsing -------------------------------------------------------------------------------------
 
 
+_NUMBER = r"([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)"
+
+
+def _positive(text: str, value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"'{text}' must be a positive finite number")
+    return value
+
+
 def parse_sla(text: str) -> float:
     """'20tok/s', '20 tokens/s', '20' -> 20 tokens/s/user; '50ms' (per token) -> 20 [tokens/s]."""
     t = text.strip().lower().replace(" ", "")
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)(tok/s|tokens/s|tps|tok/s/user|ms|s)?", t)
+    m = re.fullmatch(_NUMBER + r"(tok/s|tokens/s|tps|tok/s/user|ms|s)?", t)
     if not m:
         raise click.BadParameter(f"'{text}' is not a speed: use e.g. 20tok/s, 20, or 50ms (time per token)")
-    value, unit = float(m.group(1)), m.group(2) or "tok/s"
-    if value <= 0:
-        raise click.BadParameter(f"'{text}' must be positive")
+    value, unit = _positive(text, float(m.group(1))), m.group(2) or "tok/s"
     if unit == "ms":
         return 1000.0 / value
     if unit == "s":
@@ -48,12 +69,17 @@ def parse_sla(text: str) -> float:
 def parse_duration(text: str) -> float:
     """'5s', '500ms', '5' -> seconds [s]."""
     t = text.strip().lower().replace(" ", "")
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)(ms|s)?", t)
+    m = re.fullmatch(_NUMBER + r"(ms|s)?", t)
     if not m:
         raise click.BadParameter(f"'{text}' is not a duration: use e.g. 5s or 500ms")
-    value = float(m.group(1)) / (1000.0 if m.group(2) == "ms" else 1.0)
-    if value <= 0:
-        raise click.BadParameter(f"'{text}' must be positive")
+    return _positive(text, float(m.group(1))) / (1000.0 if m.group(2) == "ms" else 1.0)
+
+
+def parse_time_limit(text: str) -> float:
+    """'60', '0.5', '2s' -> seconds, at least 0.01 and at most a day [s]."""
+    value = parse_duration(text)
+    if not 0.01 <= value <= MAX_TIME_LIMIT_S:
+        raise click.BadParameter(f"'{text}' must be between 0.01 s and {MAX_TIME_LIMIT_S:,.0f} s")
     return value
 
 
@@ -67,21 +93,73 @@ def _callback(parse: Callable) -> Callable:
 
 
 def parse_int_list(text: str) -> tuple[int, ...]:
-    """'128,256,512' or '128:8192:128' (start:stop:step, inclusive) -> a tuple of positive ints."""
+    """'128,256,512' or '128:8192:128' (start:stop:step, inclusive) -> a tuple of positive ints (at most
+    MAX_LIST_VALUES of them)."""
     try:
         if ":" in text:
             start, stop, step = (int(x) for x in text.split(":"))
-            values = tuple(range(start, stop + 1, step))
+            if step < 1:
+                raise click.BadParameter(f"'{text}': the step must be positive")
+            span = range(start, stop + 1, step)
+            if len(span) > MAX_LIST_VALUES:
+                raise click.BadParameter(f"'{text}' lists {len(span):,} values, more than {MAX_LIST_VALUES:,}")
+            values = tuple(span)
         else:
             values = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise click.BadParameter(f"'{text}' is not a list: use e.g. 256,512,1024 or 128:8192:128") from None
     if not values or min(values) < 1:
         raise click.BadParameter(f"'{text}' must list positive whole numbers")
+    if len(values) > MAX_LIST_VALUES:
+        raise click.BadParameter(f"'{text}' lists {len(values):,} values, more than {MAX_LIST_VALUES:,}")
     return values
 
 
+def parse_demand(text: str) -> tuple[float | None, float | None]:
+    """'40req/s', '40 requests/s', '40rps' -> (40 requests/s, None); '50000tok/s' -> (None, 50000 tokens/s)."""
+    t = text.strip().lower().replace(" ", "")
+    m = re.fullmatch(_NUMBER + r"(req/s|requests/s|rps|tok/s|tokens/s|tps)", t)
+    if not m:
+        raise click.BadParameter(f"'{text}' is not a demand: use e.g. 40req/s (requests) or 50000tok/s "
+                                 "(output tokens)")
+    value = _positive(text, float(m.group(1)))
+    return (value, None) if m.group(2) in ("req/s", "requests/s", "rps") else (None, value)
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """'5:200' -> (5, 200) tokens/s/user; each end takes the --sla forms (20tok/s, 50ms)."""
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise click.BadParameter(f"'{text}' is not a range: use LOW:HIGH in tokens/s/user, e.g. 5:200")
+    lo, hi = (parse_sla(x) for x in parts)
+    if lo > hi:
+        lo, hi = hi, lo  # '50ms:10ms' reads as speeds 20:100
+    return lo, hi
+
+
 # --- one-line errors -------------------------------------------------------------------------------
+
+
+def hint(e: PlannerError) -> str:
+    """What to try, in command-line terms, for a library error that carries structured fields."""
+    if isinstance(e, InfeasibleError):
+        reach = e.reachable
+        return {
+            "chunk": f"give larger --chunks, up to at least {int(reach.get('chunk', 0))}",
+            "fit": (f"try --gpus {int(reach['gpus'])} or a smaller --precision" if "gpus" in reach
+                    else "try a smaller --precision, a shorter --isl/--osl or a larger GPU"),
+            "layout": "try another --gpus",
+            "ttft": "raise --ttft or add GPUs",
+            "sla": "lower --sla or change the cluster",
+            "demand": "lower the --demand or the --sla, or raise --max-gpus",
+        }.get(e.reason, "")
+    if isinstance(e, SearchTooLargeError):
+        if e.limit_s is None:
+            return "give fewer --micro-batches or --chunks"
+        return f"raise --time-limit to {max(1, math.ceil(e.seconds * 1.2))} or give fewer --micro-batches or --chunks"
+    if isinstance(e, TimeLimitError):
+        return "raise --time-limit"
+    return ""
 
 
 class OneLineErrors(click.Group):
@@ -99,11 +177,15 @@ class OneLineErrors(click.Group):
             click.echo(f"{ctx_cmd}: error: {msg}", err=True)
             sys.exit(2)
         except PlannerError as e:
-            click.echo(f"planner: error: {e}", err=True)
+            extra = hint(e)
+            click.echo(f"planner: error: {e}" + (f" ({extra})" if extra else ""), err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("planner: interrupted", err=True)
             sys.exit(130)
+        except RecursionError:
+            click.echo("planner: error: input nested too deeply", err=True)
+            sys.exit(2)
         except Exception as e:  # a bug: still one line, never a traceback
             click.echo(f"planner: internal error (please report): {type(e).__name__}: {e}", err=True)
             sys.exit(1)
@@ -153,6 +235,21 @@ def _problem_options(f: Callable | None = None, *, repeatable: bool = False) -> 
     return decorate(f) if f is not None else decorate
 
 
+def _search_options(f: Callable) -> Callable:
+    """--chunks, --micro-batches, --method and --time-limit: how a command searches."""
+    options = [
+        click.option("--chunks", default=None, callback=_callback(parse_int_list), help=CHUNKS_HELP),
+        click.option("--micro-batches", default=None, callback=_callback(parse_int_list), help=MICRO_BATCHES_HELP),
+        click.option("--method", type=click.Choice(["cpsat", "exhaustive"]), default="cpsat", show_default=True,
+                     help="CP-SAT over the tabulated options, or the exhaustive enumeration (the test oracle)."),
+        click.option("--time-limit", default="60", show_default=True, callback=_callback(parse_time_limit),
+                     help=TIME_LIMIT_HELP),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def _problem(kw: dict, sla: float | None = None, ttft: float | None = None, gpus: int | None = None):
     return search.make_problem(
         model=kw["model"], cluster=kw["cluster"], gpus=gpus or kw["gpus"], isl=kw["isl"], osl=kw["osl"],
@@ -162,78 +259,22 @@ def _problem(kw: dict, sla: float | None = None, ttft: float | None = None, gpus
     )
 
 
-# --- rendering -------------------------------------------------------------------------------------
+def _params(time_limit: float):
+    from planner.solver import SolverParams
 
-
-def render_table(headers: list[str], rows: list[list[str]]) -> str:
-    """A plain aligned text table."""
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*(str(x) for x in row)) for row in rows]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _fmt_time(ms: float) -> str:
-    if ms != ms or ms == float("inf"):
-        return "inf"
-    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.1f} ms"
-
-
-def _plan_rows(plans: list[Plan]) -> list[list[str]]:
-    return [
-        [str(i), p.label, str(p.batch.concurrency), str(p.batch.chunk_tokens),
-         f"{p.metrics.tokens_per_s_per_user:.1f}", f"{p.metrics.tokens_per_s_per_gpu:.1f}",
-         _fmt_time(p.metrics.ttft_ms),
-         f"{p.memory.per_gpu_bytes / 1e9:.1f}/{p.memory.capacity_bytes / 1e9:.1f} GB"]
-        for i, p in enumerate(plans, 1)
-    ]
-
-
-PLAN_HEADERS = ["#", "layout", "concurrency", "chunk", "tok/s/user", "tok/s/GPU", "TTFT", "memory/GPU"]
-
-
-def _describe(p: Plan) -> str:
-    kv = p.kv_precision.value
-    weight_only = p.gemm_math == "bf16" and p.precision != Precision.bf16
-    math = "" if p.gemm_math == p.precision.value else f" ({p.gemm_math} math{', weight-only' if weight_only else ''})"
-    return (f"{p.model} on {p.gpus} x {p.cluster}, {p.precision.value} weights{math} / {kv} KV cache, "
-            f"isl {p.isl} / osl {p.osl} tokens")
-
-
-def _layout_line(p: Plan) -> str:
-    q = p.parallel
-    return (f"layout: tp={q.tp} attention_dp={q.attention_dp} pp={q.pp} ep={q.ep} moe_tp={q.moe_tp} dp={q.dp} "
-            f"({p.gpus_used} of {p.gpus} GPUs); {p.batch.micro_batch} requests per attention-DP rank per "
-            f"micro-batch; TPOT {p.metrics.tpot_ms:.1f} ms")
-
-
-def _echo_notes(p: Plan) -> None:
-    for note in p.notes:
-        click.echo(f"approximated: {note}")
-
-
-def _memory_line(p: Plan) -> str:
-    m = p.memory
-    gb = 1e9
-    return (f"memory/GPU: weights {m.weights_bytes / gb:.1f} + KV {m.kv_cache_bytes / gb:.1f} + activations "
-            f"{m.activation_bytes / gb:.1f} + buffers {m.comm_buffer_bytes / gb:.1f} + reserved "
-            f"{m.reserved_bytes / gb:.1f} = {m.per_gpu_bytes / gb:.1f} GB of {m.usable_bytes / gb:.1f} GB usable")
+    return SolverParams(time_limit_s=time_limit)
 
 
 def _dump(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2))
 
 
+def _echo(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(line)
+
+
 # --- commands --------------------------------------------------------------------------------------
-
-
-def _echo_deployment_profile(problem: Problem) -> None:
-    """Say so when the calibration holds a profile fitted to this very deployment (calibrate --anchor)."""
-    for prof in problem.calibration.profiles:
-        if (prof.model, prof.system, prof.backend) == (problem.model.name, problem.cluster.name, problem.backend):
-            click.echo(f"calibration: {problem.calibration.name}, anchored to {prof.rows} measured runs of "
-                       f"{prof.model} on {prof.system} with {prof.backend}")
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -250,42 +291,20 @@ def main() -> None:
               help="Maximum time to first token, e.g. 5s or 500ms.")
 @click.option("--top", type=click.IntRange(min=1, max=50), default=1, show_default=True,
               help="The K best distinct layouts.")
-@click.option("--method", type=click.Choice(["cpsat", "exhaustive"]), default="cpsat", show_default=True,
-              help="CP-SAT model, or the exhaustive enumeration (the test oracle).")
-@click.option("--chunks", default=None, callback=_callback(parse_int_list),
-              help=CHUNKS_HELP)
-@click.option("--micro-batches", default=None, callback=_callback(parse_int_list),
-              help=MICRO_BATCHES_HELP)
-@click.option("--time-limit", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
-              help="CP-SAT time limit [s]; a plan found by then is reported FEASIBLE with its gap.")
+@_search_options
 def solve(sla: float, ttft: float | None, top: int, method: str, chunks: tuple[int, ...] | None,
           micro_batches: tuple[int, ...] | None, time_limit: float, as_json: bool, **kw: Any) -> None:
     """Best plan (layout, batch, chunk) maximising tokens/s/GPU at a minimum tokens/s/user.
 
     With no options: GPT-MoE-1.8T on 64 GB200 NVL72 GPUs, 32768 input / 1024 output tokens, FP4.
     """
-    from planner.solver import SolverParams
-
     problem = _problem(kw, sla, ttft)
     plans = search.solve(problem, method=method, top=top, chunks=chunks, micro_batches=micro_batches,
-                         params=SolverParams(time_limit_s=time_limit))
+                         params=_params(time_limit))
     if as_json:
         _dump(plans[0].model_dump(mode="json") if top == 1 else [p.model_dump(mode="json") for p in plans])
         return
-    best = plans[0]
-    limit = f", TTFT <= {_fmt_time(problem.sla.max_ttft_s * 1000)}" if problem.sla.max_ttft_s else ""
-    click.echo(f"{_describe(best)}; SLA >= {problem.sla.min_tokens_per_s_per_user:g} tokens/s/user{limit}")
-    click.echo(render_table(PLAN_HEADERS, _plan_rows(plans)))
-    click.echo(_layout_line(best))
-    click.echo(_memory_line(best))
-    _echo_notes(best)
-    _echo_deployment_profile(problem)
-    info = best.solver
-    bound = f", bound {info.objective_bound:.1f} tok/s/GPU, gap {info.gap:.2%}" if info.objective_bound else ""
-    click.echo(f"solver: {info.method} {info.status} in {info.wall_s:.2f} s{bound}; "
-               f"{info.candidates:,} combinations in the space")
-    if info.limited_by:
-        click.echo(f"a larger batch of this layout would break: {', '.join(info.limited_by)}")
+    _echo(render.solve_lines(plans, problem))
 
 
 @main.command()
@@ -319,11 +338,9 @@ def estimate(as_json: bool, tp: int, attention_dp: int, pp: int, ep: int, moe_tp
         return
     if csv_out is not None:
         raise click.UsageError("--out goes with --csv")
-    if moe_tp is None:
-        if (tp * attention_dp) % ep:
-            raise click.BadParameter(f"ep={ep} does not divide tp*attention_dp={tp * attention_dp}; give --moe-tp",
-                                     param_hint="'--ep'")
-        moe_tp = tp * attention_dp // ep
+    if moe_tp is None and (tp * attention_dp) % ep:
+        raise click.BadParameter(f"ep={ep} does not divide tp*attention_dp={tp * attention_dp}; give --moe-tp",
+                                 param_hint="'--ep'")
     par = Parallel(tp=tp, attention_dp=attention_dp, pp=pp, ep=ep, moe_tp=moe_tp, dp=dp)
     ctx = click.get_current_context()
     gpus_given = ctx.get_parameter_source("gpus") != click.core.ParameterSource.DEFAULT
@@ -332,12 +349,7 @@ def estimate(as_json: bool, tp: int, attention_dp: int, pp: int, ep: int, moe_tp
     if as_json:
         _dump(plan.model_dump(mode="json"))
         return
-    click.echo(_describe(plan))
-    click.echo(render_table(PLAN_HEADERS, _plan_rows([plan])))
-    click.echo(_layout_line(plan))
-    click.echo(_memory_line(plan))
-    _echo_notes(plan)
-    _echo_deployment_profile(problem)
+    _echo(render.estimate_lines(plan, problem))
 
 
 def _estimate_csv(path: Path, out: Path | None, calibration: str | None) -> None:
@@ -379,76 +391,38 @@ def calibrate(data: str, output: str, calibration: str | None, name: str | None,
     enough runs. With --anchor, a few runs of your own deployment instead tune that deployment's
     profile on top of the starting calibration. Use the result with --calibration FILE on any command.
     """
-    from planner.calibrate import (
-        Dataset,
-        deployments,
-        error_table,
-        fit,
-        fit_anchors,
-        load_calibration,
-        predict,
-        save_calibration,
-    )
+    from planner.calibrate import TooFewRunsError, calibrate_runs, load_calibration, save_calibration
     from planner.runs import read_rows
 
     start = load_calibration(calibration)
-    ds = Dataset.of(read_rows(Path(data)), start)
-    if anchor and all(mask.sum() < MIN_ANCHOR_ROWS for mask in deployments(ds).values()):
-        found = ", ".join(f"{m} on {s} with {b}" for m, s, b in deployments(ds))
-        found = f"at most one run each of: {found}" if found else "no row has a usable measured TTFT/TPOT"
-        raise click.UsageError(f"{data}: no (model, system, backend) deployment has {MIN_ANCHOR_ROWS} usable runs "
-                               f"to anchor to ({found})")
-    if not anchor and len(ds.runs) < 10:
-        raise click.UsageError(f"{data}: only {len(ds.runs)} rows with measured TTFT/TPOT can be used; need 10; "
-                               "to tune one deployment from a few runs, add --anchor")
-    click.echo(f"{len(ds.runs)} runs to fit, {len(ds.errors)} rows left out (unparseable or no measurement)",
+    source = f"planner calibrate {Path(data).name}" + (f" --anchor, on top of {start.name}" if anchor else "")
+    try:
+        report = calibrate_runs(read_rows(Path(data)), start, anchor=anchor, name=name or Path(data).stem,
+                                source=source, log=lambda msg: click.echo(f"  {msg}", err=True))
+    except TooFewRunsError as e:
+        extra = "" if e.anchor else "; to tune one deployment from a few runs, add --anchor"
+        raise click.UsageError(f"{data}: {e}{extra}") from None
+    click.echo(f"{report.runs} runs to fit, {report.left_out} rows left out (unparseable or no measurement)",
                err=True)
-    start_pred = predict(ds, start)
-    before = {(a, b): r for a, b, *r in error_table(ds, start_pred)}
-    fitter = fit_anchors if anchor else fit
-    cal = fitter(ds, start, name=name or Path(data).stem, source=f"planner calibrate {Path(data).name}"
-                 + (f" --anchor, on top of {start.name}" if anchor else ""),
-                 log=lambda msg: click.echo(f"  {msg}", err=True))
-    after = {(a, b): r for a, b, *r in error_table(ds, predict(ds, cal))}
-    rows = [[by, group, str(after[(by, group)][0])]
-            + [f"{before[(by, group)][i]:.1%} -> {after[(by, group)][i]:.1%}" for i in (1, 2, 3)]
-            for by, group in after]
-    click.echo(render_table(["by", "group", "runs", "TPOT |err|", "TTFT |err|", "tok/s/GPU |err|"], rows))
-    save_calibration(cal, output)
+    rows = [[by, group, str(runs)] + [f"{b:.1%} -> {a:.1%}" for b, a in zip(before, after)]
+            for by, group, runs, before, after in report.errors]
+    click.echo(render.table(["by", "group", "runs", "TPOT |err|", "TTFT |err|", "tok/s/GPU |err|"], rows))
+    save_calibration(report.calibration, output)
     click.echo(f"median absolute errors before -> after the fit, on the runs it was fitted to; calibration written "
                f"to {output}", err=True)
-    if anchor:
-        _echo_holdout(ds, start, start_pred)
-
-
-def _pct(x: float) -> str:
-    """A relative error to two significant figures: 4.1%, 19%."""
-    return f"{x:.0%}" if x >= 0.095 else f"{x:.1%}"
-
-
-def _echo_holdout(ds: Any, start: Any, start_pred: dict[str, Any]) -> None:
-    """Per anchored deployment, the median error on runs the anchoring was not fitted to (calibrate.anchor_holdout)
-    against the starting calibration's on the same runs."""
-    from planner.calibrate import anchor_holdout, deployments, error_table, holdout_folds
-
-    held = anchor_holdout(ds, start)
-    for (model, system, backend), mask in deployments(ds).items():
-        runs, name = int(mask.sum()), f"{model} on {system} with {backend}"
-        if runs < MIN_ANCHOR_ROWS:
-            continue  # not anchored (fit_anchors said so)
-        if runs < MIN_ANCHOR_ROWS + 1:
-            click.echo(f"held-out check, {name}: {runs} runs, too few to predict one from an anchoring to the "
+    for check in report.holdout:
+        model, system, backend = check.deployment
+        who = f"{model} on {system} with {backend}"
+        if not check.folds:
+            click.echo(f"held-out check, {who}: {check.runs} runs, too few to predict one from an anchoring to the "
                        f"others (needs {MIN_ANCHOR_ROWS + 1})")
             continue
-        sub = ds.subset(mask)
-        folds = int(holdout_folds(runs).max()) + 1
-        how = (f"each predicted from the other {runs - 1}" if folds == runs
-               else f"in {folds} folds, each predicted from the runs of the other folds")
-        (*_, b_tpot, b_ttft, b_thr), (*_, a_tpot, a_ttft, a_thr) = (
-            error_table(sub, {k: v[mask] for k, v in pred.items()})[0] for pred in (start_pred, held))
-        click.echo(f"held-out check, {name} ({runs} runs, {how}): median |err| TPOT {_pct(b_tpot)} -> {_pct(a_tpot)}, "
-                   f"TTFT {_pct(b_ttft)} -> {_pct(a_ttft)}, tok/s/GPU {_pct(b_thr)} -> {_pct(a_thr)} "
-                   "(start -> anchored)")
+        how = (f"each predicted from the other {check.runs - 1}" if check.folds == check.runs
+               else f"in {check.folds} folds, each predicted from the runs of the other folds")
+        (b_tpot, b_ttft, b_thr), (a_tpot, a_ttft, a_thr) = check.before, check.after
+        click.echo(f"held-out check, {who} ({check.runs} runs, {how}): median |err| TPOT {render.pct(b_tpot)} -> "
+                   f"{render.pct(a_tpot)}, TTFT {render.pct(b_ttft)} -> {render.pct(a_ttft)}, tok/s/GPU "
+                   f"{render.pct(b_thr)} -> {render.pct(a_thr)} (start -> anchored)")
 
 
 @main.command()
@@ -459,13 +433,7 @@ def models(as_json: bool) -> None:
     if as_json:
         _dump([m.model_dump(mode="json") for m in specs])
         return
-    rows = [[m.name, str(m.num_layers), str(m.hidden_size), f"{m.num_attention_heads}/{m.num_kv_heads}"
-             + (" MLA" if m.mla else ""),
-             f"{m.num_experts}/top-{m.experts_per_token}" if m.is_moe else "dense",
-             f"{m.total_params / 1e9:,.1f}B", f"{m.active_params / 1e9:,.1f}B",
-             ", ".join(m.aliases[:2]) + (" ..." if len(m.aliases) > 2 else "")] for m in specs]
-    click.echo(render_table(["name", "layers", "hidden", "heads q/kv", "experts", "params", "active", "aliases"],
-                            rows))
+    click.echo(render.model_rows(specs))
 
 
 @main.command()
@@ -476,15 +444,7 @@ def clusters(as_json: bool) -> None:
     if as_json:
         _dump([c.model_dump(mode="json") for c in specs])
         return
-
-    def tf(c, k):
-        return f"{c.tflops[k]:,.0f}" if k in c.tflops else "-"
-
-    rows = [[c.name, c.gpu, f"{c.hbm_capacity_gb:.0f}", f"{c.hbm_bandwidth_tbps:g}", tf(c, "bf16"), tf(c, "fp8"),
-             tf(c, "fp4"), str(c.scaleup_domain_gpus), f"{c.scaleup_bandwidth_gbps:g}",
-             f"{c.scaleout_bandwidth_gbps:g}", ", ".join(c.aliases[:2])] for c in specs]
-    click.echo(render_table(["name", "GPU", "HBM GB", "TB/s", "BF16 TF", "FP8 TF", "FP4 TF", "domain",
-                             "up GB/s", "out GB/s", "aliases"], rows))
+    click.echo(render.cluster_rows(specs))
 
 
 @main.command()
@@ -499,30 +459,6 @@ def schema(of: str) -> None:
 
 
 # --- studies -------------------------------------------------------------------------------------
-
-
-def parse_demand(text: str) -> tuple[float | None, float | None]:
-    """'40req/s', '40 requests/s', '40rps' -> (40 requests/s, None); '50000tok/s' -> (None, 50000 tokens/s)."""
-    t = text.strip().lower().replace(" ", "")
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)(req/s|requests/s|rps|tok/s|tokens/s|tps)", t)
-    if not m:
-        raise click.BadParameter(f"'{text}' is not a demand: use e.g. 40req/s (requests) or 50000tok/s "
-                                 "(output tokens)")
-    value = float(m.group(1))
-    if value <= 0:
-        raise click.BadParameter(f"'{text}' must be positive")
-    return (value, None) if m.group(2) in ("req/s", "requests/s", "rps") else (None, value)
-
-
-def parse_range(text: str) -> tuple[float, float]:
-    """'5:200' -> (5, 200) tokens/s/user; each end takes the --sla forms (20tok/s, 50ms)."""
-    parts = text.split(":")
-    if len(parts) != 2:
-        raise click.BadParameter(f"'{text}' is not a range: use LOW:HIGH in tokens/s/user, e.g. 5:200")
-    lo, hi = (parse_sla(x) for x in parts)
-    if lo > hi:
-        lo, hi = hi, lo  # '50ms:10ms' reads as speeds 20:100
-    return lo, hi
 
 
 class _Progress:
@@ -553,14 +489,6 @@ def _study_options(f: Callable) -> Callable:
                      help="SLA levels, log-spaced from the lowest to the highest reachable tokens/s/user."),
         click.option("--sla-range", default=None, callback=_callback(parse_range),
                      help="Sweep these tokens/s/user instead, e.g. 5:200."),
-        click.option("--chunks", default=None, callback=_callback(parse_int_list),
-                     help=CHUNKS_HELP),
-        click.option("--micro-batches", default=None, callback=_callback(parse_int_list),
-                     help=MICRO_BATCHES_HELP),
-        click.option("--method", type=click.Choice(["cpsat", "exhaustive"]), default="cpsat", show_default=True,
-                     help="CP-SAT model, or the exhaustive enumeration (the test oracle)."),
-        click.option("--time-limit", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
-                     help="CP-SAT time limit per search [s]."),
         click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None,
                      help="Also write the points as CSV here."),
         click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
@@ -570,18 +498,7 @@ def _study_options(f: Callable) -> Callable:
     ]
     for option in reversed(options):
         f = option(f)
-    return f
-
-
-FRONTIER_HEADERS = ["SLA", "", "layout", "concurrency", "chunk", "tok/s/user", "tok/s/GPU", "TTFT", "memory/GPU"]
-
-
-def _frontier_table(f: Any) -> str:
-    rows = []
-    for pt in f.points:
-        row = _plan_rows([pt])[0]
-        rows.append([f"{pt.target_tokens_per_s_per_user:.1f}", "*" if pt.new_layout else ""] + row[1:])
-    return render_table(FRONTIER_HEADERS, rows)
+    return _search_options(f)
 
 
 def _write_csv(path: str, rows: list[dict[str, Any]]) -> None:
@@ -604,15 +521,6 @@ def _check_plot_path(path: str | None) -> None:
         raise click.BadParameter(f"'{path}' must end in {', '.join(FORMATS)}", param_hint="'--plot'")
 
 
-def _summary(f: Any) -> str:
-    statuses = {pt.solver.status for pt in f.points}
-    proof = "every point OPTIMAL" if statuses == {"OPTIMAL"} else "some points only FEASIBLE (time limit)"
-    limit = f", TTFT <= {f.max_ttft_s:g} s" if f.max_ttft_s else ""
-    return (f"frontier{limit}: {f.lowest_tokens_per_s_per_user:.1f} .. {f.highest_tokens_per_s_per_user:.1f} "
-            f"tokens/s/user reachable; {len(f.points)} SLA levels, {f.solves} searches in {f.wall_s:.1f} s "
-            f"({f.method}, {proof})")
-
-
 @main.command()
 @_problem_options
 @_study_options
@@ -626,15 +534,14 @@ def frontier(ttft: float | None, points: int, sla_range: tuple[float, float] | N
     study's case (GPT-MoE-1.8T, 64 GB200 NVL72 GPUs, 32768/1024 tokens, FP4).
     """
     from planner import studies
-    from planner.solver import SolverParams
 
     _check_plot_path(plot_out)
     problem = _problem(kw, None, ttft)
     bar = _Progress(quiet or as_json)
     try:
         f = studies.frontier(problem, points=points, sla_range=sla_range, chunks=chunks,
-                             micro_batches=micro_batches, method=method,
-                             params=SolverParams(time_limit_s=time_limit), all_layouts=all_layouts, progress=bar)
+                             micro_batches=micro_batches, method=method, params=_params(time_limit),
+                             all_layouts=all_layouts, progress=bar)
     finally:
         bar.close()
     if csv_out:
@@ -646,15 +553,7 @@ def frontier(ttft: float | None, points: int, sla_range: tuple[float, float] | N
     if as_json:
         _dump(f.model_dump(mode="json"))
         return
-    click.echo(_describe(f.points[0]) if f.points else f.case)
-    click.echo(_summary(f))
-    if f.points:
-        click.echo(_frontier_table(f))
-    if f.unreachable:
-        click.echo(f"unreachable (above {f.highest_tokens_per_s_per_user:.1f} tokens/s/user): "
-                   + ", ".join(f"{x:g}" for x in f.unreachable))
-    if all_layouts:
-        click.echo(f"valid layouts (at least one batch fits and keeps up): {f.valid_layouts}")
+    _echo(render.frontier_lines(f, all_layouts))
     for what, out in (("points", csv_out), ("chart", plot_out)):
         if out:
             click.echo(f"{what} written to {out}")
@@ -687,17 +586,14 @@ def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, 
     given once applies to every case).
     """
     from planner import studies
-    from planner.solver import SolverParams
 
     _check_plot_path(plot_out)
-    cases = _cases(kw)
-    problems = [_problem(c, None, ttft) for c in cases]
+    problems = [_problem(c, None, ttft) for c in _cases(kw)]
     bar = _Progress(quiet or as_json)
     try:
         result = studies.compare(problems, at=at, points=points, sla_range=sla_range, chunks=chunks,
-                                 micro_batches=micro_batches, method=method,
-                                 params=SolverParams(time_limit_s=time_limit), all_layouts=all_layouts,
-                                 progress=bar)
+                                 micro_batches=micro_batches, method=method, params=_params(time_limit),
+                                 all_layouts=all_layouts, progress=bar)
     finally:
         bar.close()
     if csv_out:
@@ -709,30 +605,7 @@ def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, 
     if as_json:
         _dump(result.model_dump(mode="json"))
         return
-    click.echo(f"isl {kw['isl']} / osl {kw['osl']} tokens" + (f", TTFT <= {ttft:g} s" if ttft else "")
-               + f"; compared at {at:g} tokens/s/user")
-    by_case = {f.case: f for f in result.frontiers}
-    rows = []
-    for r in result.rows:
-        f, pt = by_case.get(r.case), r.plan
-        reach = f"{f.lowest_tokens_per_s_per_user:.1f}..{f.highest_tokens_per_s_per_user:.1f}" if f else "-"
-        rows.append([r.case, reach, pt.label if pt else "unreachable", f"{pt.metrics.tokens_per_s_per_user:.1f}" if pt
-                     else "-", f"{r.tokens_per_s_per_gpu:.2f}" if pt else "-",
-                     f"{r.ratio:.2f}x" if r.ratio is not None else "-", f"{f.wall_s:.1f} s" if f else "-"])
-    click.echo(render_table(["case", "tok/s/user reachable", f"best layout at {at:g}", "tok/s/user", "tok/s/GPU",
-                             "ratio", "sweep"], rows))
-    for r in result.rows:
-        if r.error:
-            click.echo(f"{r.case}: no plan: {r.error}")
-    base = result.rows[0]
-    for r in result.rows[1:]:
-        if r.ratio:
-            click.echo(f"{base.case} serves {1 / r.ratio:.2f}x the tokens/s/GPU of {r.case} at {at:g} tokens/s/user")
-    keep = [k for k in range(len(result.levels)) if any(row[k] is not None for row in result.grid)]
-    click.echo("best tokens/s/GPU at each tokens/s/user ('-': unreachable):")
-    click.echo(render_table(["case"] + [f"{result.levels[k]:g}" for k in keep],
-                            [[r.case] + [f"{row[k]:.2f}" if row[k] is not None else "-" for k in keep]
-                             for r, row in zip(result.rows, result.grid)]))
+    _echo(render.compare_lines(result, kw["isl"], kw["osl"], ttft, at))
     for what, out in (("points", csv_out), ("chart", plot_out)):
         if out:
             click.echo(f"{what} written to {out}")
@@ -746,16 +619,9 @@ def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, 
               help="Minimum tokens/s per user: 20tok/s, 20, or 50ms per token.")
 @click.option("--ttft", default=None, callback=_callback(parse_duration),
               help="Maximum time to first token, e.g. 5s or 500ms.")
-@click.option("--chunks", default=None, callback=_callback(parse_int_list),
-              help=CHUNKS_HELP)
-@click.option("--micro-batches", default=None, callback=_callback(parse_int_list),
-              help=MICRO_BATCHES_HELP)
-@click.option("--method", type=click.Choice(["cpsat", "exhaustive"]), default="cpsat", show_default=True,
-              help="CP-SAT model, or the exhaustive enumeration (the test oracle).")
-@click.option("--max-gpus", type=click.IntRange(min=1), default=65536, show_default=True,
+@click.option("--max-gpus", type=click.IntRange(min=1, max=1 << 20), default=65536, show_default=True,
               help="Most GPUs to consider.")
-@click.option("--time-limit", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
-              help="CP-SAT time limit [s].")
+@_search_options
 def size(demand: tuple[float | None, float | None], sla: float, ttft: float | None, chunks: tuple[int, ...] | None,
          micro_batches: tuple[int, ...] | None, method: str, max_gpus: int, time_limit: float, as_json: bool,
          **kw: Any) -> None:
@@ -764,29 +630,12 @@ def size(demand: tuple[float | None, float | None], sla: float, ttft: float | No
     --gpus is ignored: the sizing finds the count. Demand in tokens/s counts output tokens.
     """
     from planner import studies
-    from planner.solver import SolverParams
 
     problem = _problem(kw, sla, ttft)
     req, tok = demand
     result = studies.size(problem, demand_requests_per_s=req, demand_tokens_per_s=tok, chunks=chunks,
-                          micro_batches=micro_batches, method=method, params=SolverParams(time_limit_s=time_limit),
-                          max_gpus=max_gpus)
+                          micro_batches=micro_batches, method=method, params=_params(time_limit), max_gpus=max_gpus)
     if as_json:
         _dump(result.model_dump(mode="json"))
         return
-    plan = result.plan
-    limit = f", TTFT <= {_fmt_time(ttft * 1000)}" if ttft else ""
-    click.echo(f"{_describe(plan).split(' on ')[0]} on {problem.cluster.name}, {plan.precision.value} weights, "
-               f"isl {plan.isl} / osl {plan.osl} tokens")
-    click.echo(f"demand {result.demand_requests_per_s:,.4g} requests/s = {result.demand_tokens_per_s:,.0f} output "
-               f"tokens/s at >= {sla:g} tokens/s/user{limit}")
-    unit = result.node_unit
-    click.echo(f"fewest GPUs: {result.gpus} ({result.nodes} {unit}{'s' if result.nodes != 1 else ''} of "
-               f"{result.gpus_per_node} GPUs; GPUs are counted in whole {unit}s), {result.gpus_used} in use: "
-               f"{result.replicas} replica{'s' if result.replicas != 1 else ''} of {plan.label.rsplit(' DP', 1)[0]}")
-    click.echo(render_table(PLAN_HEADERS, _plan_rows([plan])))
-    click.echo(_layout_line(plan))
-    click.echo(f"capacity {result.capacity_tokens_per_s:,.0f} tokens/s ({result.capacity_requests_per_s:,.4g} "
-               f"requests/s), {result.utilization:.0%} used by the demand; replicas of up to "
-               f"{result.max_replica_gpus} GPUs considered; {result.wall_s:.1f} s")
-    _echo_notes(plan)
+    _echo(render.size_lines(result, problem, sla, ttft))

@@ -413,6 +413,31 @@ def mixed(p: Problem, block, m, chunk) -> np.ndarray:
     return (1 - f) * block(0) + f * block(carried_chunk(p, m, chunk))
 
 
+# --- many layouts at once ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layouts:
+    """Many replica layouts as broadcastable integer arrays, with the field names of specs.Parallel, so that
+    every function here that takes a Parallel evaluates them all at once [GPUs, replicas]."""
+
+    tp: np.ndarray
+    attention_dp: np.ndarray
+    pp: np.ndarray
+    ep: np.ndarray
+    dp: np.ndarray
+
+    @property
+    def stage_gpus(self) -> np.ndarray:
+        """GPUs of one pipeline stage = tp * attention_dp [GPUs]."""
+        return self.tp * self.attention_dp
+
+    @property
+    def replica_gpus(self) -> np.ndarray:
+        """GPUs of one replica = tp * attention_dp * pp [GPUs]."""
+        return self.stage_gpus * self.pp
+
+
 # --- one plan ------------------------------------------------------------------------------------
 
 
@@ -425,7 +450,7 @@ class Evaluation:
     batch: Batch
 
 
-def pass_time(p: Problem, par: Parallel, m, c) -> np.ndarray:
+def pass_time(p: Problem, par: Parallel | Layouts, m, c) -> np.ndarray:
     """Time of one micro-batch pass through all stages carrying c prefill tokens per rank [s]."""
     n = np.asarray(m) + np.asarray(c)
     return (
@@ -435,7 +460,7 @@ def pass_time(p: Problem, par: Parallel, m, c) -> np.ndarray:
     )
 
 
-def memory_breakdown(p: Problem, par: Parallel, m, chunk) -> dict[str, np.ndarray]:
+def memory_breakdown(p: Problem, par: Parallel | Layouts, m, chunk) -> dict[str, np.ndarray]:
     """Per-GPU memory terms of the busiest stage [bytes]."""
     terms = {
         "weights_bytes": weight_bytes_per_gpu(p, par.tp, par.attention_dp, par.pp),
@@ -448,8 +473,9 @@ def memory_breakdown(p: Problem, par: Parallel, m, chunk) -> dict[str, np.ndarra
     return terms
 
 
-def metrics_grid(p: Problem, par: Parallel, m, chunk) -> dict[str, np.ndarray]:
-    """TPOT [s], TTFT [s], throughput [tokens/s/GPU over p.gpus], memory [bytes], f, concurrency."""
+def metrics_grid(p: Problem, par: Parallel | Layouts, m, chunk) -> dict[str, np.ndarray]:
+    """TPOT [s], TTFT [s], throughput [tokens/s/GPU over p.gpus], memory [bytes], f, rho, concurrency
+    [requests per replica], for one layout or many (Layouts) over broadcastable m and chunk."""
     m, chunk = np.asarray(m), np.asarray(chunk)
     tpot = mixed(p, lambda c: pass_time(p, par, m, c), m, chunk)
     own, backlog = ttft_passes(p, m, chunk)

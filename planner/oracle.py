@@ -1,51 +1,35 @@
 """The exhaustive oracle: plain-Python enumeration of the same space, same cost model.
 
-It shares nothing with the CP-SAT model but the cost functions and the candidate lists: rules
-are checked by planner.rules and by numpy masks, and every (micro-batch, chunk) pair of every
-valid layout is evaluated in float. Tests require both searches to find the same optimum.
+It shares nothing with the CP-SAT search (planner.options, planner.solver) but the cost model, the rule
+checker and the candidate lists: every layout of the candidate lists is built one by one and checked by
+planner.rules, and every (micro-batch, chunk) pair of every valid layout is evaluated in float by
+planner.cost. Tests require both searches to find the same optimum; it never imports ortools.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from itertools import product
 
 import numpy as np
 
 from planner import cost
-from planner.rules import layout_violations
-from planner.solver import Candidate, Objective
-from planner.space import Space
+from planner.rules import batch_ok, layout_violations
+from planner.space import Candidate, Objective, OutOfTime, Space
 from planner.specs import Parallel, Problem
 
 
-def layouts(p: Problem, s: Space, budget: int):
+def layouts(p: Problem, s: Space, budget: int) -> Iterator[Parallel]:
     """Every layout of the candidate lists that obeys the layout rules, with the most replicas."""
     pb = p.model_copy(update={"gpus": budget})
-    for tp in s.tp:
-        for adp in s.attention_dp:
-            for pp in s.pp:
-                for ep in s.ep:
-                    for moe_tp in s.moe_tp:
-                        replica = tp * adp * pp
-                        if replica > budget:
-                            continue
-                        par = Parallel(tp=tp, attention_dp=adp, pp=pp, ep=ep, moe_tp=moe_tp,
-                                       dp=min(budget // replica, s.max_dp))
-                        if not layout_violations(pb, par):
-                            yield par
-
-
-def valid(p: Problem, g: dict[str, np.ndarray], use_sla: bool = True, use_ttft: bool = True) -> np.ndarray:
-    """Which entries of a cost.metrics_grid obey the batch rules: memory fits, the chunk keeps up,
-    and (when asked and set) the SLA and the TTFT limit of p.sla hold."""
-    ok = (g["per_gpu_bytes"] <= cost.usable_bytes(p)) & (g["prefill_load"] < 1)
-    floor = p.sla.min_tokens_per_s_per_user if (use_sla and p.sla) else None
-    if floor:
-        ok &= 1 / g["tpot_s"] >= floor
-    limit = p.sla.max_ttft_s if (use_ttft and p.sla) else None
-    if limit is not None:
-        ok &= g["ttft_s"] <= limit
-    return ok
+    for tp, adp, pp, ep in product(s.tp, s.attention_dp, s.pp, s.ep):
+        replica = tp * adp * pp
+        if replica > budget:
+            continue
+        par = Parallel(tp=tp, attention_dp=adp, pp=pp, ep=ep, dp=min(budget // replica, s.max_dp))
+        if not layout_violations(pb, par):
+            yield par
 
 
 def exhaustive(
@@ -56,19 +40,22 @@ def exhaustive(
     use_ttft: bool = True,
     top: int = 1,
     budget: int | None = None,
+    deadline: float | None = None,
 ) -> tuple[list[Candidate], float]:
     """Best `top` distinct layouts by `objective`, best first, and the wall time [s].
 
     Objectives: highest tokens/s/GPU, lowest TPOT, lowest TTFT, or fewest replica GPUs (with
     `budget` GPUs allowed). A plan is valid when memory fits, the chunk keeps up and, when asked,
-    the SLA and TTFT limit hold.
+    the SLA and TTFT limit hold. Raises OutOfTime when `deadline` (time.perf_counter) passes first.
     """
     t0 = time.perf_counter()
     m, c = np.meshgrid(np.asarray(s.micro_batches), np.asarray(s.chunks), indexing="ij")
     best: list[tuple[float, Candidate]] = []
-    for par in layouts(p, s, budget or p.gpus):
+    for n, par in enumerate(layouts(p, s, budget or p.gpus)):
+        if deadline is not None and time.perf_counter() > deadline:
+            raise OutOfTime(n * s.batches, s.size)
         g = cost.metrics_grid(p, par, m, c)
-        ok = valid(p, g, use_sla, use_ttft)
+        ok = batch_ok(p, g, use_sla, use_ttft)
         if not ok.any():
             continue
         score = {

@@ -1,10 +1,16 @@
-"""The rules a layout must obey, as plain-Python checks.
+"""The rules a plan must obey: the one plain-Python rule checker.
 
-The CP-SAT model (planner.solver) states the same rules as constraints; these checks serve the
-exhaustive oracle and `estimate`, and the tests compare the two.
+Every check takes numpy-broadcastable arrays, so the same function checks one plan (`violations`,
+for `estimate`, the certificate of every search result, tests and benchmarks), a layout's grid of
+batches (the exhaustive oracle) or a whole table of options (planner.options, whose masks the CP-SAT
+model states as constraints). A rule is *broken* where its mask is True.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
 
 from planner.specs import Parallel, Problem
 
@@ -13,8 +19,8 @@ RULES: dict[str, str] = {
     "heads_divisible": "tp must divide the attention heads",
     "layers_divisible": "pp must divide the layers",
     "experts_divisible": "ep must divide the routed experts (ep = 1 for dense models)",
-    "moe_resplit": "moe_tp * ep must equal tp * attention_dp",
-    "dense_no_attention_dp": "a dense model has attention_dp = 1 (use dp for replicas)",
+    "moe_resplit": "ep must divide tp * attention_dp, which MoE layers re-split as moe_tp * ep",
+    "dense_no_attention_dp": "a dense model has attention_dp = 1 (replicas are dp)",
     "tp_in_scaleup_domain": "the tp group must sit inside one scale-up (NVLink) domain",
     "memory": "memory per GPU must fit the usable HBM",
     "chunk_keeps_up": "the prefill chunk must admit new requests as fast as they finish (load rho < 1)",
@@ -23,25 +29,93 @@ RULES: dict[str, str] = {
 }
 """Every rule by name, with the sentence an error message uses."""
 
+LAYOUT_RULES: tuple[str, ...] = (
+    "gpu_budget", "heads_divisible", "layers_divisible", "experts_divisible", "moe_resplit",
+    "dense_no_attention_dp", "tp_in_scaleup_domain",
+)
+"""Rules on the layout alone."""
+BATCH_RULES: tuple[str, ...] = ("memory", "chunk_keeps_up", "sla", "ttft")
+"""Rules on a layout with its batch (micro-batch and chunk)."""
+
+
+def layout_masks(p: Problem, tp, attention_dp, pp, ep, dp=1, moe_tp=None) -> dict[str, np.ndarray]:
+    """Where each layout rule is broken, for broadcastable arrays of degrees [GPUs]. moe_tp None: derived
+    (tp * attention_dp / ep), so only the divisibility of the stage by ep is checked."""
+    md = p.model
+    tp, adp, pp, ep, dp = (np.asarray(x) for x in (tp, attention_dp, pp, ep, dp))
+    stage = tp * adp
+    resplit = stage % ep != 0
+    if moe_tp is not None:
+        resplit = resplit | (np.asarray(moe_tp) * ep != stage)
+    return {
+        "gpu_budget": dp * stage * pp > p.gpus,
+        "heads_divisible": md.num_attention_heads % tp != 0,
+        "layers_divisible": md.num_layers % pp != 0,
+        "experts_divisible": (md.num_experts % ep != 0) if md.is_moe else ep != 1,
+        "moe_resplit": resplit,
+        "dense_no_attention_dp": np.zeros(np.shape(adp), bool) if md.is_moe else adp != 1,
+        "tp_in_scaleup_domain": tp > p.cluster.scaleup_domain_gpus,
+    }
+
+
+def batch_masks(p: Problem, metrics: Mapping[str, np.ndarray], use_sla: bool = True,
+                use_ttft: bool = True) -> dict[str, np.ndarray]:
+    """Where each batch rule is broken, for arrays of cost.metrics_grid figures: memory per GPU above the
+    usable HBM, prefill load rho >= 1, tokens/s/user below the SLA, TTFT above the limit (the last two
+    only when asked and set on p.sla)."""
+    from planner.cost import usable_bytes
+
+    out = {
+        "memory": np.asarray(metrics["per_gpu_bytes"]) > usable_bytes(p),
+        "chunk_keeps_up": np.asarray(metrics["prefill_load"]) >= 1,
+    }
+    floor = p.sla.min_tokens_per_s_per_user if (use_sla and p.sla) else None
+    if floor:
+        out["sla"] = sla_broken(np.asarray(metrics["tpot_s"]), floor)
+    limit = p.sla.max_ttft_s if (use_ttft and p.sla) else None
+    if limit is not None:
+        out["ttft"] = np.asarray(metrics["ttft_s"]) > limit
+    return out
+
+
+def sla_broken(tpot_s, min_tokens_per_s_per_user: float) -> np.ndarray:
+    """Where a TPOT [s] misses a tokens/s/user floor: 1 / TPOT < floor."""
+    with np.errstate(divide="ignore"):
+        return 1 / np.asarray(tpot_s, dtype=float) < min_tokens_per_s_per_user
+
+
+def replicas_needed(tokens_per_s: float, rate, most: int) -> np.ndarray:
+    """The demand rule: the fewest replicas, each serving `rate` output tokens/s, that together serve
+    `tokens_per_s`: the smallest n with n * rate >= demand, capped at `most` [replicas]."""
+    rate = np.asarray(rate, dtype=float)
+    with np.errstate(divide="ignore", over="ignore"):
+        n = np.minimum(np.ceil(tokens_per_s / rate), most)
+    n = np.where((n < most) & (n * rate < tokens_per_s), n + 1, n)  # float rounding of the division
+    n = np.where((n > 1) & ((n - 1) * rate >= tokens_per_s), n - 1, n)
+    return np.maximum(n, 1).astype(np.int64)
+
+
+def batch_ok(p: Problem, metrics: Mapping[str, np.ndarray], use_sla: bool = True, use_ttft: bool = True
+             ) -> np.ndarray:
+    """Where every batch rule holds."""
+    broken = batch_masks(p, metrics, use_sla, use_ttft).values()
+    return ~np.logical_or.reduce(list(broken))
+
 
 def layout_violations(p: Problem, par: Parallel) -> list[str]:
     """Names of the layout rules `par` breaks on problem `p` (empty when valid)."""
-    md, out = p.model, []
-    if par.gpus_used > p.gpus:
-        out.append("gpu_budget")
-    if md.num_attention_heads % par.tp:
-        out.append("heads_divisible")
-    if md.num_layers % par.pp:
-        out.append("layers_divisible")
-    if (md.is_moe and md.num_experts % par.ep) or (not md.is_moe and par.ep != 1):
-        out.append("experts_divisible")
-    if par.moe_tp * par.ep != par.tp * par.attention_dp:
-        out.append("moe_resplit")
-    if not md.is_moe and par.attention_dp != 1:
-        out.append("dense_no_attention_dp")
-    if par.tp > p.cluster.scaleup_domain_gpus:
-        out.append("tp_in_scaleup_domain")
-    return out
+    masks = layout_masks(p, par.tp, par.attention_dp, par.pp, par.ep, par.dp, par.moe_tp)
+    return [rule for rule in LAYOUT_RULES if bool(masks[rule])]
+
+
+def violations(p: Problem, par: Parallel, micro_batch: int, chunk: int, use_sla: bool = True,
+               use_ttft: bool = True) -> list[str]:
+    """Every rule one plan breaks, checked on the float cost model (empty when valid)."""
+    from planner.cost import metrics_grid
+
+    out = layout_violations(p, par)
+    masks = batch_masks(p, metrics_grid(p, par, micro_batch, chunk), use_sla, use_ttft)
+    return out + [rule for rule in BATCH_RULES if rule in masks and bool(masks[rule])]
 
 
 def explain(p: Problem, par: Parallel, rule: str) -> str:
@@ -55,7 +129,11 @@ def explain(p: Problem, par: Parallel, rule: str) -> str:
             f"ep={par.ep} does not divide {md.num_experts} experts" if md.is_moe
             else f"ep={par.ep} on a dense model"
         ),
-        "moe_resplit": f"moe_tp*ep = {par.moe_tp * par.ep} but tp*attention_dp = {par.tp * par.attention_dp}",
+        "moe_resplit": (
+            f"ep={par.ep} does not divide tp*attention_dp = {par.stage_gpus}"
+            if par.stage_gpus % par.ep else
+            f"moe_tp*ep = {par.moe_tp * par.ep} but tp*attention_dp = {par.stage_gpus}"
+        ),
         "dense_no_attention_dp": f"attention_dp={par.attention_dp} on a dense model",
         "tp_in_scaleup_domain": f"tp={par.tp} exceeds the {p.cluster.scaleup_domain_gpus}-GPU scale-up domain",
     }.get(rule, "")

@@ -1,21 +1,27 @@
-"""The library API: build a problem, solve it (CP-SAT or the oracle), estimate one plan.
+"""The library API: build a problem, search it, estimate one plan.
 
-Everything returns the pydantic objects of planner.specs; the CLI only renders them.
+`Searcher` is the one search entry point: it picks the backend (CP-SAT over the options the cost model
+tabulates, or the exhaustive oracle), holds a problem's table of options across searches (solve,
+diagnosis, every level of a frontier), certifies every result, and keeps to the time limit. `solve`,
+`estimate` and `min_gpus_to_fit` are built on it; everything returns the pydantic objects of
+planner.specs, and the CLI only renders them.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from planner import cost
+import numpy as np
+
+from planner import cost, rules
 from planner.catalog import load_cluster, load_model
-from planner.errors import InfeasibleError, InvalidLayoutError, SpecError
-from planner.oracle import exhaustive
-from planner.rules import RULES, explain, layout_violations
-from planner.solver import Candidate, CpSatPlanner, Objective, SolverParams
-from planner.space import Space
+from planner.errors import InfeasibleError, InvalidLayoutError, SearchTooLargeError, SpecError, TimeLimitError
+from planner.options import BATCH_LIFT, MAX_OPTIONS, SpaceTooLarge, Table, tabulate
+from planner.space import Candidate, Objective, OutOfTime, Space
 from planner.specs import (
     SLA,
     Calibration,
@@ -38,6 +44,13 @@ DEFAULT_ISL = 32768
 DEFAULT_OSL = 1024
 DEFAULT_PRECISION = Precision.fp4
 """Defaults: the case of NVIDIA's trillion-parameter study."""
+DEFAULT_TIME_LIMIT_S = 60.0
+"""Time limit of a search [s]."""
+TIME_SLACK_S = 1.0
+"""How far past its time limit a search may run to finish what it started: a time limit bounds the wall
+time within about this much [s]."""
+CERTIFY_REL_TOL = 1e-9
+"""Relative slack of the certificate: a plan within it of the best evaluated option counts as optimal."""
 
 
 def _kv_default(cluster: ClusterSpec, precision: Precision) -> Precision:
@@ -77,8 +90,11 @@ def make_problem(
         cal = cal.model_copy(update={"memory_utilization": memory_utilization})
     m = model if isinstance(model, ModelSpec) else load_model(model)
     c = cluster if isinstance(cluster, ClusterSpec) else load_cluster(cluster)
-    prec = Precision(precision)
-    kv = Precision(kv_precision) if kv_precision is not None else _kv_default(c, prec)
+    try:
+        prec = Precision(precision)
+        kv = Precision(kv_precision) if kv_precision is not None else _kv_default(c, prec)
+    except ValueError as e:
+        raise SpecError(f"{e}; known precisions: {', '.join(x.value for x in Precision)}") from None
     try:
         sla = (
             SLA(min_tokens_per_s_per_user=min_tokens_per_s_per_user, max_ttft_s=max_ttft_s)
@@ -91,6 +107,239 @@ def make_problem(
         )
     except ValidationError as e:
         raise SpecError(validation_message(e)) from None
+
+
+def with_sla(p: Problem, min_tokens_per_s_per_user: float | None) -> Problem:
+    """p with this tokens/s/user floor (None: none), keeping its TTFT limit."""
+    ttft = p.sla.max_ttft_s if p.sla else None
+    if min_tokens_per_s_per_user is None and ttft is None:
+        return p.model_copy(update={"sla": None})
+    return p.model_copy(update={"sla": SLA(min_tokens_per_s_per_user=min_tokens_per_s_per_user, max_ttft_s=ttft)})
+
+
+def objective_value(p: Problem, cand: Candidate, objective: Objective) -> float:
+    """A candidate's value of `objective` by the float cost model: tokens/s/GPU, TPOT [s], TTFT [s] or
+    replica GPUs."""
+    if objective == "min_gpus":
+        return float(cand.parallel.replica_gpus)
+    g = cost.metrics_grid(p, cand.parallel, cand.micro_batch, cand.chunk)
+    key = {"throughput": "tokens_per_s_per_gpu", "min_tpot": "tpot_s", "min_ttft": "ttft_s"}[objective]
+    return float(g[key])
+
+
+class Searcher:
+    """Searches of one problem over one space, by one method: CP-SAT over the tabulated options
+    (planner.options, planner.solver) or the exhaustive oracle (planner.oracle).
+
+    The table of options is built once, on the first CP-SAT search, and serves every later search of the
+    problem (other objectives, SLA levels). Every result is certified: re-checked by the plain rule
+    checker on the float cost model and, for CP-SAT, compared with the best option of the whole table.
+    The time limit (params.time_limit_s, from construction) bounds all searches together.
+    """
+
+    def __init__(self, p: Problem, space: Space, method: Method = "cpsat", params=None,
+                 lift: tuple[str, ...] = BATCH_LIFT) -> None:
+        from planner.solver import SolverParams
+
+        if method not in ("cpsat", "exhaustive"):
+            raise SpecError(f"unknown search method {method!r}: cpsat or exhaustive")
+        self.p, self.space, self.method, self.lift = p, space, method, lift
+        self.params = params or SolverParams(time_limit_s=DEFAULT_TIME_LIMIT_S)
+        limit = self.params.time_limit_s
+        if not (isinstance(limit, (int, float)) and math.isfinite(limit) and limit > 0):
+            raise SpecError(f"time limit must be a positive number of seconds, got {limit!r}")
+        self.started = time.perf_counter()
+        self.deadline = self.started + limit
+        self._table: Table | None = None
+        self._rows: dict[tuple, np.ndarray] = {}
+        self.searches = 0
+        self.model_options: int | None = None
+
+    @property
+    def table(self) -> Table:
+        """The problem's options, tabulated on first use; a space the time limit (with TIME_SLACK_S) cannot
+        cover, or that does not fit in memory, is refused before any work."""
+        if self._table is None:
+            limit = self.params.time_limit_s
+            try:
+                self._table = tabulate(self.p, self.space, self.lift, deadline=self.deadline + TIME_SLACK_S)
+            except SpaceTooLarge as e:
+                if e.memory:
+                    why, left = f"more than the {MAX_OPTIONS:,} one search holds in memory", None
+                else:
+                    why, left = (f"about {e.seconds:.2g} s to evaluate, more than the {limit:g} s time limit "
+                                 "allows"), limit
+                raise SearchTooLargeError(
+                    f"the search space holds {e.options:,} (layout, micro-batch, chunk) options: {why}",
+                    options=e.options, seconds=e.seconds, limit_s=left) from None
+            except OutOfTime as e:
+                raise TimeLimitError(
+                    f"no plan found within the time limit of {limit:g} s ({e.done:,} of {e.total:,} options "
+                    "evaluated)", limit_s=limit) from None
+        return self._table
+
+    @property
+    def evaluated(self) -> int | None:
+        """Options the cost model evaluated (None before the first CP-SAT search) [options]."""
+        return self._table.size if self._table is not None else None
+
+    def _floor(self, use_sla: bool, sla: float | None) -> float | None:
+        if sla is not None:
+            return sla
+        return self.p.sla.min_tokens_per_s_per_user if (use_sla and self.p.sla) else None
+
+    def best(self, objective: Objective = "throughput", *, use_sla: bool = True, use_ttft: bool = True,
+             top: int = 1, sla: float | None = None) -> list[Candidate]:
+        """Up to `top` best distinct layouts (best first) by `objective`, under every rule; the SLA floor is
+        `sla` when given, else the problem's (when use_sla), and the TTFT limit the problem's (when
+        use_ttft). Empty when no plan exists. Raises TimeLimitError when the time limit passes first."""
+        self.searches += 1
+        floor = self._floor(use_sla, sla)
+        if self.method == "exhaustive":
+            return self._exhaustive(objective, floor, use_ttft, top)
+        return self._cpsat(objective, floor, use_ttft, top)
+
+    def _exhaustive(self, objective: Objective, floor: float | None, use_ttft: bool, top: int) -> list[Candidate]:
+        from planner.oracle import exhaustive
+
+        p = with_sla(self.p, floor)
+        try:
+            found, _ = exhaustive(p, self.space, objective, use_sla=floor is not None, use_ttft=use_ttft, top=top,
+                                  deadline=self.deadline + TIME_SLACK_S)
+        except OutOfTime:
+            limit = self.params.time_limit_s
+            raise TimeLimitError(f"the enumeration did not finish within the time limit of {limit:g} s",
+                                 limit_s=limit) from None
+        return [self._certify(c, objective, floor, use_ttft, None) for c in found]
+
+    def rows(self, objective: Objective, use_ttft: bool, with_tpot: bool, exclude_layouts: tuple[int, ...] = ()
+             ) -> np.ndarray:
+        """The options a CP-SAT search of `objective` needs (Table.reduce), computed once per kind."""
+        key = (objective, use_ttft, with_tpot, exclude_layouts)
+        if key not in self._rows:
+            self._rows[key] = self.table.reduce(objective, use_ttft, with_tpot=with_tpot,
+                                                exclude_layouts=exclude_layouts)
+        return self._rows[key]
+
+    def _cpsat(self, objective: Objective, floor: float | None, use_ttft: bool, top: int) -> list[Candidate]:
+        """The best layout; for `top` > 1, again without the layouts found (dominance is recomputed without
+        them, since their options dominated others)."""
+        from planner.solver import SearchModel
+
+        table = self.table
+        with_tpot = objective == "throughput" or floor is not None
+        out: list[Candidate] = []
+        found: tuple[int, ...] = ()
+        for _ in range(top):
+            rows = self.rows(objective, use_ttft, with_tpot, found)
+            self.model_options = self.model_options or len(rows)
+            model = SearchModel(self.params)
+            pool = model.add_pool(table, rows, name="plan")
+            model.add_layout_rules(pool)
+            model.add_batch_rules(pool, floor, use_ttft)
+            model.add_gpu_budget([pool], self.p.gpus)
+            if objective == "throughput":
+                model.maximize_throughput(pool)
+            else:
+                model.minimize(pool, table.key(objective)[rows])
+            sol = model.solve(self.deadline + TIME_SLACK_S)
+            if sol.status not in ("OPTIMAL", "FEASIBLE"):
+                if sol.status != "INFEASIBLE" and not out:
+                    raise TimeLimitError(f"no plan found within the time limit of {self.params.time_limit_s:g} s",
+                                         limit_s=self.params.time_limit_s)
+                break
+            k = sol.options["plan"]
+            cand = table.candidate(k, sol.status, sol.bound if objective == "throughput" else None)
+            out.append(self._certify(cand, objective, floor, use_ttft, table, found))
+            found += (int(table.layout_of(k)),)
+        return out
+
+    def _certify(self, cand: Candidate, objective: Objective, floor: float | None, use_ttft: bool,
+                 table: Table | None, exclude_layouts: tuple[int, ...] = ()) -> Candidate:
+        """Re-check a result: every rule on the float cost model (plain checker); with a table, no option of
+        it obeying every rule (outside the layouts already found) beats the plan, and the bound is at least
+        the best one. A failed check never leaves the status OPTIMAL: the bound becomes the table's best."""
+        p = with_sla(self.p, floor)
+        broken = rules.violations(p, cand.parallel, cand.micro_batch, cand.chunk, use_sla=floor is not None,
+                                  use_ttft=use_ttft)
+        if broken:
+            raise AssertionError(f"search result {cand.parallel.label} m={cand.micro_batch} chunk={cand.chunk} "
+                                 f"breaks {broken} in the float cost model")  # a bug, never a plan
+        if table is None:
+            return replace(cand, certified=True if self.method == "exhaustive" else None)
+        best = table.best_value(objective, floor, use_ttft, exclude_layouts)
+        value = objective_value(p, cand, objective)
+        maximise = objective == "throughput"
+        beaten = best is not None and (best > value * (1 + CERTIFY_REL_TOL) if maximise
+                                       else best < value * (1 - CERTIFY_REL_TOL))
+        bound = cand.objective_bound
+        if maximise and best is not None and (bound is None or bound < best):
+            bound = best  # the table's best bounds every evaluated option, so the optimum
+        status = "FEASIBLE" if beaten else cand.status
+        return replace(cand, status=status, objective_bound=bound, certified=not beaten)
+
+
+def _fit_search(p: Problem, method: Method, params, chunks: tuple[int, ...] | None) -> Searcher:
+    big = p.model_copy(update={"gpus": FIT_SEARCH_LIMIT, "sla": None})
+    return Searcher(big, Space.of(big, chunks=chunks, micro_batches=(1,)), method, params, lift=())
+
+
+FIT_SEARCH_LIMIT = 4096
+"""Largest GPU count the 'fewest GPUs it fits on' search considers [GPUs]."""
+
+
+def min_gpus_to_fit(p: Problem, method: Method = "cpsat", params=None, chunks: tuple[int, ...] | None = None
+                    ) -> int | None:
+    """Fewest GPUs of the problem's cluster on which some layout fits in memory [GPUs], or None.
+
+    One request per attention-DP rank, any of the chunk sizes (default: the default grid).
+    """
+    found = _fit_search(p, method, params, chunks).best("min_gpus", use_sla=False, use_ttft=False)
+    return found[0].parallel.replica_gpus if found else None
+
+
+def diagnose(s: Searcher) -> InfeasibleError:
+    """Why no plan exists: no chunk keeps up, the model does not fit, the rules leave no layout, or the
+    TTFT limit or the SLA is out of reach (saying what is reachable)."""
+    p, space = s.p, s.space
+    if not s.best(use_sla=False, use_ttft=False):
+        w = p.workload
+        need = w.isl // w.osl + 1  # the smallest batch, one request per rank, needs chunk > isl/osl
+        if max(space.chunks) < need:
+            return InfeasibleError(
+                f"no chunk in {_short(space.chunks)} keeps the batch full: with isl {w.isl} / osl {w.osl} even one "
+                f"request per rank needs a prefill chunk of at least {need} tokens", "chunk", {"chunk": need})
+        fewest = min_gpus_to_fit(p, s.method, s.params, chunks=space.chunks)
+        if fewest is None:
+            return InfeasibleError(
+                f"{p.model.name} fits on no layout of up to {FIT_SEARCH_LIMIT} {p.cluster.name} GPUs at "
+                f"{p.precision.value}", "fit")
+        if fewest <= p.gpus:
+            return InfeasibleError(
+                f"no plan satisfies the rules on {p.gpus} {p.cluster.name} GPUs, although the weights fit on "
+                f"{fewest}: {rules.RULES['layers_divisible']}, {rules.RULES['heads_divisible']} and the GPU budget "
+                "leave no layout", "layout", {"gpus": fewest})
+        return InfeasibleError(
+            f"{p.model.name} does not fit on {p.gpus} {p.cluster.name} GPUs at {p.precision.value}: it fits on "
+            f"{fewest} {p.cluster.name} GPUs", "fit", {"gpus": fewest})
+    limit = p.sla.max_ttft_s if p.sla else None
+    fast = s.best("min_tpot", use_sla=False, use_ttft=True)
+    if not fast:
+        quick = s.best("min_ttft", use_sla=False, use_ttft=False)
+        best = objective_value(p, quick[0], "min_ttft") * 1e3
+        return InfeasibleError(
+            f"TTFT limit {limit * 1e3:.0f} ms is unreachable: the lowest TTFT any plan reaches here is "
+            f"{best:.0f} ms", "ttft", {"ttft_ms": best})
+    speed = 1 / objective_value(p, fast[0], "min_tpot")
+    sla = p.sla.min_tokens_per_s_per_user if p.sla else None
+    within = f" within TTFT {limit * 1e3:.0f} ms" if limit else ""
+    return InfeasibleError(
+        f"SLA {sla:g} tokens/s/user is unreachable: the highest any plan reaches here{within} is "
+        f"{speed:.1f} tokens/s/user ({fast[0].parallel.label})", "sla", {"tokens_per_s_per_user": speed})
+
+
+def _short(values: tuple[int, ...]) -> str:
+    return str(list(values)) if len(values) <= 8 else f"{values[0]}..{values[-1]} ({len(values)} values)"
 
 
 def build_plan(p: Problem, cand: Candidate, info: SolverInfo) -> Plan:
@@ -112,99 +361,26 @@ def limits(p: Problem, cand: Candidate, space: Space) -> list[str]:
     larger = [m for m in space.micro_batches if m > cand.micro_batch]
     if not larger:
         return ["batch_grid"]
-    broken: list[set[str]] = []
-    for chunk in space.chunks:
-        ev = cost.evaluate(p, cand.parallel, larger[0], chunk)
-        rules = set()
-        if ev.memory.per_gpu_bytes > ev.memory.usable_bytes:
-            rules.add("memory")
-        if ev.metrics.prefill_load >= 1:
-            rules.add("chunk_keeps_up")
-        floor = p.sla.min_tokens_per_s_per_user if p.sla else None
-        if floor and ev.metrics.tokens_per_s_per_user < floor:
-            rules.add("sla")
-        if p.sla and p.sla.max_ttft_s and ev.metrics.ttft_ms > p.sla.max_ttft_s * 1000:
-            rules.add("ttft")
-        if not rules:
-            return []  # a larger batch is feasible here; the objective preferred this one
-        broken.append(rules)
+    g = cost.metrics_grid(p, cand.parallel, larger[0], np.asarray(space.chunks))
+    masks = {r: np.broadcast_to(b, (len(space.chunks),)) for r, b in rules.batch_masks(p, g).items()}
+    broken = [{r for r, b in masks.items() if b[i]} for i in range(len(space.chunks))]
+    if any(not b for b in broken):
+        return []  # a larger batch is feasible here; the objective preferred this one
     return sorted(set.intersection(*broken)) or sorted(set.union(*broken))
 
 
-def _search(
-    p: Problem, space: Space, method: Method, objective: Objective = "throughput", use_sla: bool = True,
-    use_ttft: bool = True, top: int = 1, params: SolverParams | None = None,
-) -> tuple[list[Candidate], float]:
-    """Candidates of either method and the wall time of the whole search, model building included [s]."""
-    t0 = time.perf_counter()
-    if method == "exhaustive":
-        found, _ = exhaustive(p, space, objective, use_sla, use_ttft, top)
-    else:
-        found, _ = CpSatPlanner(p, space, objective, use_sla, use_ttft, params).solve(top)
-    return found, time.perf_counter() - t0
-
-
-def _diagnose(p: Problem, space: Space, method: Method, params: SolverParams | None) -> InfeasibleError:
-    """Why no plan exists: the model does not fit, or the SLA/TTFT is out of reach."""
-    free, _ = _search(p, space, method, use_sla=False, use_ttft=False, params=params)
-    if not free:
-        w = p.workload
-        need = w.isl // w.osl + 1  # the smallest batch, one request per rank, needs chunk > isl/osl
-        if max(space.chunks) < need:
-            return InfeasibleError(
-                f"no chunk in {list(space.chunks)} keeps the batch full: with isl {w.isl} / osl {w.osl} even one "
-                f"request per rank needs a prefill chunk of at least {need} tokens (give larger --chunks)"
-            )
-        fewest = min_gpus_to_fit(p, method, params, chunks=space.chunks)
-        if fewest is None:
-            return InfeasibleError(
-                f"{p.model.name} fits on no layout of up to {_FIT_SEARCH_LIMIT} {p.cluster.name} GPUs at "
-                f"{p.precision.value} (try a smaller --precision, a shorter --isl/--osl or a larger GPU)"
-            )
-        if fewest <= p.gpus:
-            return InfeasibleError(
-                f"no plan satisfies the rules on {p.gpus} {p.cluster.name} GPUs, although the weights fit on "
-                f"{fewest}: {RULES['layers_divisible']}, {RULES['heads_divisible']} and the GPU budget leave no "
-                f"layout (try another --gpus)"
-            )
-        return InfeasibleError(
-            f"{p.model.name} does not fit on {p.gpus} {p.cluster.name} GPUs at {p.precision.value}: it fits on "
-            f"{fewest} {p.cluster.name} GPUs (try --gpus {fewest} or a smaller --precision)"
-        )
-    assert p.sla is not None
-    fast, _ = _search(p, space, method, objective="min_tpot", use_sla=False, use_ttft=True, params=params)
-    sla = p.sla.min_tokens_per_s_per_user
-    if not fast:
-        quick, _ = _search(p, space, method, objective="min_ttft", use_sla=False, use_ttft=False, params=params)
-        best = cost.evaluate(p, quick[0].parallel, quick[0].micro_batch, quick[0].chunk).metrics.ttft_ms
-        return InfeasibleError(
-            f"TTFT limit {p.sla.max_ttft_s * 1e3:.0f} ms is unreachable: the lowest TTFT any plan reaches "
-            f"here is {best:.0f} ms (raise --ttft or add GPUs)"
-        )
-    best = cost.evaluate(p, fast[0].parallel, fast[0].micro_batch, fast[0].chunk).metrics
-    ttft_note = f" within TTFT {p.sla.max_ttft_s * 1e3:.0f} ms" if p.sla.max_ttft_s else ""
-    return InfeasibleError(
-        f"SLA {sla:g} tokens/s/user is unreachable: the highest any plan reaches here{ttft_note} is "
-        f"{best.tokens_per_s_per_user:.1f} tokens/s/user ({fast[0].parallel.label}); lower --sla or change "
-        f"the cluster"
-    )
-
-
-_FIT_SEARCH_LIMIT = 4096
-"""Largest GPU count the 'fewest GPUs it fits on' search considers [GPUs]."""
-
-
-def min_gpus_to_fit(
-    p: Problem, method: Method = "cpsat", params: SolverParams | None = None, chunks: tuple[int, ...] | None = None
-) -> int | None:
-    """Fewest GPUs of the problem's cluster on which some layout fits in memory [GPUs], or None.
-
-    One request per attention-DP rank, any of the chunk sizes (default: the default grid).
-    """
-    big = p.model_copy(update={"gpus": _FIT_SEARCH_LIMIT, "sla": None})
-    space = Space.of(big, chunks=chunks, micro_batches=(1,))
-    found, _ = _search(big, space, method, objective="min_gpus", use_sla=False, use_ttft=False, params=params)
-    return found[0].parallel.replica_gpus if found else None
+def plan_of(p: Problem, cand: Candidate, searcher: Searcher, wall_s: float) -> Plan:
+    """The Plan of a search result: figures from the float cost model, the search's status, proven bound,
+    gap and certificate, and the rules that stop a larger batch."""
+    space, bound = searcher.space, cand.objective_bound
+    info = SolverInfo(method=searcher.method, status=cand.status, wall_s=wall_s, candidates=space.size,
+                      evaluated=searcher.evaluated, model_options=searcher.model_options, certified=cand.certified,
+                      objective_bound=bound, limited_by=limits(p, cand, space))
+    plan = build_plan(p, cand, info)
+    gap = None
+    if bound is not None and bound > 0:
+        gap = max(0.0, (bound - plan.metrics.tokens_per_s_per_gpu) / bound)
+    return plan.model_copy(update={"solver": plan.solver.model_copy(update={"gap": gap})})
 
 
 def solve(
@@ -214,35 +390,25 @@ def solve(
     top: int = 1,
     chunks: tuple[int, ...] | None = None,
     micro_batches: tuple[int, ...] | None = None,
-    params: SolverParams | None = None,
+    params=None,
     **problem_args,
 ) -> list[Plan]:
     """The `top` best distinct layouts (best first) maximising tokens/s/GPU under the SLA.
 
     Give a Problem, or the make_problem keywords (model, cluster, gpus, isl, osl, precision,
     kv_precision, min_tokens_per_s_per_user, max_ttft_s, calibration). Raises InfeasibleError
-    saying what is reachable when no plan exists.
+    saying what is reachable when no plan exists, TimeLimitError or SearchTooLargeError when the time
+    limit does not allow an answer.
     """
     p = problem or make_problem(**problem_args)
     if top < 1:
         raise SpecError(f"top must be at least 1, got {top}")
-    space = Space.of(p, chunks, micro_batches)
-    found, wall = _search(p, space, method, top=top, params=params)
+    s = Searcher(p, Space.of(p, chunks, micro_batches), method, params)
+    found = s.best(top=top)
+    wall = time.perf_counter() - s.started
     if not found:
-        raise _diagnose(p, space, method, params)
-    return [plan_of(p, cand, space, method, wall) for cand in found]
-
-
-def plan_of(p: Problem, cand: Candidate, space: Space, method: Method, wall_s: float) -> Plan:
-    """The Plan of a search result: figures from the float cost model, the solver's status, proven
-    bound and gap, and the rules that stop a larger batch."""
-    bound = cand.objective_bound
-    plan = build_plan(p, cand, SolverInfo(method=method, status=cand.status, wall_s=wall_s, candidates=space.size,
-                                          objective_bound=bound, limited_by=limits(p, cand, space)))
-    gap = None
-    if bound is not None and bound > 0:
-        gap = max(0.0, (bound - plan.metrics.tokens_per_s_per_gpu) / bound)
-    return plan.model_copy(update={"solver": plan.solver.model_copy(update={"gap": gap})})
+        raise diagnose(s)
+    return [plan_of(p, cand, s, wall) for cand in found]
 
 
 def estimate(
@@ -258,9 +424,10 @@ def estimate(
     concurrency is requests per replica; it must split evenly over attention_dp * pp.
     """
     p = problem or make_problem(**problem_args)
-    broken = layout_violations(p, parallel)
+    broken = rules.layout_violations(p, parallel)
     if broken:
-        raise InvalidLayoutError(f"invalid layout {parallel.label}: {explain(p, parallel, broken[0])}")
+        raise InvalidLayoutError(f"invalid layout {parallel.label}: {rules.explain(p, parallel, broken[0])}",
+                                 broken[0])
     share = parallel.attention_dp * parallel.pp
     concurrency = concurrency if concurrency is not None else share
     if concurrency < 1 or chunk < 1:
@@ -271,17 +438,16 @@ def estimate(
             f"(use a multiple of {share})"
         )
     m = concurrency // share
-    if cost.prefill_load(p, m, chunk) >= 1:
+    broken = rules.violations(p, parallel, m, chunk, use_sla=False, use_ttft=False)
+    if "chunk_keeps_up" in broken:
         need = int(m * p.workload.isl // p.workload.osl) + 1
         raise InvalidLayoutError(
-            f"{explain(p, parallel, 'chunk_keeps_up')}: {m} requests per rank need a chunk of at least "
-            f"{need} tokens for isl {p.workload.isl} / osl {p.workload.osl}"
-        )
+            f"{rules.explain(p, parallel, 'chunk_keeps_up')}: {m} requests per rank need a chunk of at least "
+            f"{need} tokens for isl {p.workload.isl} / osl {p.workload.osl}", "chunk_keeps_up")
     plan = build_plan(p, Candidate(parallel, m, chunk, "EVALUATED"),
                       SolverInfo(method="estimate", status="EVALUATED", wall_s=0.0))
-    if plan.memory.per_gpu_bytes > plan.memory.usable_bytes:
+    if "memory" in broken:
         raise InvalidLayoutError(
-            f"{explain(p, parallel, 'memory')}: needs {plan.memory.per_gpu_bytes / 1e9:.1f} GB per GPU, "
-            f"{plan.memory.usable_bytes / 1e9:.1f} GB usable"
-        )
+            f"{rules.explain(p, parallel, 'memory')}: needs {plan.memory.per_gpu_bytes / 1e9:.1f} GB per GPU, "
+            f"{plan.memory.usable_bytes / 1e9:.1f} GB usable", "memory")
     return plan

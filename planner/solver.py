@@ -1,47 +1,38 @@
-"""The CP-SAT model: every rule a constraint, the cost model linearised over one-hot choices.
+"""The CP-SAT model: pools of tabulated options, the rules on them as constraints, one objective.
 
-Each choice (tp, attention_dp, pp, ep, moe_tp) is an integer with one Boolean per candidate
-value; the batch is one Boolean per (micro-batch m, chunk C) pair. Every term of planner.cost
-depends on few choices, so it enters as linear lower bounds enforced by those Booleans:
+A model is built in steps on one `cp_model.CpModel`:
 
-- terms non-linear in (m, C) (attention block, expert GEMMs): for each value of the degree they
-  depend on, ``t >= sum_k table[k] * z_k`` over the (m, C) Booleans z;
-- terms linear in tokens (all-to-all, gathers, pipeline hops, KV cache, activations):
-  ``t >= a + b * tokens`` for each value of the few degrees they depend on.
+- `add_pool` adds a pool: one Boolean per option it may choose (planner.options, reduced by dominance),
+  exactly one of them true, under a name prefix of its own; a pool runs the chosen layout either with
+  the most replicas the GPUs given allow (`replicas="most"`: the single-deployment plan) or with a
+  replica count the model chooses (`replicas="free"`: sizing, and pools sharing GPUs);
+- one method per rule family adds its constraints on a pool (`add_layout_rules`, `add_memory`,
+  `add_chunk_keeps_up`, `add_ttft`, `add_sla`) or on several pools (`add_gpu_budget`, `add_demand`);
+  each per-option rule forbids, under that rule's enforcement literal, exactly the options the one rule
+  checker (planner.rules) finds breaking it, so the model agrees with the float cost model bit for bit;
+- an objective method (`maximize_throughput`, `minimize`, `minimize_nodes_for_demand`), then `solve`.
 
-All times are lower bounds the objective or the SLA pushes down, so at an optimum they equal the
-cost model (integers rounded up: ns for time, MiB for memory, so accepted plans pass the float
-model). Tokens/s/GPU is a ratio; it is maximised exactly by Dinkelbach's method: each round solves
-``max tpot_0 * in_flight - in_flight_0 * tpot`` to optimality until no plan beats the incumbent.
+Several pools may share one model: a prefill and a decode pool, or many deployments sharing GPUs.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
-from itertools import product
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 from ortools.sat.python import cp_model
 
-from planner import cost
-from planner.space import Space
-from planner.specs import Parallel, Problem
+from planner.options import BIT, Table
+from planner.rules import sla_broken
 
-NS = 1e9
-"""Integer time unit: nanoseconds per second."""
-PS_PER_NS = 1000
-"""Finer unit for per-token slopes: picoseconds per nanosecond."""
-US_PER_NS = 1e-3
-"""The objective reads TPOT in microseconds to keep its coefficients small."""
-MIB = 2**20
-"""Integer memory unit: bytes per MiB (terms rounded up)."""
-BIG = 10**11
-"""Stand-in for an unreachable time [ns] (100 s); kept small: huge coefficients make CP-SAT unsound."""
-
-Objective = Literal["throughput", "min_tpot", "min_ttft", "min_gpus", "min_gpus_for_demand"]
+OBJECTIVE_SCALE = float(2**40)
+"""Largest integer objective coefficient: values are scaled so the best option's is 2^40 (relative
+resolution 1e-12), which keeps CP-SAT's arithmetic exact."""
+STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE", cp_model.INFEASIBLE: "INFEASIBLE",
+          cp_model.MODEL_INVALID: "MODEL_INVALID", cp_model.UNKNOWN: "UNKNOWN"}
+"""CP-SAT statuses by name."""
 
 
 @dataclass(frozen=True)
@@ -53,481 +44,231 @@ class SolverParams:
     seed: int = 0
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A solution: layout and batching, with the solver's status and proven bound."""
+@dataclass
+class Pool:
+    """One pool of a model: the options it may choose (rows of `table`), a Boolean per option, and its
+    replicas (fixed per option, or free integers per option summing to `replicas`)."""
 
-    parallel: Parallel
-    micro_batch: int
-    chunk: int
+    name: str
+    table: Table
+    rows: np.ndarray  # option indices into table
+    chosen: list[cp_model.IntVar]
+    per_option_replicas: list[cp_model.IntVar] | None = None  # free replicas: one count per option
+    replicas: cp_model.IntVar | None = None
+
+    def expr(self, values: np.ndarray) -> cp_model.LinearExprT:
+        """Sum of integer values [per option] over the chosen option: the chosen option's value."""
+        return cp_model.LinearExpr.weighted_sum(self.chosen, [int(v) for v in values])
+
+    def total(self, per_replica: np.ndarray) -> cp_model.LinearExprT:
+        """A per-replica quantity of the chosen option times its replicas (all of the pool)."""
+        if self.per_option_replicas is None:
+            dp = self.table.layouts.dp[self.table.layout_of(self.rows)]
+            return self.expr(np.asarray(per_replica) * dp)
+        return cp_model.LinearExpr.weighted_sum(self.per_option_replicas, [int(v) for v in per_replica])
+
+    def value(self, solver: cp_model.CpSolver) -> int:
+        """The option index (into table) the solver chose."""
+        for k, lit in zip(self.rows, self.chosen):
+            if solver.BooleanValue(lit):
+                return int(k)
+        raise RuntimeError(f"pool {self.name}: no option chosen")  # exactly-one makes this unreachable
+
+
+@dataclass
+class Solution:
+    """What a solve found: the status, the chosen option of each pool, its replicas, and the objective's
+    proven bound (in the objective's own unit)."""
+
     status: str
-    objective_bound: float | None = None
+    options: dict[str, int] = field(default_factory=dict)
+    replicas: dict[str, int] = field(default_factory=dict)
+    objective: float | None = None
+    bound: float | None = None
+    wall_s: float = 0.0
 
 
-def to_int(a, scale: float) -> list[int]:
-    """Scale, round up and cap at BIG: the one float -> integer conversion of the model."""
-    v = np.ceil(np.asarray(a, dtype=float) * scale - 1e-9)
-    v = np.where(np.isfinite(v), np.minimum(v, BIG), BIG)
-    return [int(x) for x in np.ravel(v)]
+class SearchModel:
+    """A CP-SAT model built in steps: pools, rules, one objective, then `solve`."""
 
-
-class CpSatPlanner:
-    """Builds the CP-SAT model of problem `p` over `space`; `solve()` returns candidates."""
-
-    def __init__(
-        self,
-        p: Problem,
-        space: Space,
-        objective: Objective = "throughput",
-        use_sla: bool = True,
-        use_ttft: bool = True,
-        params: SolverParams | None = None,
-        demand_tokens_per_s: float | None = None,
-    ) -> None:
-        """`demand_tokens_per_s` (objective "min_gpus_for_demand"): output tokens/s all replicas must
-        serve together; p.gpus then caps the GPUs the sizing may use and dp is free."""
-        self.p, self.s, self.objective = p, space, objective
+    def __init__(self, params: SolverParams | None = None) -> None:
         self.params = params or SolverParams()
-        if (objective == "min_gpus_for_demand") != (demand_tokens_per_s is not None):
-            raise ValueError("objective min_gpus_for_demand goes with demand_tokens_per_s")
-        self.demand = demand_tokens_per_s
         self.model = cp_model.CpModel()
-        self._variables()
-        self._add_gpu_budget()
-        self._add_heads_divisible()
-        self._add_layers_divisible()
-        self._add_experts_divisible()
-        self._add_moe_resplit()
-        self._add_dense_no_attention_dp()
-        self._add_tp_in_scaleup_domain()
-        self._add_chunk_keeps_up()
-        self._add_memory()
-        self._add_tpot()
-        if use_sla and p.sla and p.sla.min_tokens_per_s_per_user:
-            self._add_sla()
-        if self.demand is not None:
-            self._add_demand()
-        ttft_limit = p.sla.max_ttft_s if (use_ttft and p.sla) else None
-        if ttft_limit is not None or objective == "min_ttft":
-            self._add_ttft(ttft_limit)
+        self.pools: list[Pool] = []
+        self.enforce: dict[str, cp_model.IntVar] = {}
+        self._scale = 1.0
+        self._sense: Literal["max", "min"] = "max"
 
-    # --- variables ------------------------------------------------------------------------------
-    def _choice(self, name: str, values: tuple[int, ...]) -> tuple[cp_model.IntVar, list[cp_model.IntVar]]:
-        """The chosen value and one Boolean per candidate value, exactly one true."""
-        val = self.model.NewIntVarFromDomain(cp_model.Domain.FromValues(list(values)), name)
-        is_ = [self.model.NewBoolVar(f"{name}=={v}") for v in values]
-        self.model.AddExactlyOne(is_)
-        self.model.Add(val == sum(v * b for v, b in zip(values, is_)))
-        return val, is_
+    # --- pools ----------------------------------------------------------------------------------
+    def add_pool(self, table: Table, rows: np.ndarray, name: str = "pool",
+                 replicas: Literal["most", "free"] = "most", max_replicas: int = 0) -> Pool:
+        """A pool choosing exactly one of the options `rows` of `table`. replicas "most": the chosen
+        layout's dp (GPUs given // replica GPUs); "free": an integer 0..max_replicas chosen by the model."""
+        if any(p.name == name for p in self.pools):
+            raise ValueError(f"a pool named {name!r} is already in the model")
+        rows = np.asarray(rows, dtype=np.int64)
+        chosen = [self.model.NewBoolVar(f"{name}.option[{int(k)}]") for k in rows]
+        self.model.AddExactlyOne(chosen)
+        pool = Pool(name=name, table=table, rows=rows, chosen=chosen)
+        if replicas == "free":
+            pool.per_option_replicas = [self.model.NewIntVar(0, max_replicas, f"{name}.replicas[{int(k)}]")
+                                        for k in rows]
+            for lit, n in zip(chosen, pool.per_option_replicas):
+                self.model.Add(n == 0).OnlyEnforceIf(lit.Not())
+            pool.replicas = self.model.NewIntVar(0, max_replicas, f"{name}.replicas")
+            self.model.Add(pool.replicas == sum(pool.per_option_replicas))
+        self.pools.append(pool)
+        return pool
 
-    def _product(self, name: str, factors: list, upper: int) -> cp_model.IntVar:
-        v = self.model.NewIntVar(0, upper, name)
-        self.model.AddMultiplicationEquality(v, factors)
-        return v
+    def rule_literal(self, rule: str) -> cp_model.IntVar:
+        """The literal that enforces a rule (true: a constant until a caller makes it an assumption)."""
+        if rule not in self.enforce:
+            lit = self.model.NewBoolVar(f"enforce.{rule}")
+            self.model.Add(lit == 1)
+            self.enforce[rule] = lit
+        return self.enforce[rule]
 
-    def _variables(self) -> None:
-        s, d = self.s, self.p.cluster.scaleup_domain_gpus
-        self.tp, self.b_tp = self._choice("tp", s.tp)
-        self.adp, self.b_adp = self._choice("attention_dp", s.attention_dp)
-        self.pp, self.b_pp = self._choice("pp", s.pp)
-        self.ep, self.b_ep = self._choice("ep", s.ep)
-        self.moe_tp, _ = self._choice("moe_tp", s.moe_tp)
-        self.dp = self.model.NewIntVar(1, s.max_dp, "dp")
-        # the batch: one Boolean per (micro-batch, chunk) pair
-        self.pairs = [(m, c) for m in s.micro_batches for c in s.chunks]
-        self.z = [self.model.NewBoolVar(f"m={m},chunk={c}") for m, c in self.pairs]
-        self.model.AddExactlyOne(self.z)
-        self.mb = self.model.NewIntVarFromDomain(cp_model.Domain.FromValues(list(s.micro_batches)), "micro_batch")
-        self.chunk = self.model.NewIntVarFromDomain(cp_model.Domain.FromValues(list(s.chunks)), "chunk")
-        self.model.Add(self.mb == sum(m * z for (m, _), z in zip(self.pairs, self.z)))
-        self.model.Add(self.chunk == sum(c * z for (_, c), z in zip(self.pairs, self.z)))
-        stage_max = max(s.tp) * max(s.attention_dp)
-        self.stage = self.model.NewIntVar(1, stage_max, "stage_gpus")
-        for (i, tpv), (j, av) in product(enumerate(s.tp), enumerate(s.attention_dp)):
-            self.model.Add(self.stage == tpv * av).OnlyEnforceIf([self.b_tp[i], self.b_adp[j]])
-        self.replica = self.model.NewIntVar(1, stage_max * max(s.pp), "replica_gpus")
-        for k, ppv in enumerate(s.pp):
-            self.model.Add(self.replica == ppv * self.stage).OnlyEnforceIf(self.b_pp[k])
-        self.replica_is: dict[int, cp_model.IntVar] = {}
-        for size in sorted({t * a * q for t in s.tp for a in s.attention_dp for q in s.pp}):
-            is_size = self.model.NewBoolVar(f"replica=={size}")
-            self.model.Add(self.replica == size).OnlyEnforceIf(is_size)
-            self.model.Add(self.replica != size).OnlyEnforceIf(is_size.Not())
-            self.replica_is[size] = is_size
-        self.stage_cross = self._reify_above("stage_crosses_domain", self.stage, d)
-        self.replica_cross = self._reify_above("replica_crosses_domain", self.replica, d)
+    def _forbid(self, pool: Pool, rule: str, broken: np.ndarray) -> None:
+        """The rule as a constraint: none of the pool's options where `broken` holds may be chosen."""
+        lits = [lit for lit, b in zip(pool.chosen, broken) if b]
+        if lits:
+            self.model.Add(sum(lits) == 0).OnlyEnforceIf(self.rule_literal(rule))
 
-    def _reify_above(self, name: str, var, limit: int) -> cp_model.IntVar:
-        b = self.model.NewBoolVar(name)
-        self.model.Add(var > limit).OnlyEnforceIf(b)
-        self.model.Add(var <= limit).OnlyEnforceIf(b.Not())
-        return b
+    def _recorded(self, pool: Pool, rule: str) -> np.ndarray:
+        return (pool.table.broken[pool.rows] & np.uint16(BIT[rule])) != 0
 
-    def _pair_grid(self) -> tuple[np.ndarray, np.ndarray]:
-        """m and C of every (m, C) pair, in the order of the Booleans z."""
-        return np.array([m for m, _ in self.pairs]), np.array([c for _, c in self.pairs])
+    # --- rules on one pool ------------------------------------------------------------------------
+    def add_layout_rules(self, pool: Pool) -> None:
+        """tp divides the heads, pp the layers, ep the experts and the stage; no attention-DP on a dense
+        model; tp inside one scale-up domain; a replica within the GPUs given."""
+        self._add_heads_divisible(pool)
+        self._add_layers_divisible(pool)
+        self._add_experts_divisible(pool)
+        self._add_moe_resplit(pool)
+        self._add_dense_no_attention_dp(pool)
+        self._add_tp_in_scaleup_domain(pool)
 
-    def _over_pairs(self, name: str, cases) -> cp_model.IntVar:
-        """t >= sum_k values[k] * z_k for the case whose Booleans hold; `cases` yields (lits, values [s])."""
-        t = self.model.NewIntVar(0, BIG, name)
-        for lits, values in cases:
-            ints = to_int(values, NS)
-            self.model.Add(t >= sum(v * z for v, z in zip(ints, self.z) if v)).OnlyEnforceIf(lits)
-        return t
-
-    def _linear_in_tokens(self, name: str, cases, tokens, per: float) -> cp_model.IntVar:
-        """t >= a + b * per * tokens for the case whose Booleans hold; (lits, a [s], b [s/token]).
-
-        Slopes are kept in ps per token.
-        """
-        t = self.model.NewIntVar(0, BIG, name)
-        for lits, a, b in cases:
-            a_ns, b_ps = to_int(a, NS)[0], to_int(np.asarray(b) * per, NS * PS_PER_NS)[0]
-            self.model.Add(PS_PER_NS * t >= PS_PER_NS * a_ns + b_ps * tokens).OnlyEnforceIf(lits)
-        return t
-
-    # --- rules ----------------------------------------------------------------------------------
-    def _add_gpu_budget(self) -> None:
-        """dp * tp * attention_dp * pp <= GPUs given, i.e. dp <= GPUs // replica for each replica size."""
-        g = self.p.gpus
-        for size, is_size in self.replica_is.items():
-            self.model.Add(self.dp <= g // size).OnlyEnforceIf(is_size)  # 0 when the replica exceeds g
-
-    def _divides(self, values: tuple[int, ...], lits: list, n: int) -> None:
-        """Only candidate values that divide n may be chosen."""
-        for v, b in zip(values, lits):
-            if n % v:
-                self.model.Add(b == 0)
-
-    def _add_heads_divisible(self) -> None:
+    def _add_heads_divisible(self, pool: Pool) -> None:
         """tp divides the attention heads."""
-        self._divides(self.s.tp, self.b_tp, self.p.model.num_attention_heads)
+        self._forbid(pool, "heads_divisible", self._recorded(pool, "heads_divisible"))
 
-    def _add_layers_divisible(self) -> None:
+    def _add_layers_divisible(self, pool: Pool) -> None:
         """pp divides the layers."""
-        self._divides(self.s.pp, self.b_pp, self.p.model.num_layers)
+        self._forbid(pool, "layers_divisible", self._recorded(pool, "layers_divisible"))
 
-    def _add_experts_divisible(self) -> None:
-        """ep divides the routed experts; ep = 1 for a dense model."""
-        if self.p.model.is_moe:
-            self._divides(self.s.ep, self.b_ep, self.p.model.num_experts)
-        else:
-            self.model.Add(self.ep == 1)
+    def _add_experts_divisible(self, pool: Pool) -> None:
+        """ep divides the routed experts (ep = 1 for a dense model)."""
+        self._forbid(pool, "experts_divisible", self._recorded(pool, "experts_divisible"))
 
-    def _add_moe_resplit(self) -> None:
-        """MoE layers re-split the stage: moe_tp * ep = tp * attention_dp."""
-        for j, epv in enumerate(self.s.ep):
-            self.model.Add(epv * self.moe_tp == self.stage).OnlyEnforceIf(self.b_ep[j])
+    def _add_moe_resplit(self, pool: Pool) -> None:
+        """ep divides tp * attention_dp: MoE layers re-split the stage as moe_tp * ep."""
+        self._forbid(pool, "moe_resplit", self._recorded(pool, "moe_resplit"))
 
-    def _add_dense_no_attention_dp(self) -> None:
-        """A dense model has no attention-DP (it would only duplicate dp)."""
-        if not self.p.model.is_moe:
-            self.model.Add(self.adp == 1)
+    def _add_dense_no_attention_dp(self, pool: Pool) -> None:
+        """A dense model has attention_dp = 1."""
+        self._forbid(pool, "dense_no_attention_dp", self._recorded(pool, "dense_no_attention_dp"))
 
-    def _add_tp_in_scaleup_domain(self) -> None:
+    def _add_tp_in_scaleup_domain(self, pool: Pool) -> None:
         """The tp group sits inside one scale-up domain."""
-        self.model.Add(self.tp <= self.p.cluster.scaleup_domain_gpus)
+        self._forbid(pool, "tp_in_scaleup_domain", self._recorded(pool, "tp_in_scaleup_domain"))
 
-    def _add_chunk_keeps_up(self) -> None:
-        """Prefill keeps the batch full: m * isl < osl * chunk (load rho < 1)."""
-        w = self.p.workload
-        self.model.Add(w.osl * self.chunk - w.isl * self.mb >= 1)
+    def add_memory(self, pool: Pool) -> None:
+        """Weights, KV cache, activations, buffers and reserved memory fit the usable HBM of every GPU."""
+        self._forbid(pool, "memory", self._recorded(pool, "memory"))
 
-    def _add_memory(self) -> None:
-        """Weights + buffers + KV cache + activations + reserved <= usable HBM [MiB, rounded up]."""
-        p, s = self.p, self.s
-        cap = math.floor(cost.usable_bytes(p) / MIB)
-        weights = self.model.NewIntVar(0, 10**9, "weights_mib")
-        for (i, tpv), (j, av), (k, ppv) in product(enumerate(s.tp), enumerate(s.attention_dp), enumerate(s.pp)):
-            w = cost.weight_bytes_per_gpu(p, tpv, av, ppv) + cost.comm_buffer_bytes(p, tpv * av * ppv)
-            self.model.Add(weights >= min(to_int(w, 1 / MIB)[0], cap + 1)).OnlyEnforceIf(
-                [self.b_tp[i], self.b_adp[j], self.b_pp[k]])
-        kv = self.model.NewIntVar(0, 10**9, "kv_cache_mib")
-        act = self.model.NewIntVar(0, 10**9, "activation_mib")
-        for i, tpv in enumerate(s.tp):
-            # both linear in m and C; slopes in 1/1024 MiB to keep them integer
-            kv_m = cost.kv_cache_bytes_per_gpu(p, tpv, 1) / MIB
-            a_m = cost.activation_bytes_per_gpu(p, tpv, 1, 0) / MIB
-            a_c = cost.activation_bytes_per_gpu(p, tpv, 0, 1) / MIB
-            self.model.Add(1024 * kv >= math.ceil(1024 * kv_m) * self.mb).OnlyEnforceIf(self.b_tp[i])
-            self.model.Add(1024 * act >= math.ceil(1024 * a_m) * self.mb + math.ceil(1024 * a_c) * self.chunk
-                           ).OnlyEnforceIf(self.b_tp[i])
-        reserved = math.ceil(cost.reserved_bytes(p) / MIB)
-        self.model.Add(weights + kv + act + reserved <= cap)
+    def add_chunk_keeps_up(self, pool: Pool) -> None:
+        """The prefill chunk admits new requests as fast as they finish: load rho < 1."""
+        self._forbid(pool, "chunk_keeps_up", self._recorded(pool, "chunk_keeps_up"))
 
-    def _pass_time(self, kind: Literal["mean", "own", "full"]) -> list:
-        """Terms of one pass [ns]: the mean over iterations ("mean"), or an iteration carrying a
-        request's own prompt ("own", cost.ttft_chunk tokens) or a full chunk ("full")."""
-        p, s = self.p, self.s
-        tag = f"{kind}_pass"
-        chunk_pass = kind != "mean"
-        m, c = self._pair_grid()
-        carried = cost.ttft_chunk(p, m, c) if kind == "own" else c.astype(float)
+    def add_ttft(self, pool: Pool) -> None:
+        """TTFT within the problem's limit (the options record it; none when the problem has no limit)."""
+        self._forbid(pool, "ttft", self._recorded(pool, "ttft"))
 
-        def shaped(block):
-            return block(carried) if chunk_pass else cost.mixed(p, block, m, c)
+    def add_sla(self, pool: Pool, min_tokens_per_s_per_user: float | None) -> None:
+        """tokens/s/user >= the SLA: 1 / TPOT >= floor (None: no floor)."""
+        if min_tokens_per_s_per_user:
+            self._forbid(pool, "sla", sla_broken(pool.table.tpot_s[pool.rows], min_tokens_per_s_per_user))
 
-        terms = [self._over_pairs(f"{tag}_attention", (
-            ([self.b_tp[i]], shaped(lambda cc, v=tpv: cost.attention_block_time(p, v, m, cc)))
-            for i, tpv in enumerate(s.tp)))]
-        # tokens per rank the linear terms see: m + C in a chunk pass, m (1 + isl/osl) on average
-        if chunk_pass:  # m + the carried chunk, per (m, C) pair
-            tokens, per = sum(math.ceil(t - 1e-9) * z for t, z in zip(m + carried, self.z)), 1.0
-        else:
-            tokens, per = self.mb, 1 + p.workload.isl / p.workload.osl
-        if p.model.is_moe:
-            work = self._over_pairs(f"{tag}_moe_work", (
-                ([self.b_adp[j]], shaped(lambda cc, v=av: cost.moe_gemm_work(p, v, m + cc)))
-                for j, av in enumerate(s.attention_dp)))
-            gemm = self.model.NewIntVar(0, BIG, f"{tag}_moe_gemm")
-            for i, tpv in enumerate(s.tp):  # gemm >= work / tp
-                self.model.Add(tpv * gemm >= work).OnlyEnforceIf(self.b_tp[i])
-            terms.append(gemm)
-            cross = (self.stage_cross.Not(), self.stage_cross)
-            exchange = [
-                ([self.b_adp[i], self.b_ep[j], cross[x]], cost.moe_exchange_time(p, av, epv, x, 0),
-                 cost.moe_exchange_time(p, av, epv, x, 1) - cost.moe_exchange_time(p, av, epv, x, 0))
-                for (i, av), (j, epv), x in product(enumerate(s.attention_dp), enumerate(s.ep), (0, 1)) if av > 1
-            ]
-            if exchange:
-                terms.append(self._linear_in_tokens(f"{tag}_moe_exchange", exchange, tokens, per))
-        cross = (self.replica_cross.Not(), self.replica_cross)
-        hops = [
-            ([self.b_pp[i], cross[x]], cost.pipeline_time(p, ppv, x, 0),
-             cost.pipeline_time(p, ppv, x, 1) - cost.pipeline_time(p, ppv, x, 0))
-            for (i, ppv), x in product(enumerate(s.pp), (0, 1)) if ppv > 1
-        ]
-        if hops:
-            terms.append(self._linear_in_tokens(f"{tag}_pipeline", hops, tokens, per))
-        return terms
+    def add_batch_rules(self, pool: Pool, min_tokens_per_s_per_user: float | None, use_ttft: bool = True) -> None:
+        """Memory, chunk keeps up, SLA and (with use_ttft) the TTFT limit."""
+        self.add_memory(pool)
+        self.add_chunk_keeps_up(pool)
+        self.add_sla(pool, min_tokens_per_s_per_user)
+        if use_ttft:
+            self.add_ttft(pool)
 
-    def _add_tpot(self) -> None:
-        """Mean time per output token: the mean pass time [ns], and a us copy for the objective."""
-        self.tpot = self.model.NewIntVar(1, BIG, "tpot_ns")
-        self.model.Add(self.tpot >= sum(self._pass_time("mean")))
-        self.tpot_us = self.model.NewIntVar(1, math.ceil(BIG * US_PER_NS), "tpot_us")
-        self.model.Add(self.tpot_us * round(1 / US_PER_NS) >= self.tpot)
+    def forbid_layout(self, pool: Pool, layout: int) -> None:
+        """Exclude one tabulated layout (index into table.layouts) from the pool: for the next best layout."""
+        mask = pool.table.layout_of(pool.rows) == layout
+        lits = [lit for lit, b in zip(pool.chosen, mask) if b]
+        if lits:
+            self.model.Add(sum(lits) == 0)
 
-    def _add_sla(self) -> None:
-        """tokens/s/user >= the problem's SLA (see set_sla)."""
-        self.set_sla(self.p.sla.min_tokens_per_s_per_user)
+    # --- rules on several pools -------------------------------------------------------------------
+    def add_gpu_budget(self, pools: list[Pool], gpus: int) -> None:
+        """The pools' replicas together use at most `gpus` GPUs."""
+        self.model.Add(sum(p.total(p.table.replica_gpus_of(p.rows)) for p in pools) <= gpus)
 
-    def set_sla(self, min_tokens_per_s_per_user: float | None) -> None:
-        """The SLA rule: tokens/s/user >= SLA, i.e. TPOT <= 1 / SLA [ns], as the upper bound of the
-        TPOT variable; None lifts it. Changing it keeps the model, so a sweep builds it once."""
-        cap = BIG if min_tokens_per_s_per_user is None else math.floor(NS / min_tokens_per_s_per_user)
-        self.model.proto.variables[self.tpot.index].domain[1] = max(cap, 1)
+    def add_demand(self, pool: Pool, needed: np.ndarray) -> None:
+        """The pool's replicas serve the demand: at least `needed` [replicas, per option] of the chosen
+        option (the float model's count, so that the model agrees with it exactly)."""
+        assert pool.per_option_replicas is not None, "demand needs a pool with free replicas"
+        for lit, n, need in zip(pool.chosen, pool.per_option_replicas, needed):
+            self.model.Add(n >= int(need)).OnlyEnforceIf(lit)
 
-    def _add_demand(self) -> None:
-        """Sizing: the replicas together serve the demand, dp * concurrency / TPOT >= demand [tokens/s];
-        the GPUs allocated are whole nodes (cluster.gpus_per_node) holding every replica."""
-        s, g, node = self.s, self.p.gpus, self.p.cluster.gpus_per_node
-        per_replica = self._concurrency_per_replica()
-        self.in_flight = self.model.NewIntVar(1, s.max_dp * max(s.attention_dp) * max(s.pp) * max(s.micro_batches),
-                                              "requests_in_flight")
-        self.model.AddMultiplicationEquality(self.in_flight, [self.dp, per_replica])
-        # tokens/s = in_flight / TPOT = 1e6 * in_flight / tpot_us >= demand (TPOT rounded up: conservative)
-        self.model.Add(10**6 * self.in_flight >= math.ceil(self.demand) * self.tpot_us)
-        self.gpus_used = self.model.NewIntVar(1, g, "gpus_used")
-        for size, is_size in self.replica_is.items():
-            self.model.Add(self.gpus_used == size * self.dp).OnlyEnforceIf(is_size)
-        self.nodes = self.model.NewIntVar(1, -(-g // node), "nodes")
-        self.model.Add(node * self.nodes >= self.gpus_used)
+    # --- objectives -------------------------------------------------------------------------------
+    def maximize_throughput(self, pool: Pool) -> None:
+        """The highest tokens/s/GPU of a pool with the most replicas (values from the float cost model,
+        scaled to integers of up to OBJECTIVE_SCALE)."""
+        self.maximize(pool, pool.table.thr[pool.rows])
 
-    def _add_ttft(self, limit_s: float | None) -> None:
-        """TTFT = own(m, C) * own-prompt pass + backlog(m, C) * full-chunk pass + admission * TPOT + the
-        fixed request overhead <= limit (cost.ttft_passes, cost.admission_passes, cost.request_overhead),
-        one linear inequality per (m, C) pair."""
-        p = self.p
-        m, c = self._pair_grid()
-        own, backlog = cost.ttft_passes(p, m, c)
-        self.own_pass = self.model.NewIntVar(0, BIG, "own_pass_ns")
-        self.model.Add(self.own_pass >= sum(self._pass_time("own")))
-        ttft = [(o, self.own_pass) for o in own]
-        if np.any(backlog > 0):
-            self.full_pass = self.model.NewIntVar(0, BIG, "full_pass_ns")
-            self.model.Add(self.full_pass >= sum(self._pass_time("full")))
-        fixed = round(cost.request_overhead(p) * NS * 1000)  # front-end time, in the same milli-ns
-        admission = math.ceil(cost.admission_passes(p) * 1000)  # mean iterations waited, in milli-passes
-        for k, z in enumerate(self.z):
-            if not np.isfinite(own[k]):
-                continue  # the chunk_keeps_up rule already excludes this pair
-            expr = math.ceil(own[k] * 1000) * self.own_pass + admission * self.tpot + fixed  # milli-passes x ns
-            if backlog[k] > 0:
-                expr = expr + math.ceil(backlog[k] * 1000) * self.full_pass
-            ttft[k] = expr
-            if limit_s is not None:
-                self.model.Add(expr <= math.floor(limit_s * NS * 1000)).OnlyEnforceIf(z)
-        if self.objective == "min_ttft":
-            # in us, so at most BIG / 1000: with BIG here the rows below reached 1e17 (coefficient times
-            # domain) and presolve cut the optimum (the H100 case of tests/test_solver.py)
-            self.ttft_us = self.model.NewIntVar(0, math.ceil(BIG * US_PER_NS), "ttft_us")
-            for k, z in enumerate(self.z):
-                if np.isfinite(own[k]):
-                    self.model.Add(self.ttft_us * 1000 * round(1 / US_PER_NS) >= ttft[k]).OnlyEnforceIf(z)
+    def maximize(self, pool: Pool, values: np.ndarray) -> None:
+        """Maximise a non-negative float quantity of the chosen option [its unit]."""
+        top = float(np.max(values)) if len(values) else 0.0
+        self._scale = OBJECTIVE_SCALE / top if top > 0 else 1.0
+        self._sense = "max"
+        self.model.Maximize(pool.expr(np.floor(np.asarray(values) * self._scale)))
 
-    # --- solving --------------------------------------------------------------------------------
-    def _concurrency_per_replica(self) -> cp_model.IntVar:
-        """Requests in flight per replica: attention_dp * pp * m, linear per (attention_dp, pp) choice."""
-        s, g = self.s, self.p.gpus
-        per_replica = self.model.NewIntVar(1, max(s.attention_dp) * max(s.pp) * max(s.micro_batches),
-                                           "concurrency_per_replica")
-        for (j, av), (k, ppv) in product(enumerate(s.attention_dp), enumerate(s.pp)):
-            if av * ppv <= g:
-                self.model.Add(per_replica == av * ppv * self.mb).OnlyEnforceIf([self.b_adp[j], self.b_pp[k]])
-        return per_replica
+    def minimize(self, pool: Pool, values: np.ndarray) -> None:
+        """Minimise a non-negative float quantity of the chosen option [its unit]."""
+        finite = np.asarray(values)[np.isfinite(values)]
+        top = float(finite.max()) if len(finite) else 0.0
+        self._scale = OBJECTIVE_SCALE / top if top > 0 else 1.0
+        self._sense = "min"
+        ints = np.where(np.isfinite(values), np.ceil(np.asarray(values) * self._scale), 4 * OBJECTIVE_SCALE)
+        self.model.Minimize(pool.expr(ints))
 
-    def _in_flight(self) -> cp_model.IntVar:
-        """Requests in flight over all replicas: dp * (attention_dp * pp * m).
+    def minimize_nodes_for_demand(self, pool: Pool, gpus_per_node: int, max_gpus: int) -> None:
+        """Fewest whole nodes holding the replicas; then the fewest GPUs in use; then the lowest TPOT."""
+        gpus = self.model.NewIntVar(0, max_gpus, f"{pool.name}.gpus")
+        self.model.Add(gpus == pool.total(pool.table.replica_gpus_of(pool.rows)))
+        nodes = self.model.NewIntVar(0, -(-max_gpus // gpus_per_node), f"{pool.name}.nodes")
+        self.model.Add(gpus_per_node * nodes >= gpus)
+        tpot = pool.table.tpot_s[pool.rows]
+        rank = np.argsort(np.argsort(tpot, kind="stable"), kind="stable")  # 0 = the lowest TPOT
+        most_rank = len(tpot) + 1
+        self._scale, self._sense = 1.0, "min"
+        self.model.Minimize((nodes * (max_gpus + 1) + gpus) * most_rank + pool.expr(rank))
 
-        Dominance: at a fixed replica layout more replicas never lower tokens/s/GPU, so dp takes
-        its largest value, GPUs // replica GPUs; both products are then linear per choice.
-        """
-        s, g = self.s, self.p.gpus
-        most = g * max(s.micro_batches)  # dp * attention_dp * pp <= gpus
-        per_replica = self._concurrency_per_replica()
-        in_flight = self.model.NewIntVar(1, most, "requests_in_flight")
-        for size, is_size in self.replica_is.items():
-            if size <= g:
-                self.model.Add(self.dp == g // size).OnlyEnforceIf(is_size)
-                self.model.Add(in_flight == (g // size) * per_replica).OnlyEnforceIf(is_size)
-        return in_flight
-
-    def _solver(self) -> cp_model.CpSolver:
+    # --- solving ----------------------------------------------------------------------------------
+    def solve(self, deadline: float | None = None) -> Solution:
+        """Solve within the time left until `deadline` (default: the time limit from now)."""
+        t0 = time.perf_counter()
         solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = self.params.time_limit_s
         solver.parameters.num_workers = self.params.workers
         solver.parameters.random_seed = self.params.seed
-        # Presolve probing cut optimal solutions of these models in OR-Tools 9.15 (found by the
-        # oracle tests, for the throughput and the min-TPOT objective): off, the presolve is sound.
-        solver.parameters.cp_model_probing_level = 0
-        # No LP relaxation: these models' rules are tables over Booleans, where the LP bound is weak;
-        # plain propagation proves the optimum 15-35% sooner (benchmarks/frontier_speed.py).
-        solver.parameters.linearization_level = 0
-        return solver
-
-    def _run(self, deadline: float) -> tuple[int, cp_model.CpSolver]:
-        solver = self._solver()
-        solver.parameters.max_time_in_seconds = max(0.01, deadline - time.perf_counter())
-        return solver.Solve(self.model), solver
-
-    def _snapshot(self, solver: cp_model.CpSolver) -> dict:
-        v = solver.Value
-        return {"par": Parallel(tp=v(self.tp), attention_dp=v(self.adp), pp=v(self.pp), ep=v(self.ep),
-                                moe_tp=v(self.moe_tp), dp=v(self.dp)),
-                "m": v(self.mb), "c": v(self.chunk)}
-
-    def _hint(self, solver: cp_model.CpSolver) -> None:
-        self.model.ClearHints()
-        for var in (self.tp, self.adp, self.pp, self.ep, self.moe_tp, self.dp, self.mb, self.chunk):
-            self.model.AddHint(var, solver.Value(var))
-
-    def _hint_candidate(self, c: Candidate) -> None:
-        """Hint a known plan: the layout, the batch Booleans and the replicas it implies."""
-        self.model.ClearHints()
-        q = c.parallel
-        for var, value in ((self.tp, q.tp), (self.adp, q.attention_dp), (self.pp, q.pp), (self.ep, q.ep),
-                           (self.moe_tp, q.moe_tp), (self.mb, c.micro_batch), (self.chunk, c.chunk)):
-            self.model.AddHint(var, value)
-        for (m, chunk), z in zip(self.pairs, self.z):
-            self.model.AddHint(z, int(m == c.micro_batch and chunk == c.chunk))
-
-    def _ratio_of(self, c: Candidate, deadline: float) -> tuple[int, int] | None:
-        """(requests in flight, TPOT [us]) of a known plan as this model counts them (rounded up), by a
-        solve with every choice fixed to it; None when the plan is not feasible here."""
-        self._hint_candidate(c)
-        self.model.Minimize(self.tpot_us)
-        solver = self._solver()
-        solver.parameters.fix_variables_to_their_hinted_value = True
-        solver.parameters.max_time_in_seconds = max(0.01, deadline - time.perf_counter())
-        status = solver.Solve(self.model)
-        if status != cp_model.OPTIMAL:
-            return None
-        return solver.Value(self.in_flight), solver.Value(self.tpot_us)
-
-    def _best_ratio(self, deadline: float, incumbent: Candidate | None = None
-                    ) -> tuple[str, dict, float | None] | None:
-        """Dinkelbach: maximise in_flight / tpot_us exactly; returns (status, solution, bound).
-
-        `incumbent`, a plan known to be feasible (a neighbouring point of a sweep), replaces the
-        first feasibility round: the rounds start from its ratio and it hints the search.
-        """
-        if not hasattr(self, "in_flight"):
-            self.in_flight = self._in_flight()
-            order = {c: i for i, c in enumerate(self.s.chunks)}
-            self.chunk_rank = sum(order[c] * z for (_, c), z in zip(self.pairs, self.z))
-            self.tie_scale = len(self.s.chunks)
-        in_flight = self.in_flight
-        start = self._ratio_of(incumbent, deadline) if incumbent is not None else None
-        if start is not None:
-            q, t = start
-            sol = {"par": incumbent.parallel, "m": incumbent.micro_batch, "c": incumbent.chunk}
-            self._hint_candidate(incumbent)
-        else:
-            self.model.ClearObjective()  # round 0: any feasible plan
-            status, solver = self._run(deadline)
-            if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-                return None
-            sol, q, t = self._snapshot(solver), solver.Value(in_flight), solver.Value(self.tpot_us)
-            self._hint(solver)
-        while True:
-            # ties (equal throughput) go to the larger chunk: it waits less for the chunk budget (TTFT)
-            self.model.Maximize(self.tie_scale * (t * in_flight - q * self.tpot_us) + self.chunk_rank)
-            status, solver = self._run(deadline)
-            if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-                return "FEASIBLE", sol, None
-            proven = status == cp_model.OPTIMAL
-            if solver.ObjectiveValue() < self.tie_scale:
-                # no plan beats q / t (proven when OPTIMAL); this round's plan ties it with the largest chunk
-                bound = q / (t * 1e-6) / self.p.gpus if proven else None  # on the us-rounded TPOT
-                return ("OPTIMAL" if proven else "FEASIBLE"), self._snapshot(solver), bound
-            if time.perf_counter() >= deadline:
-                return "FEASIBLE", self._snapshot(solver), None
-            sol, q, t = self._snapshot(solver), solver.Value(in_flight), solver.Value(self.tpot_us)
-            self._hint(solver)
-
-    def _forbid(self, c: Candidate) -> None:
-        """Exclude a layout (tp, attention_dp, pp, ep, moe_tp) so the next solve finds another."""
-        self.model.AddForbiddenAssignments([self.tp, self.adp, self.pp, self.ep, self.moe_tp],
-                                           [c.parallel.key()])
-
-    def _solve_once(self, deadline: float, incumbent: Candidate | None = None) -> Candidate | None:
-        if self.objective == "throughput":
-            found = self._best_ratio(deadline, incumbent)
-            if found is None:
-                return None
-            status, sol, bound = found
-            return Candidate(sol["par"], sol["m"], sol["c"], status, bound)
-        if self.objective == "min_gpus_for_demand":
-            # fewest whole nodes; among those, the fewest GPUs in use, then the lowest TPOT
-            most_gpus, most_tpot = self.p.gpus + 1, math.ceil(BIG * US_PER_NS) + 1
-            self.model.Minimize((self.nodes * most_gpus + self.gpus_used) * most_tpot + self.tpot_us)
-        else:
-            target = {"min_tpot": self.tpot, "min_ttft": getattr(self, "ttft_us", None), "min_gpus": self.replica}
-            self.model.Minimize(target[self.objective])
-        if incumbent is not None:
-            self._hint_candidate(incumbent)
-        status, solver = self._run(deadline)
-        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            return None
-        sol = self._snapshot(solver)
-        return Candidate(sol["par"], sol["m"], sol["c"], "OPTIMAL" if status == cp_model.OPTIMAL else "FEASIBLE")
-
-    def solve(self, top: int = 1, incumbent: Candidate | None = None) -> tuple[list[Candidate], float]:
-        """Up to `top` best distinct layouts, best first, and the wall time [s]. With top > 1 the
-        layouts found stay forbidden in this model; with top = 1 it can be solved again (set_sla).
-
-        `incumbent`: a plan known to be feasible (e.g. the neighbouring point of a sweep) that warms
-        up the first search; the result does not depend on it.
-        """
-        t0 = time.perf_counter()
-        deadline = t0 + self.params.time_limit_s
-        out: list[Candidate] = []
-        for k in range(top):
-            if k:
-                self._forbid(out[-1])  # the next best is another layout (this stays in the model)
-            cand = self._solve_once(deadline, incumbent if not out else None)
-            if cand is None:
-                break
-            out.append(cand)
-        return out, time.perf_counter() - t0
+        left = self.params.time_limit_s if deadline is None else deadline - t0
+        solver.parameters.max_time_in_seconds = max(0.01, left)
+        status = STATUS.get(solver.Solve(self.model), "UNKNOWN")
+        out = Solution(status=status, wall_s=time.perf_counter() - t0)
+        if status in ("OPTIMAL", "FEASIBLE"):
+            for pool in self.pools:
+                out.options[pool.name] = pool.value(solver)
+                if pool.replicas is not None:
+                    out.replicas[pool.name] = int(solver.Value(pool.replicas))
+            if self.model.HasObjective():
+                out.objective = solver.ObjectiveValue() / self._scale
+                # each coefficient is within one unit of value * scale, so the bound widens by one unit
+                widen = 1.0 if self._sense == "max" else -1.0
+                out.bound = (solver.BestObjectiveBound() + widen) / self._scale
+        return out

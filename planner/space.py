@@ -1,15 +1,27 @@
-"""The search space: candidate values of every choice, shared by the CP-SAT model and the oracle.
+"""The search space: candidate values of every choice, a point of the space, and what a search optimises.
 
 The candidate lists say which values are worth trying, not which are allowed: they include values
 that break the rules (a tp that does not divide the heads, a pp that does not divide the layers,
-layouts larger than the GPUs given), and the rules in planner.rules / the CP-SAT model reject them.
+layouts larger than the GPUs given), and the rules (planner.rules) reject them. moe_tp is not a
+choice: a stage of tp * attention_dp GPUs re-split as ep expert groups gives moe_tp = tp *
+attention_dp / ep, and the cost model never reads it.
+
+Shared by both searches (planner.search: CP-SAT over tabulated options; planner.oracle: plain
+enumeration), neither of which this module depends on.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Literal
 
-from planner.specs import Problem
+from planner.specs import Parallel, Problem
+
+Objective = Literal["throughput", "min_tpot", "min_ttft", "min_gpus"]
+"""What a search optimises: the highest tokens/s/GPU (the plan), the lowest TPOT (the highest
+tokens/s/user reachable), the lowest TTFT, or the fewest GPUs in one replica (the fewest GPUs the
+model fits on)."""
 
 DEFAULT_CHUNKS: tuple[int, ...] = (
     tuple(range(128, 1025, 128)) + tuple(range(1280, 2049, 256)) + tuple(range(2560, 4097, 512))
@@ -25,16 +37,43 @@ DEFAULT_MICRO_BATCHES: tuple[int, ...] = (
 grows, so the best batch on the grid serves at least 3/4 of what the best whole number would [requests]."""
 
 
-def _divisors(n: int) -> set[int]:
-    return {d for d in range(1, n + 1) if n % d == 0} if n > 0 else set()
+@dataclass(frozen=True)
+class Candidate:
+    """A point of the space a search returns: layout and batching, with the search's status and the
+    proven upper bound of its objective (tokens/s/GPU for the throughput objective)."""
+
+    parallel: Parallel
+    micro_batch: int
+    chunk: int
+    status: str
+    objective_bound: float | None = None
+    certified: bool | None = None  # re-checked by the plain rule checker (and against the whole table)
 
 
-def _powers_of_two(limit: int) -> set[int]:
-    out, v = set(), 1
-    while v <= limit:
-        out.add(v)
-        v *= 2
+class OutOfTime(Exception):
+    """A search's deadline passed with `done` of `total` options evaluated (planner.search words it)."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(done, total)
+        self.done, self.total = done, total
+
+
+def divisors(n: int, limit: int) -> set[int]:
+    """The divisors of n that are at most `limit`, in O(min(sqrt(n), limit)) steps."""
+    out: set[int] = set()
+    if n < 1:
+        return out
+    for i in range(1, min(math.isqrt(n), limit) + 1):
+        if n % i == 0:
+            out.add(i)
+            if n // i <= limit:
+                out.add(n // i)
     return out
+
+
+def powers_of_two(limit: int) -> set[int]:
+    """1, 2, 4, ... up to `limit`."""
+    return {1 << k for k in range(max(limit, 1).bit_length()) if 1 << k <= limit}
 
 
 @dataclass(frozen=True)
@@ -45,7 +84,6 @@ class Space:
     attention_dp: tuple[int, ...]
     pp: tuple[int, ...]
     ep: tuple[int, ...]
-    moe_tp: tuple[int, ...]
     micro_batches: tuple[int, ...]
     chunks: tuple[int, ...]
     max_dp: int
@@ -59,27 +97,32 @@ class Space:
     ) -> Space:
         """Powers of two up to the GPU count, plus the divisors of the dimension each degree splits."""
         g, md = p.gpus, p.model
-        pow2 = _powers_of_two(g)
+        pow2 = powers_of_two(g)
 
         def upto(values: set[int]) -> tuple[int, ...]:
             return tuple(sorted(v for v in values if 1 <= v <= g))
 
-        tp = upto(pow2 | _divisors(md.num_attention_heads))
-        adp = upto(pow2 | _divisors(g))
-        pp = upto(pow2 | _divisors(md.num_layers))
-        ep = upto(pow2 | _divisors(md.num_experts))
-        moe_tp = upto({t * a // e for t in tp for a in adp for e in ep if (t * a) % e == 0})
         return cls(
-            tp=tp, attention_dp=adp, pp=pp, ep=ep, moe_tp=moe_tp,
+            tp=upto(pow2 | divisors(md.num_attention_heads, g)),
+            attention_dp=upto(pow2 | divisors(g, g)),
+            pp=upto(pow2 | divisors(md.num_layers, g)),
+            ep=upto(pow2 | divisors(md.num_experts, g)),
             micro_batches=tuple(sorted(set(micro_batches or DEFAULT_MICRO_BATCHES))),
             chunks=tuple(sorted(set(chunks or DEFAULT_CHUNKS))),
             max_dp=g,
         )
 
     @property
+    def layouts(self) -> int:
+        """Replica layouts (tp, attention_dp, pp, ep) in the candidate lists, before any rule [layouts]."""
+        return len(self.tp) * len(self.attention_dp) * len(self.pp) * len(self.ep)
+
+    @property
+    def batches(self) -> int:
+        """(micro-batch, chunk) pairs [pairs]."""
+        return len(self.micro_batches) * len(self.chunks)
+
+    @property
     def size(self) -> int:
-        """Combinations of all candidate values, before any rule [combinations]."""
-        n = self.max_dp
-        for values in (self.tp, self.attention_dp, self.pp, self.ep, self.moe_tp, self.micro_batches, self.chunks):
-            n *= len(values)
-        return n
+        """Combinations of all candidate values, before any rule; dp takes its largest value [combinations]."""
+        return self.layouts * self.batches

@@ -394,8 +394,23 @@ class Parallel(_Strict):
     attention_dp: PositiveInt = Field(1, description="Attention data-parallel size inside a replica [GPUs]")
     pp: PositiveInt = Field(1, description="Pipeline stages [stages]")
     ep: PositiveInt = Field(1, description="Expert parallel size of MoE layers [GPUs]")
-    moe_tp: PositiveInt = Field(1, description="Tensor parallel size inside each expert [GPUs]")
+    moe_tp: PositiveInt = Field(
+        description="Tensor parallel size inside each expert; when not given, tp * attention_dp / ep (the MoE "
+        "layers re-split the stage's GPUs) [GPUs]")
     dp: PositiveInt = Field(1, description="Replicas [replicas]")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_moe_tp(cls, data: object) -> object:
+        """moe_tp defaults to tp * attention_dp / ep (rounded down, at least 1: when ep does not divide the
+        stage, the moe_resplit rule names it)."""
+        if isinstance(data, dict) and data.get("moe_tp") is None:
+            try:
+                stage = int(data.get("tp", 1)) * int(data.get("attention_dp", 1))
+                data = {**data, "moe_tp": max(1, stage // max(1, int(data.get("ep", 1))))}
+            except (TypeError, ValueError):
+                pass  # the field validators name the bad degree
+        return data
 
     @property
     def stage_gpus(self) -> int:
@@ -478,7 +493,17 @@ class SolverInfo(_Strict):
     wall_s: float = Field(description="Wall time of the search [s]")
     objective_bound: float | None = Field(None, description="Proven upper bound of tokens/s/GPU [tokens/s/GPU]")
     gap: float | None = Field(None, description="Relative gap between plan and bound")
-    candidates: int | None = Field(None, description="Combinations in the search space")
+    candidates: int | None = Field(
+        None, description="(layout, batch) combinations in the candidate lists, before any rule [options]")
+    evaluated: int | None = Field(
+        None, description="Options the cost model evaluated: every batch of every layout the layout rules "
+        "admit [options]")
+    model_options: int | None = Field(
+        None, description="Options in the CP-SAT model: those no other option dominates, and per rule the best "
+        "ones only that rule excludes [options]")
+    certified: bool | None = Field(
+        None, description="The plan was re-checked by the plain rule checker on the float cost model and no "
+        "evaluated option obeying every rule beats it (None: not checked)")
     limited_by: list[str] = Field(
         default_factory=list,
         description="Rules the next larger micro-batch of this layout would break (memory, sla, ttft, "

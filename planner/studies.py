@@ -12,21 +12,20 @@ a search of the CP-SAT model (or the exhaustive oracle) on the same cost model a
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from planner import cost
+from planner import cost, rules
 from planner.errors import InfeasibleError, SpecError
-from planner.oracle import exhaustive, layouts, valid
-from planner.search import Method, _diagnose, _search, min_gpus_to_fit, plan_of
-from planner.solver import Candidate, CpSatPlanner, SolverParams
-from planner.space import Space
-from planner.specs import SLA, Parallel, Plan, Problem
+from planner.oracle import layouts
+from planner.search import Method, Searcher, diagnose, min_gpus_to_fit, plan_of, with_sla
+from planner.space import Candidate, Space
+from planner.specs import Parallel, Plan, Problem
 
 Progress = Callable[[int, int, str], None]
 """Progress callback: (steps done, steps in all, what is being done)."""
@@ -144,12 +143,6 @@ def case_name(p: Problem) -> str:
     return f"{p.model.name} on {p.gpus} x {p.cluster.name} {p.precision.value}"
 
 
-def _with_sla(p: Problem, sla: float | None) -> Problem:
-    """p with this tokens/s/user floor (None: none), keeping its TTFT limit."""
-    return p.model_copy(update={"sla": SLA(min_tokens_per_s_per_user=sla,
-                                           max_ttft_s=p.sla.max_ttft_s if p.sla else None)})
-
-
 def _key(c: Candidate) -> tuple:
     return (c.parallel.key(), c.micro_batch, c.chunk)
 
@@ -161,37 +154,6 @@ def sla_levels(lo: float, hi: float, points: int) -> list[float]:
     if points == 1 or hi <= lo:
         return [hi]
     return [float(x) for x in np.geomspace(lo, hi, points)]
-
-
-class _Sweep:
-    """Searches of one problem at many SLA levels, sharing one CP-SAT model and warm starts."""
-
-    def __init__(self, p: Problem, space: Space, method: Method, params: SolverParams | None) -> None:
-        self.p, self.space, self.method, self.params = p, space, method, params
-        self.solves = 0
-        if method == "cpsat":
-            self.planner = CpSatPlanner(_with_sla(p, None), space, params=params)  # set_sla per level
-
-    def best(self, sla: float | None, incumbent: Candidate | None) -> tuple[Candidate | None, float]:
-        """The throughput-optimal plan at an SLA (None: no SLA), and the search's wall time [s]."""
-        self.solves += 1
-        t0 = time.perf_counter()
-        if self.method == "exhaustive":
-            found, _ = exhaustive(_with_sla(self.p, sla), self.space)
-        else:
-            self.planner.set_sla(sla)
-            found, _ = self.planner.solve(incumbent=incumbent)
-        return (found[0] if found else None), time.perf_counter() - t0
-
-    def fastest(self) -> Candidate | None:
-        """The plan with the lowest TPOT (the highest interactivity), any throughput."""
-        self.solves += 1
-        q = _with_sla(self.p, None)
-        if self.method == "exhaustive":
-            found, _ = exhaustive(q, self.space, "min_tpot", use_sla=False)
-        else:
-            found, _ = CpSatPlanner(q, self.space, "min_tpot", use_sla=False, params=self.params).solve()
-        return found[0] if found else None
 
 
 def _user_rate(p: Problem, c: Candidate) -> tuple[float, float]:
@@ -209,7 +171,7 @@ def frontier(
     chunks: tuple[int, ...] | None = None,
     micro_batches: tuple[int, ...] | None = None,
     method: Method = "cpsat",
-    params: SolverParams | None = None,
+    params=None,
     all_layouts: bool = False,
     progress: Progress = _quiet,
 ) -> Frontier:
@@ -217,23 +179,21 @@ def frontier(
     reachable tokens/s/user, or over `sla_range` (lo, hi), plus the `extra` levels.
 
     The problem's TTFT limit (problem.sla.max_ttft_s) holds at every point; its SLA is ignored.
-    Levels are searched from low to high; a plan found at one level is optimal at every higher
-    level it still meets (the constraint only tightens), so those need no search, and it warms up
-    the next search. The result is monotone: tokens/s/GPU never rises with tokens/s/user.
-    Raises InfeasibleError when no plan exists at all.
+    One Searcher serves every level: the options are tabulated once, and each level is a CP-SAT search
+    over the same dominance-reduced options with that level's SLA. Levels are visited from low to
+    high; a plan found at one level is optimal at every higher level it still meets (the constraint only
+    tightens), so those need no search. The result is monotone: tokens/s/GPU never rises with
+    tokens/s/user. Raises InfeasibleError when no plan exists at all.
     """
     t0 = time.perf_counter()
-    p = problem
-    space = Space.of(p, chunks, micro_batches)
-    sweep = _Sweep(p, space, method, params)
+    p = with_sla(problem, None)
+    search = Searcher(p, Space.of(p, chunks, micro_batches), method, params)
     progress(0, 1, "fastest plan")
-    fast = sweep.fastest()
-    if fast is None:
-        raise _diagnose(_with_sla(p, 1.0), space, method, params)
-    most = fast.parallel.model_copy(update={"dp": p.gpus // fast.parallel.replica_gpus})  # idle GPUs serve too
-    fast = dataclasses.replace(fast, parallel=most)
-    base, wall = sweep.best(None, fast)
-    assert base is not None  # the fastest plan is feasible without an SLA
+    fastest = search.best("min_tpot", use_sla=False)
+    if not fastest:
+        raise diagnose(search)
+    fast = fastest[0]
+    base = search.best()[0]  # the fastest plan is feasible without an SLA, so some plan is
     u_max, _ = _user_rate(p, fast)
     u_min, _ = _user_rate(p, base)
     lo, hi = sla_range or (u_min, u_max * (1 - 1e-9))
@@ -241,43 +201,34 @@ def frontier(
         raise SpecError(f"SLA range {lo:g}:{hi:g} must be positive and increasing")
     levels = sorted(set(sla_levels(lo, hi, points)) | {float(x) for x in extra})
     known: dict[tuple, tuple[Candidate, float, float, float]] = {}  # key -> (cand, u, thr, wall)
-    for cand, w in ((fast, 0.0), (base, wall)):
-        known[_key(cand)] = (cand, *_user_rate(p, cand), w)
+    for cand in (fast, base):
+        known[_key(cand)] = (cand, *_user_rate(p, cand), time.perf_counter() - t0)
     chosen: list[tuple[float, Candidate, float]] = []
     current = base
     reachable = [s for s in levels if s <= u_max]
     for i, sla in enumerate(reachable):
         progress(i, len(reachable), f"SLA {sla:.1f} tokens/s/user")
-        if known[_key(current)][1] < sla:  # the current plan misses this level: search it, warm-started
-            # by the best known plan that meets it
-            feasible = [k for k in known.values() if k[1] >= sla]
-            incumbent = max(feasible, key=lambda k: k[2])[0] if feasible else None
-            found, wall = sweep.best(sla, incumbent)
-            if found is None:  # only by rounding at the very top: keep the fastest plan
-                found = fast
-            known.setdefault(_key(found), (found, *_user_rate(p, found), wall))
-            current = found
+        if known[_key(current)][1] < sla:  # the current plan misses this level: search it
+            t = time.perf_counter()
+            found = search.best(sla=sla)
+            current = found[0] if found else fast  # none only by rounding at the very top: the fastest plan
+            known.setdefault(_key(current), (current, *_user_rate(p, current), time.perf_counter() - t))
         chosen.append((sla, current, known[_key(current)][3]))
     unreachable = [s for s in levels if s > u_max]
     progress(len(reachable), len(reachable), "done")
     chosen = _monotone(p, chosen)
     out_points: list[FrontierPoint] = []
-    plans: dict[tuple, Plan] = {}
     for sla, cand, w in chosen:
-        q = _with_sla(p, sla)
-        plan = plan_of(q, cand, space, method, w)
+        plan = plan_of(with_sla(p, sla), cand, search, w)
         new = not out_points or out_points[-1].parallel.key() != cand.parallel.key()
-        plans[_key(cand)] = plan
         out_points.append(FrontierPoint(**plan.model_dump(), target_tokens_per_s_per_user=sla, new_layout=new))
-    curves: list[LayoutCurve] = []
-    if all_layouts:
-        curves = layout_curves(p, space)
+    curves = layout_curves(search) if all_layouts else []
     return Frontier(
         case=case_name(p), model=p.model.name, cluster=p.cluster.name, gpus=p.gpus, isl=p.workload.isl,
         osl=p.workload.osl, precision=p.precision.value, max_ttft_s=p.sla.max_ttft_s if p.sla else None,
         method=method, lowest_tokens_per_s_per_user=u_min, highest_tokens_per_s_per_user=u_max, points=out_points,
         unreachable=unreachable, valid_layouts=len(curves) if all_layouts else None, layouts=curves,
-        solves=sweep.solves, wall_s=time.perf_counter() - t0,
+        solves=search.searches, wall_s=time.perf_counter() - t0,
     )
 
 
@@ -291,27 +242,13 @@ def _monotone(p: Problem, chosen: list[tuple[float, Candidate, float]]) -> list[
     return out
 
 
-def layout_curves(p: Problem, space: Space) -> list[LayoutCurve]:
+def layout_curves(search: Searcher) -> list[LayoutCurve]:
     """Every valid layout's own Pareto curve over (micro-batch, chunk): memory fits, the chunk keeps
-    up and the TTFT limit holds; layouts with no valid batch are left out. For pictures and counts,
-    by plain enumeration (the frontier itself comes from the search)."""
-    m, c = np.meshgrid(np.asarray(space.micro_batches), np.asarray(space.chunks), indexing="ij")
-    curves = []
-    for par in layouts(p, space, p.gpus):
-        g = cost.metrics_grid(p, par, m, c)
-        ok = valid(p, g, use_sla=False)
-        if not ok.any():
-            continue
-        u, thr = 1 / g["tpot_s"][ok], g["tokens_per_s_per_gpu"][ok]
-        mm, cc = m[ok], c[ok]
-        pts, best = [], -1.0
-        for k in np.lexsort((-thr, -u)):  # by u descending, then thr descending
-            if thr[k] > best:  # beats every point of higher interactivity
-                best = float(thr[k])
-                pts.append(CurvePoint(tokens_per_s_per_user=float(u[k]), tokens_per_s_per_gpu=best,
-                                      micro_batch=int(mm[k]), chunk_tokens=int(cc[k])))
-        curves.append(LayoutCurve(label=par.label, parallel=par, points=pts[::-1]))
-    return curves
+    up and the TTFT limit holds; layouts with no valid batch are left out. From the search's table of
+    options (for pictures and counts; the frontier itself comes from the searches)."""
+    return [LayoutCurve(label=par.label, parallel=par, points=[
+        CurvePoint(tokens_per_s_per_user=u, tokens_per_s_per_gpu=thr, micro_batch=m, chunk_tokens=c)
+        for u, thr, m, c in pts]) for par, pts in search.table.layout_curves()]
 
 
 def frontier_rows(f: Frontier) -> list[dict[str, object]]:
@@ -348,7 +285,7 @@ def compare(
     chunks: tuple[int, ...] | None = None,
     micro_batches: tuple[int, ...] | None = None,
     method: Method = "cpsat",
-    params: SolverParams | None = None,
+    params=None,
     all_layouts: bool = False,
     levels: Sequence[float] = COMPARE_LEVELS,
     progress: Progress = _quiet,
@@ -392,13 +329,14 @@ MAX_SIZING_GPUS = 65536
 """Most GPUs a sizing considers [GPUs]."""
 
 
-def max_replica_gpus(p: Problem, method: Method = "cpsat", params: SolverParams | None = None) -> int:
+def max_replica_gpus(p: Problem, method: Method = "cpsat", params=None) -> int:
     """Largest replica a sizing considers [GPUs]: the power of two at or above both the scale-up
     domain and 4x the fewest GPUs the model fits on (at least 64). Larger replicas only add
     communication; more replicas serve more demand."""
     fit = min_gpus_to_fit(p, method, params)
     if fit is None:
-        raise InfeasibleError(f"{p.model.name} fits on no layout of {p.cluster.name} GPUs at {p.precision.value}")
+        raise InfeasibleError(f"{p.model.name} fits on no layout of {p.cluster.name} GPUs at {p.precision.value}",
+                              "fit")
     need = max(64, p.cluster.scaleup_domain_gpus, 4 * fit)
     return 1 << (need - 1).bit_length()
 
@@ -411,7 +349,7 @@ def size(
     chunks: tuple[int, ...] | None = None,
     micro_batches: tuple[int, ...] | None = None,
     method: Method = "cpsat",
-    params: SolverParams | None = None,
+    params=None,
     max_gpus: int = MAX_SIZING_GPUS,
     replica_limit: int | None = None,
 ) -> Sizing:
@@ -420,7 +358,9 @@ def size(
     batch and chunk. Demand in requests/s, or in output tokens/s (= requests/s * osl).
 
     Replicas of up to `replica_limit` GPUs (default `max_replica_gpus`) are considered; ties in
-    nodes go to fewer GPUs in use, then to the lower TPOT.
+    nodes go to fewer GPUs in use, then to the lower TPOT. CP-SAT chooses one replica option (the
+    tabulated options of one replica, reduced per replica size to those no other beats on tokens/s and
+    TPOT) and the replica count, under the demand, the GPU budget and every rule.
     """
     t0 = time.perf_counter()
     p = problem
@@ -430,25 +370,30 @@ def size(
     if (demand_requests_per_s is None) == (demand_tokens_per_s is None):
         raise SpecError("give the demand in requests/s or in tokens/s (one of them)")
     tokens = demand_tokens_per_s if demand_tokens_per_s is not None else demand_requests_per_s * osl
-    if not tokens > 0 or not math.isfinite(tokens):
+    if not (tokens > 0 and math.isfinite(tokens)):
         raise SpecError(f"demand must be a positive number, got {tokens:g} tokens/s")
+    if max_gpus < 1:
+        raise SpecError(f"max GPUs must be at least 1, got {max_gpus}")
     node = p.cluster.gpus_per_node
     max_gpus = max(node, max_gpus // node * node)
     limit = replica_limit or max_replica_gpus(p, method, params)
-    space = Space.of(p.model_copy(update={"gpus": limit}), chunks, micro_batches)
-    space = dataclasses.replace(space, max_dp=max_gpus)
-    q = p.model_copy(update={"gpus": max_gpus})
+    one = p.model_copy(update={"gpus": limit})  # one replica of up to `limit` GPUs
+    space = replace(Space.of(one, chunks, micro_batches), max_dp=1)
+    search = Searcher(one, space, method, params)
     if method == "exhaustive":
-        cand = _size_exhaustive(q, space, tokens, limit)
+        cand = _size_exhaustive(one, space, tokens, max_gpus)
     else:
-        found, _ = CpSatPlanner(q, space, "min_gpus_for_demand", params=params, demand_tokens_per_s=tokens).solve()
-        cand = found[0] if found else None
+        cand = _size_cpsat(search, tokens, max_gpus)
     if cand is None:
-        _size_infeasible(q, space, method, params, tokens, max_gpus, limit)
+        if not search.best():
+            raise diagnose(search)
+        raise InfeasibleError(
+            f"serving {tokens:,.0f} output tokens/s at {p.sla.min_tokens_per_s_per_user:g} tokens/s/user needs more "
+            f"than {max_gpus} {p.cluster.name} GPUs", "demand", {"max_gpus": max_gpus})
     used = cand.parallel.gpus_used
     nodes = -(-used // node)
     plan_p = p.model_copy(update={"gpus": nodes * node})
-    plan = plan_of(plan_p, cand, Space.of(plan_p, chunks, micro_batches), method, time.perf_counter() - t0)
+    plan = plan_of(plan_p, cand, search, time.perf_counter() - t0)
     capacity = plan.metrics.tokens_per_s_per_gpu * plan.gpus
     return Sizing(
         demand_requests_per_s=tokens / osl, demand_tokens_per_s=tokens, gpus=nodes * node, nodes=nodes,
@@ -458,38 +403,50 @@ def size(
     )
 
 
-def _size_exhaustive(p: Problem, space: Space, tokens: float, limit: int) -> Candidate | None:
+def _size_cpsat(search: Searcher, tokens: float, max_gpus: int) -> Candidate | None:
+    """The sizing as one CP-SAT model: a pool of replica options with a free replica count."""
+    from planner.solver import SearchModel
+
+    p, t = search.p, search.table
+    every = np.arange(t.size)
+    rate = t.concurrency_of(every) / t.tpot_s  # output tokens/s of one replica
+    rows = t.front(-rate, group=t.replica_gpus_of(every))
+    if not len(rows):
+        return None
+    need = rules.replicas_needed(tokens, rate[rows], max_gpus + 1)
+    replica_gpus = t.replica_gpus_of(rows)
+    model = SearchModel(search.params)
+    pool = model.add_pool(t, rows, name="replicas", replicas="free",
+                          max_replicas=max(1, max_gpus // int(replica_gpus.min())))
+    model.add_layout_rules(pool)
+    model.add_batch_rules(pool, p.sla.min_tokens_per_s_per_user if p.sla else None)
+    model.add_demand(pool, need)
+    model.add_gpu_budget([pool], max_gpus)
+    model.minimize_nodes_for_demand(pool, p.cluster.gpus_per_node, max_gpus)
+    sol = model.solve(search.deadline)
+    if sol.status not in ("OPTIMAL", "FEASIBLE"):
+        return None
+    k = sol.options["replicas"]
+    cand = t.candidate(k, sol.status)
+    return replace(cand, parallel=cand.parallel.model_copy(update={"dp": sol.replicas["replicas"]}))
+
+
+def _size_exhaustive(p: Problem, space: Space, tokens: float, max_gpus: int) -> Candidate | None:
     """The sizing by enumeration (the test oracle): for every replica layout and batch meeting the
-    SLA, replicas = ceil(demand / replica tokens/s); fewest nodes, then GPUs, then TPOT."""
+    SLA, the fewest replicas serving the demand (rules.replicas_needed); fewest nodes, then GPUs, then TPOT."""
     m, c = np.meshgrid(np.asarray(space.micro_batches), np.asarray(space.chunks), indexing="ij")
     node, best = p.cluster.gpus_per_node, None
-    for par in layouts(p, space, limit):
-        one = par.model_copy(update={"dp": 1})
-        g = cost.metrics_grid(p, one, m, c)
-        ok = valid(p, g)
+    for par in layouts(p, space, p.gpus):
+        g = cost.metrics_grid(p, par, m, c)
+        ok = rules.batch_ok(p, g)
+        rate = g["concurrency"] / g["tpot_s"]
         for i, j in zip(*np.nonzero(ok)):
-            tpot_us = math.ceil(g["tpot_s"][i, j] * 1e6 - 1e-9)  # the CP-SAT model's rounding of TPOT
-            replicas = math.ceil(tokens * tpot_us / (1e6 * g["concurrency"][i, j]) - 1e-12)
+            replicas = int(rules.replicas_needed(tokens, rate[i, j], max_gpus + 1))
             used = replicas * par.replica_gpus
-            if used > p.gpus:
+            if used > max_gpus:
                 continue
-            score = (-(-used // node), used, tpot_us)
+            score = (-(-used // node), used, float(g["tpot_s"][i, j]))
             if best is None or score < best[0]:
-                best = (score, Candidate(one.model_copy(update={"dp": replicas}), int(m[i, j]), int(c[i, j]),
+                best = (score, Candidate(par.model_copy(update={"dp": replicas}), int(m[i, j]), int(c[i, j]),
                                          "OPTIMAL"))
     return best[1] if best else None
-
-
-def _size_infeasible(p: Problem, space: Space, method: Method, params: SolverParams | None, tokens: float,
-                     max_gpus: int, limit: int) -> None:
-    """Raise why no sizing exists: no replica of up to `limit` GPUs meets the SLA (say what is
-    reachable), or the demand needs more than max_gpus GPUs."""
-    one = p.model_copy(update={"gpus": limit})
-    one_space = Space.of(one, space.chunks, space.micro_batches)
-    found, _ = _search(one, one_space, method, params=params)
-    if not found:
-        raise _diagnose(one, one_space, method, params)
-    raise InfeasibleError(
-        f"serving {tokens:,.0f} output tokens/s at {p.sla.min_tokens_per_s_per_user:g} tokens/s/user needs more "
-        f"than {max_gpus} {p.cluster.name} GPUs (lower the demand or the SLA, or raise --max-gpus)"
-    )

@@ -1,0 +1,228 @@
+"""Text rendering of the library's results: aligned tables and the lines `planner` prints.
+
+Pure functions from pydantic results to strings, so that the CLI only parses options, calls the library
+and echoes these lines (and other front ends can reuse them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from planner.specs import Plan, Precision, Problem
+
+PLAN_HEADERS = ["#", "layout", "concurrency", "chunk", "tok/s/user", "tok/s/GPU", "TTFT", "memory/GPU"]
+FRONTIER_HEADERS = ["SLA", "", "layout", "concurrency", "chunk", "tok/s/user", "tok/s/GPU", "TTFT", "memory/GPU"]
+GB = 1e9
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain aligned text table."""
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*(str(x) for x in row)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def duration(ms: float) -> str:
+    """'14.08 s' or '478.8 ms' from milliseconds; 'inf' when unbounded."""
+    if not math.isfinite(ms):
+        return "inf"
+    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.1f} ms"
+
+
+def plan_rows(plans: Sequence[Plan]) -> list[list[str]]:
+    """One row per plan for PLAN_HEADERS."""
+    return [
+        [str(i), p.label, str(p.batch.concurrency), str(p.batch.chunk_tokens),
+         f"{p.metrics.tokens_per_s_per_user:.1f}", f"{p.metrics.tokens_per_s_per_gpu:.1f}",
+         duration(p.metrics.ttft_ms),
+         f"{p.memory.per_gpu_bytes / GB:.1f}/{p.memory.capacity_bytes / GB:.1f} GB"]
+        for i, p in enumerate(plans, 1)
+    ]
+
+
+def describe(p: Plan) -> str:
+    """'gpt-moe-1.8t on 64 x gb200-nvl72, fp4 weights / fp8 KV cache, isl 32768 / osl 1024 tokens'."""
+    kv = p.kv_precision.value
+    weight_only = p.gemm_math == "bf16" and p.precision != Precision.bf16
+    math_ = "" if p.gemm_math == p.precision.value else f" ({p.gemm_math} math{', weight-only' if weight_only else ''})"
+    return (f"{p.model} on {p.gpus} x {p.cluster}, {p.precision.value} weights{math_} / {kv} KV cache, "
+            f"isl {p.isl} / osl {p.osl} tokens")
+
+
+def sla_line(p: Plan, problem: Problem) -> str:
+    """The case and its service level, the first line of `planner solve`."""
+    sla = problem.sla
+    limit = f", TTFT <= {duration(sla.max_ttft_s * 1000)}" if sla and sla.max_ttft_s else ""
+    floor = sla.min_tokens_per_s_per_user if sla else None
+    return f"{describe(p)}; SLA >= {floor:g} tokens/s/user{limit}" if floor else f"{describe(p)}{limit}"
+
+
+def layout_line(p: Plan) -> str:
+    """Every degree, the GPUs used and the batch per rank."""
+    q = p.parallel
+    return (f"layout: tp={q.tp} attention_dp={q.attention_dp} pp={q.pp} ep={q.ep} moe_tp={q.moe_tp} dp={q.dp} "
+            f"({p.gpus_used} of {p.gpus} GPUs); {p.batch.micro_batch} requests per attention-DP rank per "
+            f"micro-batch; TPOT {p.metrics.tpot_ms:.1f} ms")
+
+
+def memory_line(p: Plan) -> str:
+    """The memory terms of one GPU of the busiest stage."""
+    m = p.memory
+    return (f"memory/GPU: weights {m.weights_bytes / GB:.1f} + KV {m.kv_cache_bytes / GB:.1f} + activations "
+            f"{m.activation_bytes / GB:.1f} + buffers {m.comm_buffer_bytes / GB:.1f} + reserved "
+            f"{m.reserved_bytes / GB:.1f} = {m.per_gpu_bytes / GB:.1f} GB of {m.usable_bytes / GB:.1f} GB usable")
+
+
+def note_lines(p: Plan) -> list[str]:
+    """Where the model's architecture is approximated."""
+    return [f"approximated: {note}" for note in p.notes]
+
+
+def profile_lines(problem: Problem) -> list[str]:
+    """A line when the calibration holds a profile fitted to this very deployment (calibrate --anchor)."""
+    return [f"calibration: {problem.calibration.name}, anchored to {prof.rows} measured runs of {prof.model} on "
+            f"{prof.system} with {prof.backend}"
+            for prof in problem.calibration.profiles
+            if (prof.model, prof.system, prof.backend) == (problem.model.name, problem.cluster.name, problem.backend)]
+
+
+def solver_line(p: Plan) -> str:
+    """How the plan was found: method, status, time, bound and gap, the options and the certificate."""
+    info = p.solver
+    bound = (f", bound {info.objective_bound:.1f} tok/s/GPU, gap {info.gap:.2%}"
+             if info.objective_bound is not None and info.gap is not None else "")
+    space = f"{info.candidates:,} (layout, batch) options"
+    if info.evaluated is not None:
+        space += f", {info.evaluated:,} evaluated, {info.model_options:,} in the CP-SAT model"
+    check = {True: "; certified", False: "; certificate FAILED: a better plan exists (status lowered)",
+             None: ""}[info.certified]
+    return f"solver: {info.method} {info.status} in {info.wall_s:.2f} s{bound}; {space}{check}"
+
+
+def limits_line(p: Plan) -> list[str]:
+    """The rules a larger batch of the plan's layout would break."""
+    broken = p.solver.limited_by
+    return [f"a larger batch of this layout would break: {', '.join(broken)}"] if broken else []
+
+
+def solve_lines(plans: Sequence[Plan], problem: Problem) -> list[str]:
+    """Everything `planner solve` prints for its plans (best first)."""
+    best = plans[0]
+    return [sla_line(best, problem), table(PLAN_HEADERS, plan_rows(plans)), layout_line(best), memory_line(best),
+            *note_lines(best), *profile_lines(problem), solver_line(best), *limits_line(best)]
+
+
+def estimate_lines(plan: Plan, problem: Problem) -> list[str]:
+    """Everything `planner estimate` prints for one plan."""
+    return [describe(plan), table(PLAN_HEADERS, plan_rows([plan])), layout_line(plan), memory_line(plan),
+            *note_lines(plan), *profile_lines(problem)]
+
+
+def frontier_table(f: Any) -> str:
+    """One row per SLA level; '*' where the optimal layout changes."""
+    rows = [[f"{pt.target_tokens_per_s_per_user:.1f}", "*" if pt.new_layout else ""] + plan_rows([pt])[0][1:]
+            for pt in f.points]
+    return table(FRONTIER_HEADERS, rows)
+
+
+def frontier_summary(f: Any) -> str:
+    """The reachable range, the levels, the searches and whether every point is proven."""
+    statuses = {pt.solver.status for pt in f.points}
+    proof = "every point OPTIMAL" if statuses == {"OPTIMAL"} else "some points only FEASIBLE (time limit)"
+    limit = f", TTFT <= {f.max_ttft_s:g} s" if f.max_ttft_s else ""
+    return (f"frontier{limit}: {f.lowest_tokens_per_s_per_user:.1f} .. {f.highest_tokens_per_s_per_user:.1f} "
+            f"tokens/s/user reachable; {len(f.points)} SLA levels, {f.solves} searches in {f.wall_s:.1f} s "
+            f"({f.method}, {proof})")
+
+
+def frontier_lines(f: Any, all_layouts: bool) -> list[str]:
+    """Everything `planner frontier` prints."""
+    out = [describe(f.points[0]) if f.points else f.case, frontier_summary(f)]
+    if f.points:
+        out.append(frontier_table(f))
+    if f.unreachable:
+        out.append(f"unreachable (above {f.highest_tokens_per_s_per_user:.1f} tokens/s/user): "
+                   + ", ".join(f"{x:g}" for x in f.unreachable))
+    if all_layouts:
+        out.append(f"valid layouts (at least one batch fits and keeps up): {f.valid_layouts}")
+    return out
+
+
+def compare_lines(result: Any, isl: int, osl: int, ttft: float | None, at: float) -> list[str]:
+    """Everything `planner compare` prints: the cases at `at`, the ratios and the grid of levels."""
+    out = [f"isl {isl} / osl {osl} tokens" + (f", TTFT <= {ttft:g} s" if ttft else "")
+           + f"; compared at {at:g} tokens/s/user"]
+    by_case = {f.case: f for f in result.frontiers}
+    rows = []
+    for r in result.rows:
+        f, pt = by_case.get(r.case), r.plan
+        reach = f"{f.lowest_tokens_per_s_per_user:.1f}..{f.highest_tokens_per_s_per_user:.1f}" if f else "-"
+        rows.append([r.case, reach, pt.label if pt else "unreachable",
+                     f"{pt.metrics.tokens_per_s_per_user:.1f}" if pt else "-",
+                     f"{r.tokens_per_s_per_gpu:.2f}" if pt else "-",
+                     f"{r.ratio:.2f}x" if r.ratio is not None else "-", f"{f.wall_s:.1f} s" if f else "-"])
+    out.append(table(["case", "tok/s/user reachable", f"best layout at {at:g}", "tok/s/user", "tok/s/GPU",
+                      "ratio", "sweep"], rows))
+    out += [f"{r.case}: no plan: {r.error}" for r in result.rows if r.error]
+    base = result.rows[0]
+    out += [f"{base.case} serves {1 / r.ratio:.2f}x the tokens/s/GPU of {r.case} at {at:g} tokens/s/user"
+            for r in result.rows[1:] if r.ratio]
+    keep = [k for k in range(len(result.levels)) if any(row[k] is not None for row in result.grid)]
+    out.append("best tokens/s/GPU at each tokens/s/user ('-': unreachable):")
+    out.append(table(["case"] + [f"{result.levels[k]:g}" for k in keep],
+                     [[r.case] + [f"{row[k]:.2f}" if row[k] is not None else "-" for k in keep]
+                      for r, row in zip(result.rows, result.grid)]))
+    return out
+
+
+def size_lines(result: Any, problem: Problem, sla: float, ttft: float | None) -> list[str]:
+    """Everything `planner size` prints."""
+    plan = result.plan
+    limit = f", TTFT <= {duration(ttft * 1000)}" if ttft else ""
+    unit = result.node_unit
+    return [
+        f"{plan.model} on {problem.cluster.name}, {plan.precision.value} weights, isl {plan.isl} / osl {plan.osl} "
+        "tokens",
+        f"demand {result.demand_requests_per_s:,.4g} requests/s = {result.demand_tokens_per_s:,.0f} output "
+        f"tokens/s at >= {sla:g} tokens/s/user{limit}",
+        f"fewest GPUs: {result.gpus} ({result.nodes} {unit}{'s' if result.nodes != 1 else ''} of "
+        f"{result.gpus_per_node} GPUs; GPUs are counted in whole {unit}s), {result.gpus_used} in use: "
+        f"{result.replicas} replica{'s' if result.replicas != 1 else ''} of {plan.label.rsplit(' DP', 1)[0]}",
+        table(PLAN_HEADERS, plan_rows([plan])),
+        layout_line(plan),
+        f"capacity {result.capacity_tokens_per_s:,.0f} tokens/s ({result.capacity_requests_per_s:,.4g} "
+        f"requests/s), {result.utilization:.0%} used by the demand; replicas of up to "
+        f"{result.max_replica_gpus} GPUs considered; {result.wall_s:.1f} s",
+        *note_lines(plan),
+    ]
+
+
+def model_rows(specs: Sequence[Any]) -> str:
+    """The model catalog as a table."""
+    rows = [[m.name, str(m.num_layers), str(m.hidden_size), f"{m.num_attention_heads}/{m.num_kv_heads}"
+             + (" MLA" if m.mla else ""),
+             f"{m.num_experts}/top-{m.experts_per_token}" if m.is_moe else "dense",
+             f"{m.total_params / 1e9:,.1f}B", f"{m.active_params / 1e9:,.1f}B",
+             ", ".join(m.aliases[:2]) + (" ..." if len(m.aliases) > 2 else "")] for m in specs]
+    return table(["name", "layers", "hidden", "heads q/kv", "experts", "params", "active", "aliases"], rows)
+
+
+def cluster_rows(specs: Sequence[Any]) -> str:
+    """The cluster catalog as a table."""
+    def tf(c: Any, k: str) -> str:
+        return f"{c.tflops[k]:,.0f}" if k in c.tflops else "-"
+
+    rows = [[c.name, c.gpu, f"{c.hbm_capacity_gb:.0f}", f"{c.hbm_bandwidth_tbps:g}", tf(c, "bf16"), tf(c, "fp8"),
+             tf(c, "fp4"), str(c.scaleup_domain_gpus), f"{c.scaleup_bandwidth_gbps:g}",
+             f"{c.scaleout_bandwidth_gbps:g}", ", ".join(c.aliases[:2])] for c in specs]
+    return table(["name", "GPU", "HBM GB", "TB/s", "BF16 TF", "FP8 TF", "FP4 TF", "domain", "up GB/s", "out GB/s",
+                  "aliases"], rows)
+
+
+def pct(x: float) -> str:
+    """A relative error to two significant figures: 4.1%, 19%."""
+    return f"{x:.0%}" if x >= 0.095 else f"{x:.1%}"

@@ -1,6 +1,6 @@
 """How well the cost model predicts measured serving runs: in-sample, cross-validated, and for decisions.
 
-The data are the measured runs of shared/validation/calibration.csv (TensorRT-LLM, vLLM and SGLang on
+The data are the measured runs of data/calibration.csv (TensorRT-LLM, vLLM and SGLang on
 H100/H200/B200/GB200, one row per engine launch and concurrency). Every run is predicted with
 ``planner.calibrate.predict`` and compared with what was measured:
 
@@ -77,8 +77,8 @@ from planner.calibrate import (  # noqa: E402
 from planner.runs import read_rows  # noqa: E402
 from planner.specs import FACTOR_NAMES, Calibration  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "validation" / "calibration.csv"
-"""The measured runs, next to the repository (shared/validation/calibration.csv)."""
+DEFAULT_DATA = ROOT / "data" / "calibration.csv"
+"""The measured runs, in the repository (data/calibration.csv)."""
 SLA_LEVELS = (10.0, 20.0, 35.0, 50.0, 100.0)
 """Service levels of the decision-regret check [tokens/s/user]."""
 MIN_GROUP = 3

@@ -52,7 +52,7 @@ decides only factors the runs leave free (scale-out efficiency when no run cross
 which otherwise drift with numerical noise and mislead predictions of runs that need them."""
 
 SHIPPED = Path(__file__).resolve().parent / "calibration.yaml"
-"""The calibration shipped with the package, fitted to shared/validation/calibration.csv."""
+"""The calibration shipped with the package, fitted to the repository's data/calibration.csv."""
 
 
 def load_calibration(path: str | Path | None = None) -> Calibration:

@@ -1,7 +1,7 @@
 """Measured serving runs: read engine benchmark rows and predict what was measured.
 
 A row is one engine launch (layout, precision, backend) measured at one client concurrency with
-fixed input/output lengths (the columns of shared/validation/calibration.csv). Prediction uses
+fixed input/output lengths (the columns of the repository's data/calibration.csv). Prediction uses
 the planner's own cost model (planner.cost) for every step time and memory figure; this module
 adds only the closed loop the benchmark ran:
 

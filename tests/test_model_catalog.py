@@ -14,11 +14,10 @@ from planner.specs import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO / "models"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-HF_DIR = SHARED / "reference" / "hf-configs"
-CALIBRATION = SHARED / "validation" / "calibration.csv"
-HF_CONFIGS = sorted(HF_DIR.glob("*.json")) if HF_DIR.is_dir() else []
-needs_configs = pytest.mark.skipif(not HF_CONFIGS, reason=f"no HuggingFace configs at {HF_DIR}")
+DATA = REPO / "data"
+HF_DIR = DATA / "hf-configs"
+CALIBRATION = DATA / "calibration.csv"
+HF_CONFIGS = sorted(HF_DIR.glob("*.json"))
 
 EXPECTED = {
     "gpt-moe-1.8t", "gpt-moe-1.8t-alt", "deepseek-r1", "kimi-k2", "llama-3.1-8b", "llama-3.1-70b",
@@ -104,7 +103,6 @@ def test_aliases_are_unique() -> None:
         assert name not in owners
 
 
-@pytest.mark.skipif(not CALIBRATION.is_file(), reason=f"{CALIBRATION} absent")
 def test_calibration_models_are_aliases() -> None:
     with CALIBRATION.open(newline="", encoding="utf-8") as fh:
         used = {row["model_path"] for row in csv.DictReader(fh)}
@@ -112,7 +110,6 @@ def test_calibration_models_are_aliases() -> None:
     assert used and used <= aliases, f"not in any catalog file: {sorted(used - aliases)}"
 
 
-@needs_configs
 def test_every_config_belongs_to_one_model() -> None:
     for path in HF_CONFIGS:
         owners = [name for name, spec in CATALOG.items() if hf_id(path) in spec.aliases]
@@ -120,7 +117,6 @@ def test_every_config_belongs_to_one_model() -> None:
         assert path.name in CATALOG[owners[0]].source or hf_id(path).endswith("-FP8")
 
 
-@needs_configs
 @pytest.mark.parametrize(("name", "path"), config_pairs(), ids=lambda x: getattr(x, "stem", x))
 def test_architecture_matches_config(name: str, path: Path) -> None:
     catalog = CATALOG[name].model_dump(include=set(ARCHITECTURE))

@@ -33,7 +33,7 @@ from planner.runs import INPUT_COLUMNS, PREDICTED_COLUMNS, parse_run, predict_ro
 from planner.search import make_problem
 from planner.specs import Calibration, Factors, Profile
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "validation" / "calibration.csv"
+DATA = Path(__file__).resolve().parents[1] / "data" / "calibration.csv"
 
 
 def _row(**over) -> dict[str, str]:
@@ -243,7 +243,6 @@ def test_shipped_calibration_is_fitted():
     assert cal.base != Factors()
 
 
-@pytest.mark.skipif(not DATA.is_file(), reason=f"{DATA} absent")
 def test_fit_lowers_the_error_on_a_subset():
     rows = [r for r in read_rows(DATA) if r["system"] == "h100_sxm" and r["backend"] == "vllm"]
     ds = Dataset.of(rows, Calibration())

@@ -8,6 +8,7 @@ import json
 import math
 import re
 
+import jsonschema
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -313,7 +314,6 @@ def test_any_frontier_is_monotone_and_meets_its_levels(model, cluster, gpus, isl
     ("size", ["size", *SMALL, "--demand", "10req/s", "--sla", "30"]),
 ])
 def test_study_json_validates_against_its_schema(of, args):
-    jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads(run("schema", "--of", of).stdout)
     result = run(*args, "--json")
     assert result.exit_code == 0, result.stderr

@@ -138,7 +138,8 @@ class Searcher:
     """
 
     def __init__(self, p: Problem, space: Space, method: Method = "cpsat", params=None,
-                 lift: tuple[str, ...] = BATCH_LIFT) -> None:
+                 lift: tuple[str, ...] = BATCH_LIFT, deadline: float | None = None) -> None:
+        """`deadline` (time.perf_counter): shared with an enclosing search, instead of the time limit from now."""
         from planner.solver import SolverParams
 
         if method not in ("cpsat", "exhaustive"):
@@ -149,7 +150,7 @@ class Searcher:
         if not (isinstance(limit, (int, float)) and math.isfinite(limit) and limit > 0):
             raise SpecError(f"time limit must be a positive number of seconds, got {limit!r}")
         self.started = time.perf_counter()
-        self.deadline = self.started + limit
+        self.deadline = self.started + limit if deadline is None else deadline
         self._table: Table | None = None
         self._rows: dict[tuple, np.ndarray] = {}
         self.searches = 0
@@ -279,22 +280,24 @@ class Searcher:
         return replace(cand, status=status, objective_bound=bound, certified=not beaten)
 
 
-def _fit_search(p: Problem, method: Method, params, chunks: tuple[int, ...] | None) -> Searcher:
+def _fit_search(p: Problem, method: Method, params, chunks: tuple[int, ...] | None,
+                deadline: float | None) -> Searcher:
     big = p.model_copy(update={"gpus": FIT_SEARCH_LIMIT, "sla": None})
-    return Searcher(big, Space.of(big, chunks=chunks, micro_batches=(1,)), method, params, lift=())
+    return Searcher(big, Space.of(big, chunks=chunks, micro_batches=(1,)), method, params, lift=(), deadline=deadline)
 
 
 FIT_SEARCH_LIMIT = 4096
 """Largest GPU count the 'fewest GPUs it fits on' search considers [GPUs]."""
 
 
-def min_gpus_to_fit(p: Problem, method: Method = "cpsat", params=None, chunks: tuple[int, ...] | None = None
-                    ) -> int | None:
+def min_gpus_to_fit(p: Problem, method: Method = "cpsat", params=None, chunks: tuple[int, ...] | None = None,
+                    deadline: float | None = None) -> int | None:
     """Fewest GPUs of the problem's cluster on which some layout fits in memory [GPUs], or None.
 
-    One request per attention-DP rank, any of the chunk sizes (default: the default grid).
+    One request per attention-DP rank, any of the chunk sizes (default: the default grid); `deadline` as
+    for Searcher.
     """
-    found = _fit_search(p, method, params, chunks).best("min_gpus", use_sla=False, use_ttft=False)
+    found = _fit_search(p, method, params, chunks, deadline).best("min_gpus", use_sla=False, use_ttft=False)
     return found[0].parallel.replica_gpus if found else None
 
 
@@ -309,7 +312,7 @@ def diagnose(s: Searcher) -> InfeasibleError:
             return InfeasibleError(
                 f"no chunk in {_short(space.chunks)} keeps the batch full: with isl {w.isl} / osl {w.osl} even one "
                 f"request per rank needs a prefill chunk of at least {need} tokens", "chunk", {"chunk": need})
-        fewest = min_gpus_to_fit(p, s.method, s.params, chunks=space.chunks)
+        fewest = min_gpus_to_fit(p, s.method, s.params, chunks=space.chunks, deadline=s.deadline)
         if fewest is None:
             return InfeasibleError(
                 f"{p.model.name} fits on no layout of up to {FIT_SEARCH_LIMIT} {p.cluster.name} GPUs at "

@@ -21,9 +21,18 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from planner import cost, rules
-from planner.errors import InfeasibleError, SpecError
+from planner.errors import InfeasibleError, SpecError, TimeLimitError
 from planner.oracle import layouts
-from planner.search import Method, Searcher, diagnose, min_gpus_to_fit, plan_of, with_sla
+from planner.search import (
+    DEFAULT_TIME_LIMIT_S,
+    TIME_SLACK_S,
+    Method,
+    Searcher,
+    diagnose,
+    min_gpus_to_fit,
+    plan_of,
+    with_sla,
+)
 from planner.space import Candidate, Space
 from planner.specs import Parallel, Plan, Problem
 
@@ -329,11 +338,11 @@ MAX_SIZING_GPUS = 65536
 """Most GPUs a sizing considers [GPUs]."""
 
 
-def max_replica_gpus(p: Problem, method: Method = "cpsat", params=None) -> int:
+def max_replica_gpus(p: Problem, method: Method = "cpsat", params=None, deadline: float | None = None) -> int:
     """Largest replica a sizing considers [GPUs]: the power of two at or above both the scale-up
     domain and 4x the fewest GPUs the model fits on (at least 64). Larger replicas only add
     communication; more replicas serve more demand."""
-    fit = min_gpus_to_fit(p, method, params)
+    fit = min_gpus_to_fit(p, method, params, deadline=deadline)
     if fit is None:
         raise InfeasibleError(f"{p.model.name} fits on no layout of {p.cluster.name} GPUs at {p.precision.value}",
                               "fit")
@@ -376,19 +385,21 @@ def size(
         raise SpecError(f"max GPUs must be at least 1, got {max_gpus}")
     node = p.cluster.gpus_per_node
     max_gpus = max(node, max_gpus // node * node)
-    limit = replica_limit or max_replica_gpus(p, method, params)
+    deadline = t0 + (params.time_limit_s if params else DEFAULT_TIME_LIMIT_S)  # one time limit for the whole sizing
+    limit = replica_limit or max_replica_gpus(p, method, params, deadline)
     one = p.model_copy(update={"gpus": limit})  # one replica of up to `limit` GPUs
     space = replace(Space.of(one, chunks, micro_batches), max_dp=1)
-    search = Searcher(one, space, method, params)
+    search = Searcher(one, space, method, params, deadline=deadline)
     if method == "exhaustive":
-        cand = _size_exhaustive(one, space, tokens, max_gpus)
+        cand = _size_exhaustive(one, space, tokens, max_gpus, deadline + TIME_SLACK_S, search.params.time_limit_s)
     else:
         cand = _size_cpsat(search, tokens, max_gpus)
     if cand is None:
         if not search.best():
             raise diagnose(search)
+        amount = f"{tokens:,.0f}" if tokens < 1e15 else f"{tokens:.3g}"
         raise InfeasibleError(
-            f"serving {tokens:,.0f} output tokens/s at {p.sla.min_tokens_per_s_per_user:g} tokens/s/user needs more "
+            f"serving {amount} output tokens/s at {p.sla.min_tokens_per_s_per_user:g} tokens/s/user needs more "
             f"than {max_gpus} {p.cluster.name} GPUs", "demand", {"max_gpus": max_gpus})
     used = cand.parallel.gpus_used
     nodes = -(-used // node)
@@ -423,20 +434,27 @@ def _size_cpsat(search: Searcher, tokens: float, max_gpus: int) -> Candidate | N
     model.add_demand(pool, need)
     model.add_gpu_budget([pool], max_gpus)
     model.minimize_nodes_for_demand(pool, p.cluster.gpus_per_node, max_gpus)
-    sol = model.solve(search.deadline)
-    if sol.status not in ("OPTIMAL", "FEASIBLE"):
+    sol = model.solve(search.deadline + TIME_SLACK_S)
+    if sol.status == "INFEASIBLE":
         return None
+    if sol.status not in ("OPTIMAL", "FEASIBLE"):
+        limit = search.params.time_limit_s
+        raise TimeLimitError(f"no sizing found within the time limit of {limit:g} s", limit_s=limit)
     k = sol.options["replicas"]
     cand = t.candidate(k, sol.status)
     return replace(cand, parallel=cand.parallel.model_copy(update={"dp": sol.replicas["replicas"]}))
 
 
-def _size_exhaustive(p: Problem, space: Space, tokens: float, max_gpus: int) -> Candidate | None:
+def _size_exhaustive(p: Problem, space: Space, tokens: float, max_gpus: int, deadline: float, limit_s: float
+                     ) -> Candidate | None:
     """The sizing by enumeration (the test oracle): for every replica layout and batch meeting the
     SLA, the fewest replicas serving the demand (rules.replicas_needed); fewest nodes, then GPUs, then TPOT."""
     m, c = np.meshgrid(np.asarray(space.micro_batches), np.asarray(space.chunks), indexing="ij")
     node, best = p.cluster.gpus_per_node, None
     for par in layouts(p, space, p.gpus):
+        if time.perf_counter() > deadline:
+            raise TimeLimitError(f"the sizing's enumeration did not finish within the time limit of {limit_s:g} s",
+                                 limit_s=limit_s)
         g = cost.metrics_grid(p, par, m, c)
         ok = rules.batch_ok(p, g)
         rate = g["concurrency"] / g["tpot_s"]

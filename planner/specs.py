@@ -7,11 +7,14 @@ FLOP/s) and repeated in each ``Field(description=...)``.
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+from planner.errors import SpecError
 
 GB = 1e9
 """Bytes in one decimal gigabyte [bytes]."""
@@ -57,8 +60,8 @@ MIN_HBM_GB = 0.1
 """HBM per GPU below 100 MB holds no LLM layer [GB]."""
 MAX_HBM_TBPS = 1_000.0
 """HBM bandwidth per GPU: 1 PB/s, 125x the fastest today (8 TB/s) [TB/s]."""
-MIN_HBM_TBPS = 0.001
-"""HBM bandwidth per GPU: 1 GB/s, below any memory a GPU has had since the 1990s [TB/s]."""
+MIN_HBM_TBPS = 0.01
+"""HBM bandwidth per GPU: 10 GB/s, ~90x below the slowest GPU of the catalog (L40S, 864 GB/s) [TB/s]."""
 MAX_TFLOPS = 1_000_000.0
 """Dense tensor-core peak per GPU and format: 1 EFLOP/s, ~65x the fastest today (15 PFLOP/s FP4) [TFLOP/s]."""
 MIN_TFLOPS = 0.01
@@ -374,13 +377,37 @@ class Workload(_Input):
 
 
 class SLA(_Input):
-    """Service level per user."""
+    """Service level per user.
+
+    A number out of range (NaN and infinity included) raises SpecError itself, not pydantic's
+    ValidationError: the studies build an SLA directly for each level of a frontier sweep and for
+    compare's --at, and each of those paths must end in the same one-line error as make_problem's.
+    """
 
     min_tokens_per_s_per_user: float | None = Field(
-        None, ge=MIN_TOKENS_PER_S_PER_USER, le=MAX_TOKENS_PER_S_PER_USER,
-        description="Minimum decode speed per request [tokens/s]; None = no floor (e.g. a TTFT limit only)",
+        None, allow_inf_nan=True,  # refused by _in_range, with the message below
+        description="Minimum decode speed per request, from 0.001 (one token per 1000 s) to 1,000,000 (1 us "
+        "per token) [tokens/s]; None = no floor (e.g. a TTFT limit only)",
     )
-    max_ttft_s: float | None = Field(None, gt=0, le=MAX_TTFT_S, description="Maximum time to first token [s]")
+    max_ttft_s: float | None = Field(
+        None, allow_inf_nan=True, description="Maximum time to first token, above 0 and at most 7 days [s]"
+    )
+
+    @field_validator("min_tokens_per_s_per_user", "max_ttft_s")
+    @classmethod
+    def _in_range(cls, value: float | None, info) -> float | None:
+        if value is None:
+            return None
+        name = info.field_name
+        if name == "min_tokens_per_s_per_user":
+            bad = not MIN_TOKENS_PER_S_PER_USER <= value <= MAX_TOKENS_PER_S_PER_USER
+            rule = f"from {MIN_TOKENS_PER_S_PER_USER:g} to {MAX_TOKENS_PER_S_PER_USER:,.0f} tokens/s"
+        else:
+            bad = not 0 < value <= MAX_TTFT_S
+            rule = f"above 0 and at most {MAX_TTFT_S:,.0f} s (7 days)"
+        if not math.isfinite(value) or bad:
+            raise SpecError(f"field '{name}': must be {rule}, got {value!r}")
+        return value
 
 
 class Factors(_Input):

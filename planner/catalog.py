@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import json
 import re
-import sys
 import typing
 from functools import cache
 from pathlib import Path
@@ -107,9 +106,13 @@ def validation_message(e: ValidationError) -> str:
     msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
+        limit = err["ctx"][key]
+        if isinstance(limit, int) and isinstance(err.get("input"), int) and key in ("gt", "lt"):
+            key, limit = ("ge", limit + 1) if key == "gt" else ("le", limit - 1)  # whole numbers: >= 1, not > 0
+            words = "at least" if key == "ge" else "at most"
         schema = getattr(specs, e.title, None)
         unit = _unit(schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None, loc)
-        msg = f"must be {words} {_number(err['ctx'][key])}{' ' + unit if unit else ''}"
+        msg = f"must be {words} {_number(limit)}{' ' + unit if unit else ''}"
     elif kind == "finite_number":
         msg = "must be a finite number"
     given = None if kind in ("value_error", "assertion_error", "missing") else _given(err.get("input"))
@@ -120,11 +123,33 @@ def validation_message(e: ValidationError) -> str:
     return " ".join(line.split())  # one line, whatever a message holds
 
 
-def _too_deep(path: Path) -> SpecError:
+def _too_deep(path: Path, where: str = "", limit: str = "past Python's recursion limit") -> SpecError:
     return SpecError(
-        f"{path}: nesting too deep to read (more than Python's {sys.getrecursionlimit()} levels); "
-        "a model, cluster or calibration file is a mapping of a few levels"
+        f"{path}: nesting too deep{where} ({limit}); a model, cluster or calibration file needs a few levels"
     )
+
+
+MAX_FLOW_DEPTH = 100
+"""Deepest nesting of YAML flow collections ([...], {...}) read [levels]; files here need 3."""
+
+
+class _DeepFlow(Exception):
+    def __init__(self, mark: yaml.Mark) -> None:
+        super().__init__(f" at line {mark.line + 1}, column {mark.column + 1}")
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader refusing flow collections nested past MAX_FLOW_DEPTH as it scans them.
+
+    PyYAML's scanner looks up to 1024 characters ahead for every '[' or '{' (each may start a key),
+    so a line of thousands of brackets takes seconds before the composer's recursion gives up;
+    stopping at the bracket is immediate. Deep block (indented) nesting ends in RecursionError.
+    """
+
+    def fetch_flow_collection_start(self, TokenClass) -> None:  # noqa: D102, N803 (PyYAML's names)
+        if self.flow_level >= MAX_FLOW_DEPTH:
+            raise _DeepFlow(self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
 
 
 def _read_text(path: Path) -> str:
@@ -141,7 +166,9 @@ def parse_yaml(path: Path, schema: type[T]) -> T:
     """Read and validate one YAML file, raising SpecError naming the file, field and reason."""
     text = _read_text(path)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    except _DeepFlow as e:
+        raise _too_deep(path, str(e), f"more than {MAX_FLOW_DEPTH} levels of [ ] or {{ }}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -103,6 +103,10 @@ class _Fields:
         return value
 
 
+def _too_deep(path: pathlib.Path) -> SpecError:
+    return SpecError(f"{path}: nesting too deep (past Python's recursion limit); a config.json needs a few levels")
+
+
 def _load_json(path: pathlib.Path) -> dict[str, Any]:
     """Parse the file; SpecError with the file and, for bad JSON, the line/column of the error."""
     try:
@@ -116,7 +120,7 @@ def _load_json(path: pathlib.Path) -> dict[str, Any]:
             f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno} (char {exc.pos}): {exc.msg}"
         ) from exc
     except RecursionError:
-        raise SpecError(f"{path}: nesting too deep to read (more than Python's recursion limit)") from None
+        raise _too_deep(path) from None
     except ValueError as exc:  # e.g. an integer beyond Python's 4300-digit conversion limit
         raise SpecError(f"{path}: unreadable value in JSON: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
@@ -268,7 +272,7 @@ def model_from_hf_config(path: pathlib.Path, name: str | None = None) -> ModelSp
 
         raise SpecError(f"{path}: {validation_message(exc)}") from None
     except RecursionError:
-        raise SpecError(f"{path}: nesting too deep to read (more than Python's recursion limit)") from None
+        raise _too_deep(path) from None
 
 
 def _from_config(path: pathlib.Path, top: dict[str, Any], name: str | None) -> ModelSpec:

@@ -12,7 +12,15 @@ from enum import Enum
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from planner.errors import SpecError
 
@@ -20,16 +28,19 @@ GB = 1e9
 """Bytes in one decimal gigabyte [bytes]."""
 
 # --- bounds of the inputs ---------------------------------------------------------------------------
-# Generous but finite: no real or near-future deployment comes near them (about 100x today's largest
-# value), and the cost model and the CP-SAT model (integer nanoseconds, 64-bit coefficients) stay exact
-# within them. An input beyond one is a typo or a probe, refused with the field, the value and the limit.
+# Generous but finite, most about 100x today's largest value, so that no real or near-future deployment
+# comes near them; tried at the limits, the cost model and the CP-SAT model (integer nanoseconds, 64-bit
+# coefficients) answer with a plan or a one-line 'no plan', never an overflow. An input beyond a bound is
+# a typo or a probe, refused with the field, the value and the limit (tests/test_inputs.py).
 
 MAX_GPUS = 2**17
-"""GPUs given to one problem: 131,072, as many as the largest single clusters built today. Also the
-limit of the CP-SAT model: from 2^18 GPUs on, its products of GPU counts and batch sizes pass 2^63
-and CP-SAT refuses the model (MODEL_INVALID, which reads as 'no plan') [GPUs]."""
+"""GPUs given to one problem: 131,072 for one model's deployment, the size of the largest clusters built
+today (100-200 thousand GPUs). Also the limit of the CP-SAT model: from 2^18 GPUs on, its products of
+GPU counts and batch sizes pass 2^63 and CP-SAT refuses the model (MODEL_INVALID, read as 'no plan')
+[GPUs]."""
 MAX_TOKENS = 10_000_000
-"""Input or output tokens per request: 10 million, ~10x the longest context windows offered [tokens]."""
+"""Input or output tokens per request: 10 million, the longest context window announced (Llama 4 Scout);
+most models serve at most 1 million [tokens]."""
 MIN_TOKENS_PER_S_PER_USER = 0.001
 """Slowest decode speed an SLA may ask for: one token per 1000 s; below it no floor is meant [tokens/s]."""
 MAX_TOKENS_PER_S_PER_USER = 1_000_000.0
@@ -80,7 +91,6 @@ MAX_LATENCY_US = 1_000_000.0
 """Latency of one collective step: 1 s, 100,000x today's ~10 us [us]."""
 MIN_LATENCY_US = 0.001
 """Latency of one collective step: 1 ns, below a signal's time to cross a package [us]."""
-
 
 
 class Precision(str, Enum):
@@ -395,7 +405,7 @@ class SLA(_Input):
 
     @field_validator("min_tokens_per_s_per_user", "max_ttft_s")
     @classmethod
-    def _in_range(cls, value: float | None, info) -> float | None:
+    def _in_range(cls, value: float | None, info: ValidationInfo) -> float | None:
         if value is None:
             return None
         name = info.field_name

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
+import typing
 from functools import cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from planner import specs
 from planner.errors import SpecError, UnknownNameError
 from planner.specs import ClusterSpec, ModelSpec
 
@@ -34,13 +37,119 @@ def _norm(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
+_BOUNDS = {"less_than_equal": ("le", "at most"), "less_than": ("lt", "below"),
+           "greater_than_equal": ("ge", "at least"), "greater_than": ("gt", "above")}
+"""pydantic's error types of numeric bounds -> (its context key, the words of the message)."""
+
+
+def _number(x: Any) -> str:
+    """A limit for a message: whole numbers with thousands separators (10,000,000), others as %g."""
+    if isinstance(x, float) and x.is_integer() and abs(x) < 1e16:
+        x = int(x)
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+
+def _given(value: Any) -> str | None:
+    """The value a user gave, shown short; None for containers (a whole mapping, a nested list)."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else "null"
+    if isinstance(value, int):
+        try:
+            return str(value)
+        except ValueError:  # beyond Python's 4300-digit conversion limit
+            return f"a {value.bit_length() * 3 // 10}-digit number"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else value[:37] + "..."
+        try:
+            float(value)
+            return text  # a number YAML read as text, e.g. 1e30: shown as written
+        except ValueError:
+            return repr(text)
+    return None
+
+
+def _unit(schema: type[BaseModel] | None, loc: tuple) -> str:
+    """The unit of the field at `loc` of `schema`, from the '[unit]' of its description ('' if none)."""
+    field = None
+    for key in loc:
+        if schema is None or not isinstance(key, str) or key not in schema.model_fields:
+            break
+        field = schema.model_fields[key]
+        schema = _model_in(field.annotation)
+    found = re.findall(r"\[([^\[\]]+)\]", (field.description or "") if field else "")
+    unit = found[-1].split(" = ")[0].strip() if found else ""
+    return unit if re.fullmatch(r"[\w/]+", unit) else ""
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (itself, or inside Optional/list/dict), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def validation_message(e: ValidationError) -> str:
-    """One line from a pydantic error: the first failing field and the reason."""
+    """One line from a pydantic error: the first failing field, the rule it breaks and the value given.
+
+    E.g. "field 'isl': must be at most 10,000,000 tokens, got 99999999999999999999".
+    """
     err = e.errors()[0]
-    where = ".".join(str(x) for x in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
+    loc = tuple(err["loc"])
+    where = ".".join(str(x) for x in loc)
+    kind = err["type"]
+    msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind in _BOUNDS:
+        key, words = _BOUNDS[kind]
+        limit = err["ctx"][key]
+        if isinstance(limit, int) and isinstance(err.get("input"), int) and key in ("gt", "lt"):
+            key, limit = ("ge", limit + 1) if key == "gt" else ("le", limit - 1)  # whole numbers: >= 1, not > 0
+            words = "at least" if key == "ge" else "at most"
+        schema = getattr(specs, e.title, None)
+        unit = _unit(schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None, loc)
+        msg = f"must be {words} {_number(limit)}{' ' + unit if unit else ''}"
+    elif kind == "finite_number":
+        msg = "must be a finite number"
+    given = None if kind in ("value_error", "assertion_error", "missing") else _given(err.get("input"))
+    if given is not None:
+        msg += f", got {given}"
     extra = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-    return f"field '{where}': {msg}{extra}" if where else f"{msg}{extra}"
+    line = f"field '{where}': {msg}{extra}" if where else f"{msg}{extra}"
+    return " ".join(line.split())  # one line, whatever a message holds
+
+
+def _too_deep(path: Path, where: str = "", limit: str = "past Python's recursion limit") -> SpecError:
+    return SpecError(
+        f"{path}: nesting too deep{where} ({limit}); a model, cluster or calibration file needs a few levels"
+    )
+
+
+MAX_FLOW_DEPTH = 100
+"""Deepest nesting of YAML flow collections ([...], {...}) read [levels]; files here need 3."""
+
+
+class _DeepFlow(Exception):
+    def __init__(self, mark: yaml.Mark) -> None:
+        super().__init__(f" at line {mark.line + 1}, column {mark.column + 1}")
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader refusing flow collections nested past MAX_FLOW_DEPTH as it scans them.
+
+    PyYAML's scanner looks up to 1024 characters ahead for every '[' or '{' (each may start a key),
+    so a line of thousands of brackets takes seconds before the composer's recursion gives up;
+    stopping at the bracket is immediate. Deep block (indented) nesting ends in RecursionError.
+    """
+
+    def fetch_flow_collection_start(self, TokenClass) -> None:  # noqa: D102, N803 (PyYAML's names)
+        if self.flow_level >= MAX_FLOW_DEPTH:
+            raise _DeepFlow(self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
 
 
 def _read_text(path: Path) -> str:
@@ -55,21 +164,49 @@ def _read_text(path: Path) -> str:
 
 def parse_yaml(path: Path, schema: type[T]) -> T:
     """Read and validate one YAML file, raising SpecError naming the file, field and reason."""
+    text = _read_text(path)
     try:
-        data = yaml.safe_load(_read_text(path))
-    except SpecError:
-        raise
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    except _DeepFlow as e:
+        raise _too_deep(path, str(e), f"more than {MAX_FLOW_DEPTH} levels of [ ] or {{ }}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{path}: malformed YAML{at}: {getattr(e, 'problem', None) or e}") from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise SpecError(f"{path}: malformed YAML{at}: {problem}") from None
+    except RecursionError:
+        raise _too_deep(path) from None
+    except ValueError as e:  # e.g. an integer beyond Python's 4300-digit conversion limit
+        raise SpecError(f"{path}: unreadable value in YAML: {' '.join(str(e).split())}") from None
+    return _validate(path, data, schema)
+
+
+def parse_json(path: Path, schema: type[T]) -> T:
+    """Read and validate one JSON file, raising SpecError naming the file, field and reason."""
+    text = _read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SpecError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise _too_deep(path) from None
+    except ValueError as e:  # e.g. an integer beyond Python's 4300-digit conversion limit
+        raise SpecError(f"{path}: unreadable value in JSON: {' '.join(str(e).split())}") from None
+    return _validate(path, data, schema)
+
+
+def _validate(path: Path, data: Any, schema: type[T]) -> T:
+    """The parsed content of `path` as a `schema`; SpecError naming the file, field, rule and value."""
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping of {schema.__name__} fields, got {type(data).__name__}")
-    data.setdefault("name", path.stem)
+    if "name" in schema.model_fields:
+        data.setdefault("name", path.stem)
     try:
         return schema.model_validate(data)
     except ValidationError as e:
         raise SpecError(f"{path}: {validation_message(e)}") from None
+    except RecursionError:
+        raise _too_deep(path) from None
 
 
 @cache
@@ -138,13 +275,7 @@ def load_cluster(ref: str | Path) -> ClusterSpec:
         if not path.exists():
             raise SpecError(f"{path}: no such file")
         if path.suffix == ".json":
-            try:
-                data = json.loads(_read_text(path))
-                return ClusterSpec.model_validate(data)
-            except json.JSONDecodeError as e:
-                raise SpecError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-            except ValidationError as e:
-                raise SpecError(f"{path}: {validation_message(e)}") from None
+            return parse_json(path, ClusterSpec)
         return parse_yaml(path, ClusterSpec)
     return _lookup("clusters", ref_s)  # type: ignore[return-value]
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from planner.errors import SpecError
-from planner.specs import MLA, ModelSpec
+from planner.specs import MAX_LAYERS, MLA, ModelSpec
 
 KNOWN_FAMILIES = frozenset(
     {
@@ -66,27 +66,45 @@ class _Fields:
         """The first of ``keys`` that is present and not null."""
         return next((k for k in keys if self.has(k)), None)
 
-    def integer(self, keys: str | tuple[str, ...], purpose: str, *, minimum: int = 1) -> int:
+    def integer(
+        self, keys: str | tuple[str, ...], purpose: str, *, minimum: int = 1, maximum: int | None = None
+    ) -> int:
         """A required integer field (the first present of ``keys``); SpecError when missing or bad."""
         keys = (keys,) if isinstance(keys, str) else keys
         key = self.first_key(keys)
         if key is None:
             alts = f" (or {', '.join(repr(k) for k in keys[1:])})" if len(keys) > 1 else ""
             raise SpecError(f"{self.path}: missing '{keys[0]}'{alts}, needed for {purpose}")
-        return self._check(key, minimum)
+        return self._check(key, minimum, maximum)
 
     def optional(self, keys: str | tuple[str, ...], default: int, *, minimum: int = 0) -> int:
         """An optional integer field; ``default`` when absent or null."""
         key = self.first_key((keys,) if isinstance(keys, str) else keys)
         return default if key is None else self._check(key, minimum)
 
-    def _check(self, key: str, minimum: int) -> int:
+    def integers(self, key: str) -> list[int]:
+        """An optional list of layer indices (e.g. ``moe_layers``); [] when absent or null."""
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            raise SpecError(f"{self.path}: '{key}' must be a list of layer indices (integers)")
+        return value
+
+    def _check(self, key: str, minimum: int, maximum: int | None = None) -> int:
         value = self.data[key]
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise SpecError(f"{self.path}: '{key}' must be an integer >= {minimum}, got {value!r}")
+            shown = repr(value) if isinstance(value, (int, float, str, bool)) else type(value).__name__
+            raise SpecError(f"{self.path}: '{key}' must be an integer >= {minimum}, got {shown[:40]}")
+        if maximum is not None and value > maximum:
+            raise SpecError(f"{self.path}: '{key}' must be at most {maximum:,}, got {value}")
         return value
+
+
+def _too_deep(path: pathlib.Path) -> SpecError:
+    return SpecError(f"{path}: nesting too deep (past Python's recursion limit); a config.json needs a few levels")
 
 
 def _load_json(path: pathlib.Path) -> dict[str, Any]:
@@ -101,6 +119,10 @@ def _load_json(path: pathlib.Path) -> dict[str, Any]:
         raise SpecError(
             f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno} (char {exc.pos}): {exc.msg}"
         ) from exc
+    except RecursionError:
+        raise _too_deep(path) from None
+    except ValueError as exc:  # e.g. an integer beyond Python's 4300-digit conversion limit
+        raise SpecError(f"{path}: unreadable value in JSON: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
     return data
@@ -125,14 +147,14 @@ def _moe_layer_indices(c: _Fields, num_layers: int) -> list[int]:
     """Indices of the layers whose FFN is MoE, by each family's own rule."""
     layers = range(num_layers)
     if c.has("moe_layers"):  # llama4 may list them explicitly
-        return sorted(int(i) for i in c.data["moe_layers"])
+        return sorted(c.integers("moe_layers"))
     if c.has("first_k_dense_replace") or c.has("moe_layer_freq"):  # deepseek_v2/v3, kimi_k2
         first = c.optional("first_k_dense_replace", 0)
         freq = c.optional("moe_layer_freq", 1, minimum=1)
         return [i for i in layers if i >= first and i % freq == 0]
     if c.has("decoder_sparse_step") or c.has("mlp_only_layers"):  # qwen2_moe, qwen3_moe
         step = c.optional("decoder_sparse_step", 1, minimum=1)
-        dense = set(c.data.get("mlp_only_layers") or [])
+        dense = set(c.integers("mlp_only_layers"))
         return [i for i in layers if i not in dense and (i + 1) % step == 0]
     step = c.optional("interleave_moe_layer_step", 1, minimum=1)  # llama4; others: every layer
     return list(range(step - 1, num_layers, step))
@@ -240,6 +262,21 @@ def model_from_hf_config(path: pathlib.Path, name: str | None = None) -> ModelSp
     if path.is_dir():
         path = path / "config.json"
     top = _load_json(path)
+    try:
+        return _from_config(path, top, name)
+    except ValidationError as exc:
+        if all(e["type"] == "value_error" for e in exc.errors()):
+            problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            raise SpecError(f"{path}: inconsistent architecture: {problems}") from None
+        from planner.catalog import validation_message
+
+        raise SpecError(f"{path}: {validation_message(exc)}") from None
+    except RecursionError:
+        raise _too_deep(path) from None
+
+
+def _from_config(path: pathlib.Path, top: dict[str, Any], name: str | None) -> ModelSpec:
+    """The ModelSpec of a parsed config; pydantic's ValidationError when a number is out of bounds."""
     cfg, family, nested = _language_model(top)
     c = _Fields(path, cfg)
     notes: list[str] = []
@@ -247,7 +284,8 @@ def model_from_hf_config(path: pathlib.Path, name: str | None = None) -> ModelSp
         notes.append("multimodal config: only the language model (text_config) is modelled; "
                      "vision/audio encoder weights are not counted")
 
-    num_layers = c.integer("num_hidden_layers", "the number of transformer blocks")
+    # bounded before the per-layer loops below (MoE placement, layer kinds) run over every layer
+    num_layers = c.integer("num_hidden_layers", "the number of transformer blocks", maximum=MAX_LAYERS)
     hidden = c.integer("hidden_size", "the residual width of every weight matrix")
     heads = c.integer("num_attention_heads", "the attention projections and FLOPs")
     vocab = c.integer("vocab_size", "the embedding and LM-head weights")
@@ -337,27 +375,23 @@ def model_from_hf_config(path: pathlib.Path, name: str | None = None) -> ModelSp
             f"{attention} attention, SwiGLU FFN assumed)"
         )
 
-    try:
-        return ModelSpec(
-            name=name or _default_name(path),
-            description=f"Imported from a HuggingFace config.json (model_type '{family or 'unknown'}')",
-            source=f"HuggingFace config.json at {path}",
-            aliases=_default_aliases(path, top),
-            num_layers=num_layers,
-            hidden_size=hidden,
-            num_attention_heads=heads,
-            num_kv_heads=kv_heads,
-            head_dim=head_dim,
-            vocab_size=vocab,
-            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),  # HF decoder default: untied
-            intermediate_size=dense_width,
-            gated_ffn=True,  # every family above uses a SwiGLU FFN (gpt_oss: clamped SwiGLU)
-            mla=mla,
-            sliding_window=window,
-            sliding_window_layers=windowed,
-            approximations=notes,
-            **moe,
-        )
-    except ValidationError as exc:
-        problems = "; ".join(e["msg"] for e in exc.errors())
-        raise SpecError(f"{path}: inconsistent architecture: {problems}") from exc
+    return ModelSpec(
+        name=name or _default_name(path),
+        description=f"Imported from a HuggingFace config.json (model_type '{family or 'unknown'}')",
+        source=f"HuggingFace config.json at {path}",
+        aliases=_default_aliases(path, top),
+        num_layers=num_layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        vocab_size=vocab,
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),  # HF decoder default: untied
+        intermediate_size=dense_width,
+        gated_ffn=True,  # every family above uses a SwiGLU FFN (gpt_oss: clamped SwiGLU)
+        mla=mla,
+        sliding_window=window,
+        sliding_window_layers=windowed,
+        approximations=notes,
+        **moe,
+    )

@@ -7,14 +7,90 @@ FLOP/s) and repeated in each ``Field(description=...)``.
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from planner.errors import SpecError
 
 GB = 1e9
 """Bytes in one decimal gigabyte [bytes]."""
+
+# --- bounds of the inputs ---------------------------------------------------------------------------
+# Generous but finite, most about 100x today's largest value, so that no real or near-future deployment
+# comes near them; tried at the limits, the cost model and the CP-SAT model (integer nanoseconds, 64-bit
+# coefficients) answer with a plan or a one-line 'no plan', never an overflow. An input beyond a bound is
+# a typo or a probe, refused with the field, the value and the limit (tests/test_inputs.py).
+
+MAX_GPUS = 2**17
+"""GPUs given to one problem: 131,072 for one model's deployment, the size of the largest clusters built
+today (100-200 thousand GPUs). Also the limit of the CP-SAT model: from 2^18 GPUs on, its products of
+GPU counts and batch sizes pass 2^63 and CP-SAT refuses the model (MODEL_INVALID, read as 'no plan')
+[GPUs]."""
+MAX_TOKENS = 10_000_000
+"""Input or output tokens per request: 10 million, the longest context window announced (Llama 4 Scout);
+most models serve at most 1 million [tokens]."""
+MIN_TOKENS_PER_S_PER_USER = 0.001
+"""Slowest decode speed an SLA may ask for: one token per 1000 s; below it no floor is meant [tokens/s]."""
+MAX_TOKENS_PER_S_PER_USER = 1_000_000.0
+"""Fastest decode speed an SLA may ask for: 1 us per token, ~1000x any engine today [tokens/s]."""
+MAX_TTFT_S = 604_800.0
+"""Longest TTFT limit: 7 days; a longer limit is no limit [s]."""
+
+MAX_LAYERS = 100_000
+"""Transformer blocks (and layer counts of every kind): ~800x the deepest model today (126) [layers]."""
+MAX_WIDTH = 2**20
+"""Residual width and latent ranks: 1,048,576, 64x the widest model today (16,384) [values]."""
+MAX_FFN_WIDTH = 10_000_000
+"""Dense, expert and shared-expert FFN widths: ~190x the widest FFN today (53,248) [values]."""
+MAX_HEADS = 65_536
+"""Attention heads (query or key/value): 512x the most today (128) [heads]."""
+MAX_HEAD_DIM = 65_536
+"""Width of one attention head (query/key/value, MLA's per-head widths): 256x the widest today [values]."""
+MAX_VOCAB = 100_000_000
+"""Vocabulary: ~380x the largest today (262,144) [tokens]."""
+MAX_EXPERTS = 100_000
+"""Routed or shared experts per MoE layer: ~260x the most today (384) [experts]."""
+MAX_WINDOW = 100_000_000
+"""Sliding-window width: 5x the longest context a problem may have (isl + osl) [tokens]."""
+
+MAX_HBM_GB = 10_000.0
+"""HBM per GPU: 10 TB, ~35x the largest today (288 GB) and 10x the 1 TB announced for 2027 [GB]."""
+MIN_HBM_GB = 0.1
+"""HBM per GPU below 100 MB holds no LLM layer [GB]."""
+MAX_HBM_TBPS = 1_000.0
+"""HBM bandwidth per GPU: 1 PB/s, 125x the fastest today (8 TB/s) [TB/s]."""
+MIN_HBM_TBPS = 0.01
+"""HBM bandwidth per GPU: 10 GB/s, ~90x below the slowest GPU of the catalog (L40S, 864 GB/s) [TB/s]."""
+MAX_TFLOPS = 1_000_000.0
+"""Dense tensor-core peak per GPU and format: 1 EFLOP/s, ~65x the fastest today (15 PFLOP/s FP4) [TFLOP/s]."""
+MIN_TFLOPS = 0.01
+"""Dense tensor-core peak per GPU and format: 10 GFLOP/s, below any GPU made for LLM serving [TFLOP/s]."""
+MAX_DOMAIN_GPUS = 65_536
+"""GPUs in one scale-up domain: ~110x the largest announced (576) [GPUs]."""
+MAX_NODE_GPUS = 1_024
+"""GPUs per server or tray: 128x the most today (8) [GPUs]."""
+MAX_SCALEUP_GBPS = 100_000.0
+"""Scale-up bandwidth per GPU, one direction: 100 TB/s, ~110x NVLink 5 (900 GB/s) [GB/s]."""
+MAX_SCALEOUT_GBPS = 10_000.0
+"""Scale-out bandwidth per GPU, one direction: 10 TB/s (80 Tb/s), 100x an 800 Gb/s NIC [GB/s]."""
+MIN_LINK_GBPS = 0.01
+"""Any link slower than 10 MB/s (80 Mb/s) is no GPU interconnect [GB/s]."""
+MAX_LATENCY_US = 1_000_000.0
+"""Latency of one collective step: 1 s, 100,000x today's ~10 us [us]."""
+MIN_LATENCY_US = 0.001
+"""Latency of one collective step: 1 ns, below a signal's time to cross a package [us]."""
 
 
 class Precision(str, Enum):
@@ -49,46 +125,71 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class MLA(_Strict):
+class _Input(_Strict):
+    """A schema of user input: every float finite (NaN and infinity refused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class MLA(_Input):
     """Multi-head latent attention dimensions (DeepSeek-V3 family)."""
 
-    q_lora_rank: int = Field(0, ge=0, description="Query low-rank dimension; 0 = full-rank query [values]")
-    kv_lora_rank: PositiveInt = Field(description="Compressed KV latent width [values]")
-    qk_nope_head_dim: PositiveInt = Field(description="Per-head non-rotary query/key width [values]")
-    qk_rope_head_dim: PositiveInt = Field(description="Shared rotary key width [values]")
-    v_head_dim: PositiveInt = Field(description="Per-head value width [values]")
+    q_lora_rank: int = Field(
+        0, ge=0, le=MAX_WIDTH, description="Query low-rank dimension; 0 = full-rank query [values]"
+    )
+    kv_lora_rank: PositiveInt = Field(le=MAX_WIDTH, description="Compressed KV latent width [values]")
+    qk_nope_head_dim: PositiveInt = Field(le=MAX_HEAD_DIM, description="Per-head non-rotary query/key width [values]")
+    qk_rope_head_dim: PositiveInt = Field(le=MAX_HEAD_DIM, description="Shared rotary key width [values]")
+    v_head_dim: PositiveInt = Field(le=MAX_HEAD_DIM, description="Per-head value width [values]")
 
 
-class ModelSpec(_Strict):
+class ModelSpec(_Input):
     """Architecture of a decoder-only transformer, dense or mixture-of-experts."""
 
     name: str = Field(description="Catalog name, e.g. 'llama-3.1-70b'")
     description: str = ""
     source: str = Field(min_length=3, description="Where the architecture numbers come from")
     aliases: list[str] = Field(default_factory=list, description="Other names (HuggingFace ids)")
-    num_layers: PositiveInt = Field(description="Transformer blocks [layers]")
-    hidden_size: PositiveInt = Field(description="Residual width [values]")
-    num_attention_heads: PositiveInt = Field(description="Query heads [heads]")
-    num_kv_heads: PositiveInt = Field(description="Key/value heads (GQA); MLA: equal to query heads [heads]")
-    head_dim: PositiveInt = Field(description="Per-head query/key/value width [values]")
-    vocab_size: PositiveInt = Field(description="Vocabulary [tokens]")
-    tie_word_embeddings: bool = Field(False, description="Input embedding shared with the LM head")
-    intermediate_size: int = Field(0, ge=0, description="Dense FFN width; 0 when every layer is MoE [values]")
-    gated_ffn: bool = Field(True, description="SwiGLU-style FFN with three matrices (else two)")
-    num_experts: int = Field(0, ge=0, description="Routed experts per MoE layer; 0 = dense model [experts]")
-    experts_per_token: int = Field(0, ge=0, description="Routed experts each token visits (top-k) [experts]")
-    moe_intermediate_size: int = Field(0, ge=0, description="Routed expert FFN width [values]")
-    num_shared_experts: int = Field(0, ge=0, description="Always-active shared experts per MoE layer [experts]")
-    shared_expert_intermediate_size: int = Field(
-        0, ge=0, description="Shared expert FFN width; 0 = same as moe_intermediate_size [values]"
+    num_layers: PositiveInt = Field(le=MAX_LAYERS, description="Transformer blocks [layers]")
+    hidden_size: PositiveInt = Field(le=MAX_WIDTH, description="Residual width [values]")
+    num_attention_heads: PositiveInt = Field(le=MAX_HEADS, description="Query heads [heads]")
+    num_kv_heads: PositiveInt = Field(
+        le=MAX_HEADS, description="Key/value heads (GQA); MLA: equal to query heads [heads]"
     )
-    first_dense_layers: int = Field(0, ge=0, description="Leading layers with a dense FFN instead of MoE [layers]")
+    head_dim: PositiveInt = Field(le=MAX_HEAD_DIM, description="Per-head query/key/value width [values]")
+    vocab_size: PositiveInt = Field(le=MAX_VOCAB, description="Vocabulary [tokens]")
+    tie_word_embeddings: bool = Field(False, description="Input embedding shared with the LM head")
+    intermediate_size: int = Field(
+        0, ge=0, le=MAX_FFN_WIDTH, description="Dense FFN width; 0 when every layer is MoE [values]"
+    )
+    gated_ffn: bool = Field(True, description="SwiGLU-style FFN with three matrices (else two)")
+    num_experts: int = Field(
+        0, ge=0, le=MAX_EXPERTS, description="Routed experts per MoE layer; 0 = dense model [experts]"
+    )
+    experts_per_token: int = Field(
+        0, ge=0, le=MAX_EXPERTS, description="Routed experts each token visits (top-k) [experts]"
+    )
+    moe_intermediate_size: int = Field(0, ge=0, le=MAX_FFN_WIDTH, description="Routed expert FFN width [values]")
+    num_shared_experts: int = Field(
+        0, ge=0, le=MAX_EXPERTS, description="Always-active shared experts per MoE layer [experts]"
+    )
+    shared_expert_intermediate_size: int = Field(
+        0, ge=0, le=MAX_FFN_WIDTH, description="Shared expert FFN width; 0 = same as moe_intermediate_size [values]"
+    )
+    first_dense_layers: int = Field(
+        0, ge=0, le=MAX_LAYERS, description="Leading layers with a dense FFN instead of MoE [layers]"
+    )
     moe_layer_step: PositiveInt = Field(
-        1, description="After the leading dense layers, every n-th layer is MoE, the others dense"
+        1, le=MAX_LAYERS, description="After the leading dense layers, every n-th layer is MoE, the others dense "
+        "[layers]"
     )
     mla: MLA | None = Field(None, description="Latent attention dimensions, when the model uses MLA")
-    sliding_window: int = Field(0, ge=0, description="Window of the windowed/chunked-attention layers [tokens]")
-    sliding_window_layers: int = Field(0, ge=0, description="Layers that attend within sliding_window [layers]")
+    sliding_window: int = Field(
+        0, ge=0, le=MAX_WINDOW, description="Window of the windowed/chunked-attention layers [tokens]"
+    )
+    sliding_window_layers: int = Field(
+        0, ge=0, le=MAX_LAYERS, description="Layers that attend within sliding_window [layers]"
+    )
     approximations: list[str] = Field(
         default_factory=list, description="Parts of the architecture the cost model approximates"
     )
@@ -201,33 +302,45 @@ class ModelSpec(_Strict):
         )
 
 
-class ClusterSpec(_Strict):
+class ClusterSpec(_Input):
     """A GPU system: per-GPU memory, compute and the two tiers of interconnect."""
 
     name: str = Field(description="Catalog name, e.g. 'gb200-nvl72'")
     description: str = ""
     aliases: list[str] = Field(default_factory=list)
     gpu: str = Field(description="GPU model name")
-    hbm_capacity_gb: PositiveFloat = Field(description="HBM per GPU usable by the process [GB = 1e9 bytes]")
-    hbm_bandwidth_tbps: PositiveFloat = Field(description="Peak HBM bandwidth per GPU [TB/s = 1e12 bytes/s]")
-    tflops: dict[Literal["bf16", "fp8", "fp4"], PositiveFloat] = Field(
+    hbm_capacity_gb: float = Field(
+        ge=MIN_HBM_GB, le=MAX_HBM_GB, description="HBM per GPU usable by the process [GB = 1e9 bytes]"
+    )
+    hbm_bandwidth_tbps: float = Field(
+        ge=MIN_HBM_TBPS, le=MAX_HBM_TBPS, description="Peak HBM bandwidth per GPU [TB/s = 1e12 bytes/s]"
+    )
+    tflops: dict[Literal["bf16", "fp8", "fp4"], Annotated[float, Field(ge=MIN_TFLOPS, le=MAX_TFLOPS)]] = Field(
         description="Dense tensor-core peak per GPU by math format [TFLOP/s = 1e12 FLOP/s]"
     )
-    scaleup_domain_gpus: PositiveInt = Field(description="GPUs in one NVLink/xGMI domain [GPUs]")
-    scaleup_bandwidth_gbps: PositiveFloat = Field(
-        description="Scale-up bandwidth per GPU, one direction [GB/s = 1e9 bytes/s]"
+    scaleup_domain_gpus: PositiveInt = Field(le=MAX_DOMAIN_GPUS, description="GPUs in one NVLink/xGMI domain [GPUs]")
+    scaleup_bandwidth_gbps: float = Field(
+        ge=MIN_LINK_GBPS, le=MAX_SCALEUP_GBPS,
+        description="Scale-up bandwidth per GPU, one direction [GB/s = 1e9 bytes/s]",
     )
-    scaleout_bandwidth_gbps: PositiveFloat = Field(
-        description="Scale-out (NIC) bandwidth per GPU, one direction [GB/s = 1e9 bytes/s]"
+    scaleout_bandwidth_gbps: float = Field(
+        ge=MIN_LINK_GBPS, le=MAX_SCALEOUT_GBPS,
+        description="Scale-out (NIC) bandwidth per GPU, one direction [GB/s = 1e9 bytes/s]",
     )
-    gpus_per_node: PositiveInt = Field(description="GPUs per server or tray: the unit GPUs are bought in [GPUs]")
+    gpus_per_node: PositiveInt = Field(
+        le=MAX_NODE_GPUS, description="GPUs per server or tray: the unit GPUs are bought in [GPUs]"
+    )
     node_unit: Literal["node", "tray"] = Field(
         "node", description="What the unit of gpus_per_node is called: a server ('node') or a rack tray ('tray')"
     )
-    scaleup_latency_us: PositiveFloat = Field(description="Latency of one scale-up collective step [us]")
-    scaleout_latency_us: PositiveFloat = Field(description="Latency of one scale-out collective step [us]")
+    scaleup_latency_us: float = Field(
+        ge=MIN_LATENCY_US, le=MAX_LATENCY_US, description="Latency of one scale-up collective step [us]"
+    )
+    scaleout_latency_us: float = Field(
+        ge=MIN_LATENCY_US, le=MAX_LATENCY_US, description="Latency of one scale-out collective step [us]"
+    )
     reserved_memory_gb: float = Field(
-        ge=0, description="HBM taken by the CUDA/ROCm context and runtime, never usable [GB]"
+        ge=0, le=MAX_HBM_GB, description="HBM taken by the CUDA/ROCm context and runtime, never usable [GB]"
     )
     sources: dict[str, str] = Field(description="Source of each physical number, by field name")
 
@@ -257,11 +370,11 @@ class ClusterSpec(_Strict):
         return self.hbm_capacity_gb * GB
 
 
-class Workload(_Strict):
+class Workload(_Input):
     """What each request asks for."""
 
-    isl: PositiveInt = Field(32768, description="Input (prompt) tokens per request [tokens]")
-    osl: PositiveInt = Field(1024, description="Output tokens per request [tokens]")
+    isl: PositiveInt = Field(32768, le=MAX_TOKENS, description="Input (prompt) tokens per request [tokens]")
+    osl: PositiveInt = Field(1024, le=MAX_TOKENS, description="Output tokens per request [tokens]")
     burstiness: float | None = Field(
         0.0, ge=0, le=1, description="In a closed loop, the share of a rank's other requests whose prompts "
         "arrive together with a request (0 = steady traffic; no effect on open traffic); None = the "
@@ -273,15 +386,41 @@ class Workload(_Strict):
     )
 
 
-class SLA(_Strict):
-    """Service level per user."""
+class SLA(_Input):
+    """Service level per user.
 
-    min_tokens_per_s_per_user: PositiveFloat | None = Field(
-        None, description="Minimum decode speed per request [tokens/s]; None = no floor (e.g. a TTFT limit only)")
-    max_ttft_s: PositiveFloat | None = Field(None, description="Maximum time to first token [s]")
+    A number out of range (NaN and infinity included) raises SpecError itself, not pydantic's
+    ValidationError: the studies build an SLA directly for each level of a frontier sweep and for
+    compare's --at, and each of those paths must end in the same one-line error as make_problem's.
+    """
+
+    min_tokens_per_s_per_user: float | None = Field(
+        None, allow_inf_nan=True,  # refused by _in_range, with the message below
+        description="Minimum decode speed per request, from 0.001 (one token per 1000 s) to 1,000,000 (1 us "
+        "per token) [tokens/s]; None = no floor (e.g. a TTFT limit only)",
+    )
+    max_ttft_s: float | None = Field(
+        None, allow_inf_nan=True, description="Maximum time to first token, above 0 and at most 7 days [s]"
+    )
+
+    @field_validator("min_tokens_per_s_per_user", "max_ttft_s")
+    @classmethod
+    def _in_range(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None:
+            return None
+        name = info.field_name
+        if name == "min_tokens_per_s_per_user":
+            bad = not MIN_TOKENS_PER_S_PER_USER <= value <= MAX_TOKENS_PER_S_PER_USER
+            rule = f"from {MIN_TOKENS_PER_S_PER_USER:g} to {MAX_TOKENS_PER_S_PER_USER:,.0f} tokens/s"
+        else:
+            bad = not 0 < value <= MAX_TTFT_S
+            rule = f"above 0 and at most {MAX_TTFT_S:,.0f} s (7 days)"
+        if not math.isfinite(value) or bad:
+            raise SpecError(f"field '{name}': must be {rule}, got {value!r}")
+        return value
 
 
-class Factors(_Strict):
+class Factors(_Input):
     """Efficiency factors of the cost model: the only fitted numbers, each physically bounded."""
 
     hbm_efficiency: float = Field(0.8, ge=0.2, le=1.0, description="Achieved fraction of peak HBM bandwidth")
@@ -334,7 +473,7 @@ FACTOR_NAMES: tuple[str, ...] = tuple(Factors.model_fields)
 """Names of the fitted factors, in a fixed order."""
 
 
-class Profile(_Strict):
+class Profile(_Input):
     """Factors fitted to one GPU system, serving engine and/or model ('*' matches any)."""
 
     model: str = Field("*", description="Model catalog name, or '*' (a deployment's own profile, fitted by "
@@ -353,7 +492,7 @@ class Profile(_Strict):
         return self
 
 
-class Calibration(_Strict):
+class Calibration(_Input):
     """Efficiency factors (base plus per system/backend/model profiles) and the engine's memory headroom.
 
     The shipped calibration (planner/calibration.yaml) is fitted to measured runs by
@@ -368,7 +507,7 @@ class Calibration(_Strict):
         0.9, gt=0.3, le=1.0, description="Fraction of HBM the engine may use (vLLM gpu_memory_utilization)"
     )
     comm_buffer_gb: float = Field(0.4, ge=0, le=16, description="NCCL buffers once any GPU group > 1 [GB]")
-    engine_chunk_tokens: dict[str, int] = Field(
+    engine_chunk_tokens: dict[str, Annotated[int, Field(ge=1, le=MAX_TOKENS)]] = Field(
         default_factory=lambda: {"trtllm": 8192, "vllm": 8192, "sglang": 8192, "*": 8192},
         description="Default prefill token budget per iteration of each engine, for measured runs [tokens]",
     )
@@ -533,12 +672,12 @@ class Plan(_Strict):
     notes: list[str] = Field(default_factory=list, description="Parts of the model the cost model approximates")
 
 
-class Problem(_Strict):
+class Problem(_Input):
     """Everything a search needs: what to serve, on what, and how well."""
 
     model: ModelSpec
     cluster: ClusterSpec
-    gpus: PositiveInt = Field(64, description="GPUs given [GPUs]")
+    gpus: PositiveInt = Field(64, le=MAX_GPUS, description="GPUs given [GPUs]")
     workload: Workload = Field(default_factory=Workload)
     precision: Precision = Field(Precision.fp4, description="Weight and GEMM format")
     expert_precision: Precision | None = Field(

@@ -194,7 +194,7 @@ def fit(ds: Dataset, start: Calibration | None = None, name: str = "fitted", sou
     dropped = sum(p.model != "*" for p in start.profiles)
     if dropped:
         say(f"{dropped} deployment profile(s) of the starting calibration not carried over (they were fitted "
-            "against its base); anchor them again with --anchor")
+            "against its base); anchor those deployments again (fit_anchors)")
     say(f"fitting the base factors on {len(ds.runs)} runs")
     base.update(_fit(ds, FACTOR_NAMES, lambda v: calibration({**base, **v}, []), base, dict(base),
                      BASE_PRIOR_WEIGHT))

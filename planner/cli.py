@@ -26,7 +26,8 @@ from planner.errors import (
     SearchTooLargeError,
     TimeLimitError,
 )
-from planner.specs import Parallel, Plan, Precision
+from planner.space import MAX_GRID_VALUE
+from planner.specs import MAX_TOKENS_PER_S_PER_USER, MIN_TOKENS_PER_S_PER_USER, Parallel, Plan, Precision
 
 PRECISIONS = [p.value for p in Precision]
 CHUNKS_HELP = "Chunk sizes to consider: 256,512 or 128:8192:128 [default: 128..8192]."
@@ -53,17 +54,18 @@ def _positive(text: str, value: float) -> float:
 
 
 def parse_sla(text: str) -> float:
-    """'20tok/s', '20 tokens/s', '20' -> 20 tokens/s/user; '50ms' (per token) -> 20 [tokens/s]."""
+    """'20tok/s', '20 tokens/s', '20' -> 20 tokens/s/user; '50ms' (per token) -> 20 [tokens/s]; within the
+    bounds an SLA may take (specs.MIN/MAX_TOKENS_PER_S_PER_USER)."""
     t = text.strip().lower().replace(" ", "")
     m = re.fullmatch(_NUMBER + r"(tok/s|tokens/s|tps|tok/s/user|ms|s)?", t)
     if not m:
         raise click.BadParameter(f"'{text}' is not a speed: use e.g. 20tok/s, 20, or 50ms (time per token)")
     value, unit = _positive(text, float(m.group(1))), m.group(2) or "tok/s"
-    if unit == "ms":
-        return 1000.0 / value
-    if unit == "s":
-        return 1.0 / value
-    return value
+    speed = 1000.0 / value if unit == "ms" else 1.0 / value if unit == "s" else value
+    if not MIN_TOKENS_PER_S_PER_USER <= speed <= MAX_TOKENS_PER_S_PER_USER:
+        raise click.BadParameter(f"'{text}' is {speed:g} tokens/s/user: an SLA must be from "
+                                 f"{MIN_TOKENS_PER_S_PER_USER:g} to {MAX_TOKENS_PER_S_PER_USER:,.0f} tokens/s/user")
+    return speed
 
 
 def parse_duration(text: str) -> float:
@@ -108,8 +110,8 @@ def parse_int_list(text: str) -> tuple[int, ...]:
             values = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise click.BadParameter(f"'{text}' is not a list: use e.g. 256,512,1024 or 128:8192:128") from None
-    if not values or min(values) < 1:
-        raise click.BadParameter(f"'{text}' must list positive whole numbers")
+    if not values or min(values) < 1 or max(values) > MAX_GRID_VALUE:
+        raise click.BadParameter(f"'{text}' must list whole numbers from 1 to {MAX_GRID_VALUE:,}")
     if len(values) > MAX_LIST_VALUES:
         raise click.BadParameter(f"'{text}' lists {len(values):,} values, more than {MAX_LIST_VALUES:,}")
     return values

@@ -101,6 +101,8 @@ def make_problem(
             if min_tokens_per_s_per_user is not None or max_ttft_s is not None
             else None
         )
+        if not isinstance(backend, str):
+            raise SpecError(f"backend must be an engine name (trtllm, vllm, sglang or *), got {backend!r}")
         return Problem(
             model=m, cluster=c, gpus=gpus, workload=Workload(isl=isl, osl=osl), precision=prec,
             kv_precision=kv, sla=sla, calibration=cal, backend=backend.lower(),
@@ -239,11 +241,15 @@ class Searcher:
             model.add_layout_rules(pool)
             model.add_batch_rules(pool, floor, use_ttft)
             model.add_gpu_budget([pool], self.p.gpus)
+            admitted = table.obeys(use_ttft, floor)[rows]  # the scale is set at the best of these
+            values = table.thr[rows] if objective == "throughput" else table.key(objective)[rows]
             if objective == "throughput":
-                model.maximize_throughput(pool)
+                model.maximize_throughput(pool, float(values[admitted].max()) if admitted.any() else None)
             else:
-                model.minimize(pool, table.key(objective)[rows])
+                model.minimize(pool, values, float(values[admitted].min()) if admitted.any() else None)
             sol = model.solve(self.deadline + TIME_SLACK_S)
+            if sol.status == "MODEL_INVALID":
+                raise RuntimeError(f"CP-SAT refused the model of {self.p.model.name} on {self.p.gpus} GPUs")  # a bug
             if sol.status not in ("OPTIMAL", "FEASIBLE"):
                 if sol.status != "INFEASIBLE" and not out:
                     raise TimeLimitError(f"no plan found within the time limit of {self.params.time_limit_s:g} s",
@@ -282,12 +288,12 @@ class Searcher:
 
 def _fit_search(p: Problem, method: Method, params, chunks: tuple[int, ...] | None,
                 deadline: float | None) -> Searcher:
-    big = p.model_copy(update={"gpus": FIT_SEARCH_LIMIT, "sla": None})
+    big = p.model_copy(update={"gpus": max(FIT_SEARCH_LIMIT, p.gpus), "sla": None})
     return Searcher(big, Space.of(big, chunks=chunks, micro_batches=(1,)), method, params, lift=(), deadline=deadline)
 
 
 FIT_SEARCH_LIMIT = 4096
-"""Largest GPU count the 'fewest GPUs it fits on' search considers [GPUs]."""
+"""Largest GPU count the 'fewest GPUs it fits on' search considers, or the GPUs given if more [GPUs]."""
 
 
 def min_gpus_to_fit(p: Problem, method: Method = "cpsat", params=None, chunks: tuple[int, ...] | None = None,
@@ -315,8 +321,8 @@ def diagnose(s: Searcher) -> InfeasibleError:
         fewest = min_gpus_to_fit(p, s.method, s.params, chunks=space.chunks, deadline=s.deadline)
         if fewest is None:
             return InfeasibleError(
-                f"{p.model.name} fits on no layout of up to {FIT_SEARCH_LIMIT} {p.cluster.name} GPUs at "
-                f"{p.precision.value}", "fit")
+                f"{p.model.name} fits on no layout of up to {max(FIT_SEARCH_LIMIT, p.gpus)} {p.cluster.name} GPUs "
+                f"at {p.precision.value}", "fit")
         if fewest <= p.gpus:
             return InfeasibleError(
                 f"no plan satisfies the rules on {p.gpus} {p.cluster.name} GPUs, although the weights fit on "

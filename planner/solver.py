@@ -28,8 +28,10 @@ from planner.options import BIT, Table
 from planner.rules import sla_broken
 
 OBJECTIVE_SCALE = float(2**40)
-"""Largest integer objective coefficient: values are scaled so the best option's is 2^40 (relative
-resolution 1e-12), which keeps CP-SAT's arithmetic exact."""
+"""Integer objective coefficient of the best option every rule admits: values are scaled to it (relative
+resolution 1e-12 at the optimum), which keeps CP-SAT's arithmetic exact."""
+MAX_COEFFICIENT = float(2**50)
+"""Cap of an objective coefficient (options far from the optimum, or breaking a rule): no overflow."""
 STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE", cp_model.INFEASIBLE: "INFEASIBLE",
           cp_model.MODEL_INVALID: "MODEL_INVALID", cp_model.UNKNOWN: "UNKNOWN"}
 """CP-SAT statuses by name."""
@@ -217,26 +219,30 @@ class SearchModel:
             self.model.Add(n >= int(need)).OnlyEnforceIf(lit)
 
     # --- objectives -------------------------------------------------------------------------------
-    def maximize_throughput(self, pool: Pool) -> None:
-        """The highest tokens/s/GPU of a pool with the most replicas (values from the float cost model,
-        scaled to integers of up to OBJECTIVE_SCALE)."""
-        self.maximize(pool, pool.table.thr[pool.rows])
+    def maximize_throughput(self, pool: Pool, reference: float | None = None) -> None:
+        """The highest tokens/s/GPU of a pool with the most replicas (values from the float cost model)."""
+        self.maximize(pool, pool.table.thr[pool.rows], reference)
 
-    def maximize(self, pool: Pool, values: np.ndarray) -> None:
-        """Maximise a non-negative float quantity of the chosen option [its unit]."""
-        top = float(np.max(values)) if len(values) else 0.0
+    def maximize(self, pool: Pool, values: np.ndarray, reference: float | None = None) -> None:
+        """Maximise a non-negative float quantity of the chosen option [its unit], scaled so that `reference`
+        (the best value among the options every rule admits; default: the largest) is OBJECTIVE_SCALE."""
+        values = np.asarray(values, dtype=float)
+        top = reference if reference else (float(values.max()) if len(values) else 0.0)
         self._scale = OBJECTIVE_SCALE / top if top > 0 else 1.0
         self._sense = "max"
-        self.model.Maximize(pool.expr(np.floor(np.asarray(values) * self._scale)))
+        self.model.Maximize(pool.expr(np.minimum(np.floor(values * self._scale), MAX_COEFFICIENT)))
 
-    def minimize(self, pool: Pool, values: np.ndarray) -> None:
-        """Minimise a non-negative float quantity of the chosen option [its unit]."""
-        finite = np.asarray(values)[np.isfinite(values)]
-        top = float(finite.max()) if len(finite) else 0.0
-        self._scale = OBJECTIVE_SCALE / top if top > 0 else 1.0
+    def minimize(self, pool: Pool, values: np.ndarray, reference: float | None = None) -> None:
+        """Minimise a non-negative float quantity of the chosen option [its unit], scaled so that `reference`
+        (the best value among the options every rule admits; default: the smallest positive) is
+        OBJECTIVE_SCALE; values beyond MAX_COEFFICIENT (far from any optimum, or infinite) are capped."""
+        values = np.asarray(values, dtype=float)
+        positive = values[np.isfinite(values) & (values > 0)]
+        low = reference if reference else (float(positive.min()) if len(positive) else 0.0)
+        self._scale = OBJECTIVE_SCALE / low if low > 0 else 1.0
         self._sense = "min"
-        ints = np.where(np.isfinite(values), np.ceil(np.asarray(values) * self._scale), 4 * OBJECTIVE_SCALE)
-        self.model.Minimize(pool.expr(ints))
+        scaled = np.where(np.isfinite(values), np.ceil(values * self._scale), MAX_COEFFICIENT)
+        self.model.Minimize(pool.expr(np.minimum(scaled, MAX_COEFFICIENT)))
 
     def minimize_nodes_for_demand(self, pool: Pool, gpus_per_node: int, max_gpus: int) -> None:
         """Fewest whole nodes holding the replicas; then the fewest GPUs in use; then the lowest TPOT."""

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from planner.errors import SpecError
 from planner.specs import Parallel, Problem
 
 Objective = Literal["throughput", "min_tpot", "min_ttft", "min_gpus"]
@@ -58,6 +59,14 @@ class OutOfTime(Exception):
         self.done, self.total = done, total
 
 
+MAX_GRID_VALUE = 100_000_000
+"""Largest chunk [tokens] or micro-batch [requests] a search grid may hold: 10x the longest prompt."""
+
+
+def _short(values: tuple[int, ...]) -> str:
+    return str(list(values)) if len(values) <= 6 else f"[{values[0]}, ..., {values[-1]}] ({len(values)} values)"
+
+
 def divisors(n: int, limit: int) -> set[int]:
     """The divisors of n that are at most `limit`, in O(min(sqrt(n), limit)) steps."""
     out: set[int] = set()
@@ -98,6 +107,10 @@ class Space:
         """Powers of two up to the GPU count, plus the divisors of the dimension each degree splits."""
         g, md = p.gpus, p.model
         pow2 = powers_of_two(g)
+        for name, values in (("chunks", chunks), ("micro-batches", micro_batches)):
+            if values is not None and not (values and all(1 <= int(v) <= MAX_GRID_VALUE for v in values)):
+                raise SpecError(f"{name} must be whole numbers from 1 to {MAX_GRID_VALUE:,}, got "
+                                f"{_short(tuple(values))}")
 
         def upto(values: set[int]) -> tuple[int, ...]:
             return tuple(sorted(v for v in values if 1 <= v <= g))

@@ -33,11 +33,9 @@ GB = 1e9
 # coefficients) answer with a plan or a one-line 'no plan', never an overflow. An input beyond a bound is
 # a typo or a probe, refused with the field, the value and the limit (tests/test_inputs.py).
 
-MAX_GPUS = 2**17
-"""GPUs given to one problem: 131,072 for one model's deployment, the size of the largest clusters built
-today (100-200 thousand GPUs). Also the limit of the CP-SAT model: from 2^18 GPUs on, its products of
-GPU counts and batch sizes pass 2^63 and CP-SAT refuses the model (MODEL_INVALID, read as 'no plan')
-[GPUs]."""
+MAX_GPUS = 2**20
+"""GPUs given to one problem: 1,048,576, about 5x the largest clusters built today (100-200 thousand
+GPUs) [GPUs]."""
 MAX_TOKENS = 10_000_000
 """Input or output tokens per request: 10 million, the longest context window announced (Llama 4 Scout);
 most models serve at most 1 million [tokens]."""

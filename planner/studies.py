@@ -34,7 +34,7 @@ from planner.search import (
     with_sla,
 )
 from planner.space import Candidate, Space
-from planner.specs import Parallel, Plan, Problem
+from planner.specs import MAX_TOKENS_PER_S_PER_USER, MIN_TOKENS_PER_S_PER_USER, Parallel, Plan, Problem
 
 Progress = Callable[[int, int, str], None]
 """Progress callback: (steps done, steps in all, what is being done)."""
@@ -156,6 +156,13 @@ def _key(c: Candidate) -> tuple:
     return (c.parallel.key(), c.micro_batch, c.chunk)
 
 
+def _check_level(sla: float) -> None:
+    """An SLA level asked for is within the bounds of an SLA (checked before any search)."""
+    if not (math.isfinite(sla) and MIN_TOKENS_PER_S_PER_USER <= sla <= MAX_TOKENS_PER_S_PER_USER):
+        raise SpecError(f"SLA level {sla:g} tokens/s/user is out of range: an SLA must be from "
+                        f"{MIN_TOKENS_PER_S_PER_USER:g} to {MAX_TOKENS_PER_S_PER_USER:,.0f} tokens/s/user")
+
+
 def sla_levels(lo: float, hi: float, points: int) -> list[float]:
     """`points` SLA levels from lo to hi, evenly spaced on a log scale [tokens/s/user]."""
     if points < 1:
@@ -195,6 +202,10 @@ def frontier(
     tokens/s/user. Raises InfeasibleError when no plan exists at all.
     """
     t0 = time.perf_counter()
+    for sla in (*(sla_range or ()), *extra):
+        _check_level(sla)
+    if sla_range and not sla_range[0] <= sla_range[1]:
+        raise SpecError(f"SLA range {sla_range[0]:g}:{sla_range[1]:g} must be increasing")
     p = with_sla(problem, None)
     search = Searcher(p, Space.of(p, chunks, micro_batches), method, params)
     progress(0, 1, "fastest plan")
@@ -205,9 +216,7 @@ def frontier(
     base = search.best()[0]  # the fastest plan is feasible without an SLA, so some plan is
     u_max, _ = _user_rate(p, fast)
     u_min, _ = _user_rate(p, base)
-    lo, hi = sla_range or (u_min, u_max * (1 - 1e-9))
-    if sla_range and not 0 < lo <= hi:
-        raise SpecError(f"SLA range {lo:g}:{hi:g} must be positive and increasing")
+    lo, hi = sla_range or (max(u_min, MIN_TOKENS_PER_S_PER_USER), min(u_max * (1 - 1e-9), MAX_TOKENS_PER_S_PER_USER))
     levels = sorted(set(sla_levels(lo, hi, points)) | {float(x) for x in extra})
     known: dict[tuple, tuple[Candidate, float, float, float]] = {}  # key -> (cand, u, thr, wall)
     for cand in (fast, base):
@@ -304,6 +313,8 @@ def compare(
     (model does not fit, TTFT out of reach) gets a row with the reason and no frontier."""
     if not problems:
         raise SpecError("compare needs at least one case")
+    for sla in (at, *levels):
+        _check_level(sla)
     frontiers: list[Frontier | None] = []
     errors: list[str | None] = []
     for i, p in enumerate(problems):

@@ -58,7 +58,7 @@ SHIPPED = Path(__file__).resolve().parent / "calibration.yaml"
 def load_calibration(path: str | Path | None = None) -> Calibration:
     """A calibration from a YAML file; None gives the shipped one (or the unfitted defaults)."""
     if path is None:
-        return parse_yaml(SHIPPED, Calibration) if SHIPPED.is_file() else Calibration()
+        return parse_yaml(SHIPPED, Calibration, shipped=True) if SHIPPED.is_file() else Calibration()
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such calibration file")

@@ -359,6 +359,14 @@ def test_memory_need_grows_with_concurrency():
     assert memory_slice(ds, _exact(ds), need, usable, np.zeros(3, bool)) is None
 
 
+def test_memory_need_counts_requests_per_pipeline_rank():
+    ds = Dataset.of([_row(pp_size="2", batch_size="16")], Calibration())
+    r = ds.runs[0]
+    need, fixed, _ = memory_need(ds, Calibration())
+    per_rank = cost.memory_breakdown(r.problem, r.parallel, 8.0, r.chunk)["per_gpu_bytes"]  # 16 requests over 2 stages
+    assert need[0] == pytest.approx(float(per_rank)) and need[0] > fixed[0]
+
+
 def test_odd_concurrency():
     # silicon_concurrency = batch * tp is taken as the concurrency; with pp 2 the replica has 8 GPUs, not 4
     odd = _row(pp_size="2", batch_size="8", silicon_data_source="x; silicon_concurrency=32")

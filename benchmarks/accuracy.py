@@ -30,6 +30,10 @@ H100/H200/B200/GB200, one row per engine launch and concurrency). Every run is p
 
 Rows the parser cannot use (``Dataset.errors``) are listed by reason.
 
+Every figure is computed by ``planner.validation`` (tested in tests/test_validation.py): this script
+runs the cross-validation fits and the anchoring in processes, averages section 7 over the anchor
+draws, and renders the markdown.
+
 Run from the repository root:
 
     python benchmarks/accuracy.py            # everything: 10 fits + anchoring in processes, ~30 min on 2 cores
@@ -61,13 +65,11 @@ if str(ROOT) not in sys.path:
 
 from _common import machine, revision  # noqa: E402  (benchmarks/ is on sys.path)
 
-from planner import cost  # noqa: E402
 from planner.calibrate import (  # noqa: E402
     ANCHOR_PRIOR_WEIGHT,
     SHIPPED,
     Dataset,
     deployments,
-    error_table,
     fit,
     fit_anchors,
     load_calibration,
@@ -76,63 +78,44 @@ from planner.calibrate import (  # noqa: E402
 )
 from planner.runs import read_rows  # noqa: E402
 from planner.specs import FACTOR_NAMES, Calibration  # noqa: E402
+from planner.validation import (  # noqa: E402
+    CONFIG_COLUMNS,
+    FLOOR_SEEDS,
+    GOOD_RHO,
+    MIN_GROUP,
+    OSL_OFF,
+    Pred,
+    Stat,
+    check_medians,
+    implied_noise,
+    mean_regret,
+    median_throughput_ratio,
+    memory_need,
+    memory_slice,
+    monotone_floor_check,
+    noisy_regret,
+    odd_concurrency,
+    osl_check,
+    regret_summaries,
+    repeat_pairs,
+    restrict,
+    rho_summary,
+    slices,
+    stats,
+    weak_spots,
+    within_group_errors,
+    worst_groups,
+)
 
 DEFAULT_DATA = ROOT / "data" / "calibration.csv"
 """The measured runs, in the repository (data/calibration.csv)."""
-SLA_LEVELS = (10.0, 20.0, 35.0, 50.0, 100.0)
-"""Service levels of the decision-regret check [tokens/s/user]."""
-MIN_GROUP = 3
-"""Fewest runs a (model, system, backend, isl, osl) group needs for ranking and regret."""
-GOOD_RHO = 0.8
-"""Spearman rho counted as a good ranking."""
 QUICK_FOLDS = 2
 """Held-out models in --quick mode (the ones with the fewest runs: the cheapest folds to report)."""
 METRICS = (("tpot", "TPOT"), ("ttft", "TTFT"), ("thr", "tok/s/GPU"))
-
-Pred = dict[str, np.ndarray]
-
-
-# --- error statistics ---------------------------------------------------------------------------------
+"""Error keys of planner.validation (ERRORS) and their column labels."""
 
 
-def abs_errors(ds: Dataset, pred: Pred) -> dict[str, np.ndarray]:
-    """|pred / measured - 1| of TPOT, TTFT and tokens/s/GPU per run."""
-    return {
-        "tpot": np.abs(pred["tpot_ms"] / ds.tpot_ms - 1),
-        "ttft": np.abs(pred["ttft_ms"] / ds.ttft_ms - 1),
-        "thr": np.abs(pred["tokens_per_s_per_gpu"] / ds.measured_throughput - 1),
-    }
-
-
-def slices(ds: Dataset, bys: tuple[str, ...] = ("all", "system", "backend", "model", "regime")
-           ) -> list[tuple[str, str, np.ndarray]]:
-    """(by, group, mask) of the runs errors are reported over."""
-    out: list[tuple[str, str, np.ndarray]] = []
-    columns = {"system": ds.systems, "backend": ds.backends, "model": ds.models}
-    for by in bys:
-        if by == "all":
-            out.append(("all", "all", np.ones(len(ds.runs), bool)))
-        elif by == "regime":
-            out += [("regime", k, v) for k, v in regimes(ds).items()]
-        else:
-            col = columns[by]
-            out += [(by, str(v), col == v) for v in sorted(set(col))]
-    return [s for s in out if s[2].any()]
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Median and 90th percentile of one error over some runs."""
-
-    median: float
-    p90: float
-
-    @classmethod
-    def of(cls, x: np.ndarray) -> Stat:
-        return cls(float(np.median(x)), float(np.percentile(x, 90)))
-
-    def cell(self) -> str:
-        return f"{pct(self.median)} / {pct(self.p90)}"
+# --- formatting (the statistics are planner.validation's) ---------------------------------------------
 
 
 def pct(x: float) -> str:
@@ -142,23 +125,9 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}%" if abs(x) < 0.1 else f"{100 * x:.0f}%"
 
 
-def stats(ds: Dataset, pred: Pred, mask: np.ndarray) -> dict[str, Stat]:
-    err = abs_errors(ds, pred)
-    return {k: Stat.of(err[k][mask]) for k, _ in METRICS}
-
-
-def restrict(ds: Dataset, pred: Pred, mask: np.ndarray) -> tuple[Dataset, Pred]:
-    """The runs (and their predictions) where `mask` holds."""
-    return ds.subset(mask), {k: v[mask] for k, v in pred.items()}
-
-
-def check_medians(ds: Dataset, pred: Pred) -> None:
-    """Our medians must equal planner.calibrate.error_table's (same definition, independent code)."""
-    mine = {(by, g): stats(ds, pred, m) for by, g, m in slices(ds)}
-    for by, group, _n, tpot, ttft, thr in error_table(ds, pred):
-        s = mine[(by, str(group))]
-        if not np.allclose([s["tpot"].median, s["ttft"].median, s["thr"].median], [tpot, ttft, thr]):
-            raise AssertionError(f"median errors disagree with planner.calibrate.error_table on {by} {group}")
+def cell(s: Stat) -> str:
+    """'median / p90' of a Stat, as percentages."""
+    return f"{pct(s.median)} / {pct(s.p90)}"
 
 
 def comparison_table(sources: list[tuple[str, Dataset, Pred]], bys: tuple[str, ...]) -> list[str]:
@@ -169,7 +138,7 @@ def comparison_table(sources: list[tuple[str, Dataset, Pred]], bys: tuple[str, .
     ds0 = sources[0][1]
     for by, group, mask in slices(ds0, bys):
         st = [stats(ds, pred, mask) for _, ds, pred in sources]
-        cells = [st[i][k].cell() for k, _ in METRICS for i in range(len(sources))]
+        cells = [cell(st[i][k]) for k, _ in METRICS for i in range(len(sources))]
         lines.append(f"| {by} | {group} | {int(mask.sum())} | " + " | ".join(cells) + " |")
     return lines
 
@@ -181,23 +150,16 @@ def headline_table(rows: list[tuple[str, Dataset, Pred]]) -> list[str]:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, ds, pred in rows:
         s = stats(ds, pred, np.ones(len(ds.runs), bool))
-        ratio = float(np.median(pred["tokens_per_s_per_gpu"] / ds.measured_throughput))
+        ratio = median_throughput_ratio(ds, pred)
         cells = [pct(s[k].median) + " | " + pct(s[k].p90) for k, _ in METRICS]
         lines.append(f"| {name} | {len(ds.runs)} | " + " | ".join(cells) + f" | {ratio:.2f} |")
     return lines
 
 
-def weak_spots(ds: Dataset, pred: Pred, min_runs: int = 10, top: int = 4) -> str:
-    """The slices (n >= min_runs) with the largest median tokens/s/GPU error."""
-    err = abs_errors(ds, pred)
-    found = []
-    for by, group, mask in slices(ds, ("system", "backend", "model", "regime")):
-        if mask.sum() >= min_runs:
-            found.append((float(np.median(err["thr"][mask])), float(np.median(err["tpot"][mask])),
-                          float(np.median(err["ttft"][mask])), by, group, int(mask.sum())))
-    found.sort(reverse=True)
-    return "; ".join(f"{by} {g} ({n} runs): tok/s/GPU {pct(a)}, TPOT {pct(b)}, TTFT {pct(c)}"
-                     for a, b, c, by, g, n in found[:top])
+def weak_spots_line(ds: Dataset, pred: Pred) -> str:
+    """The slices of >= 10 runs with the largest median tokens/s/GPU error (`weak_spots`), as text."""
+    return "; ".join(f"{w.by} {w.group} ({w.runs} runs): tok/s/GPU {pct(w.thr)}, TPOT {pct(w.tpot)}, "
+                     f"TTFT {pct(w.ttft)}" for w in weak_spots(ds, pred))
 
 
 # --- cross-validation -----------------------------------------------------------------------------------
@@ -270,7 +232,7 @@ def fold_table(scheme: Scheme, ds: Dataset) -> list[str]:
     for f in scheme.folds:
         s = stats(ds, scheme.pred, column == f.group)
         lines.append(f"| {f.group} | {f.train_runs} | {f.test_runs} | {f.wall_s:.0f} | "
-                     + " | ".join(s[k].cell() for k, _ in METRICS) + " |")
+                     + " | ".join(cell(s[k]) for k, _ in METRICS) + " |")
     return lines
 
 
@@ -287,116 +249,34 @@ def factor_table(cals: list[tuple[str, Calibration]]) -> list[str]:
 # --- ranking and decision regret ------------------------------------------------------------------------
 
 
-def groups_of(ds: Dataset) -> list[tuple[tuple, np.ndarray]]:
-    """Runs sharing (model, system, backend, isl, osl), for groups of MIN_GROUP runs or more."""
-    keys: dict[tuple, list[int]] = {}
-    for i, r in enumerate(ds.runs):
-        p = r.problem
-        keys.setdefault((p.model.name, p.cluster.name, p.backend, p.workload.isl, p.workload.osl), []).append(i)
-    return [(k, np.array(v)) for k, v in sorted(keys.items()) if len(v) >= MIN_GROUP]
-
-
-def ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties given their average rank."""
-    order = np.argsort(x, kind="mergesort")
-    r = np.empty(len(x))
-    r[order] = np.arange(1, len(x) + 1)
-    _, inverse = np.unique(x, return_inverse=True)
-    return (np.bincount(inverse, weights=r) / np.bincount(inverse))[inverse]
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation; NaN when either side is constant."""
-    ra, rb = ranks(a) - (len(a) + 1) / 2, ranks(b) - (len(b) + 1) / 2
-    den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
-    return float((ra * rb).sum() / den) if den > 0 else float("nan")
-
-
-def rank_correlations(ds: Dataset, pred: Pred) -> list[tuple[tuple, int, float]]:
-    measured = ds.measured_throughput
-    return [(k, len(idx), spearman(pred["tokens_per_s_per_gpu"][idx], measured[idx])) for k, idx in groups_of(ds)]
-
-
 def spearman_table(sources: list[tuple[str, Dataset, Pred]]) -> list[str]:
     lines = ["| predictions | groups | runs in groups | rho undefined | median rho | p10 | p25 | p75 | "
              f"share rho >= {GOOD_RHO:g} | share rho < 0 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, ds, pred in sources:
-        rc = rank_correlations(ds, pred)
-        rho = np.array([r for _, _, r in rc])
-        ok = rho[np.isfinite(rho)]
-        if not len(ok):
-            lines.append(f"| {name} | {len(rc)} | | {len(rho)} | | | | | | |")
+        s = rho_summary(ds, pred)
+        if s.undefined == s.groups:
+            lines.append(f"| {name} | {s.groups} | | {s.undefined} | | | | | | |")
             continue
-        q = np.percentile(ok, [10, 25, 50, 75])
-        lines.append(f"| {name} | {len(rc)} | {sum(n for _, n, _ in rc)} | {len(rho) - len(ok)} | {q[2]:.2f} | "
-                     f"{q[0]:.2f} | {q[1]:.2f} | {q[3]:.2f} | {pct(float(np.mean(ok >= GOOD_RHO)))} | "
-                     f"{pct(float(np.mean(ok < 0)))} |")
+        lines.append(f"| {name} | {s.groups} | {s.runs} | {s.undefined} | {s.median:.2f} | "
+                     f"{s.p10:.2f} | {s.p25:.2f} | {s.p75:.2f} | {pct(s.share_good)} | "
+                     f"{pct(s.share_negative)} |")
     return lines
 
 
 def within_group_table(sources: list[tuple[str, Dataset, Pred]]) -> list[str]:
-    """Median |error| as is, and with each group's median log error removed (what is left is error
-    within a group; the difference is a bias shared by the runs of a group)."""
+    """Median |error| as is, and with each group's median log error removed (`within_group_errors`)."""
     lines = ["| predictions | runs in groups | TPOT as is | TPOT within groups | TTFT as is | TTFT within groups | "
              "tok/s/GPU as is | tok/s/GPU within groups |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, ds, pred in sources:
-        measured = {"tpot": ds.tpot_ms, "ttft": ds.ttft_ms, "thr": ds.measured_throughput}
-        predicted = {"tpot": pred["tpot_ms"], "ttft": pred["ttft_ms"], "thr": pred["tokens_per_s_per_gpu"]}
-        groups = groups_of(ds)
-        idx = np.concatenate([g for _, g in groups])
-        cells = []
-        for key, _ in METRICS:
-            log_err = np.log(predicted[key] / measured[key])
-            within = np.concatenate([log_err[g] - np.median(log_err[g]) for _, g in groups])
-            cells += [pct(float(np.median(np.abs(np.exp(log_err[idx]) - 1)))),
-                      pct(float(np.median(np.abs(np.exp(within) - 1))))]
-        lines.append(f"| {name} | {len(idx)} | " + " | ".join(cells) + " |")
+        runs, errors = within_group_errors(ds, pred)
+        cells = [pct(x) for key, _ in METRICS for x in errors[key]]
+        lines.append(f"| {name} | {runs} | " + " | ".join(cells) + " |")
     return lines
 
 
-def worst_groups(ds: Dataset, pred: Pred, top: int = 5) -> list[str]:
-    rc = [x for x in rank_correlations(ds, pred) if np.isfinite(x[2])]
-    rc.sort(key=lambda x: x[2])
-    return [f"{'/'.join(str(v) for v in k)} ({n} runs): rho {r:.2f}" for k, n, r in rc[:top]]
-
-
-@dataclass(frozen=True)
-class Regret:
-    """Regret of one (group, SLA) decision."""
-
-    sla: float
-    regret: float
-    outcome: str  # 'ok', 'pick misses SLA', 'none predicted'
-    random_pick: float  # expected regret of picking any run of the group uniformly (misses count 1)
-    shortfall: float = 0.0  # a missing pick: how far its measured tokens/s/user is below the SLA, SLA / measured - 1
-
-
-def regrets(ds: Dataset, pred: Pred) -> tuple[list[Regret], Counter]:
-    """Decisions over every group and SLA level; and the (group, SLA) pairs skipped per SLA level."""
-    meas_thr, pred_thr = ds.measured_throughput, pred["tokens_per_s_per_gpu"]
-    meas_user, pred_user = 1000 / ds.tpot_ms, 1000 / pred["tpot_ms"]
-    out: list[Regret] = []
-    skipped: Counter = Counter()
-    for _, idx in groups_of(ds):
-        for sla in SLA_LEVELS:
-            meets = meas_user[idx] >= sla
-            if not meets.any():
-                skipped[sla] += 1
-                continue
-            best = meas_thr[idx][meets].max()
-            random_pick = float(np.mean(np.where(meets, 1 - meas_thr[idx] / best, 1.0)))
-            promised = pred_user[idx] >= sla
-            if not promised.any():
-                out.append(Regret(sla, 1.0, "none predicted", random_pick))
-                continue
-            cand = idx[promised]
-            pick = cand[np.argmax(pred_thr[cand])]
-            if meas_user[pick] < sla:
-                out.append(Regret(sla, 1.0, "pick misses SLA", random_pick, float(sla / meas_user[pick] - 1)))
-            else:
-                out.append(Regret(sla, float(1 - meas_thr[pick] / best), "ok", random_pick))
-    return out, skipped
+def worst_groups_lines(ds: Dataset, pred: Pred) -> list[str]:
+    return [f"{'/'.join(str(v) for v in k)} ({n} runs): rho {r:.2f}" for k, n, r in worst_groups(ds, pred)]
 
 
 def regret_table(sources: list[tuple[str, Dataset, Pred]]) -> list[str]:
@@ -404,22 +284,16 @@ def regret_table(sources: list[tuple[str, Dataset, Pred]]) -> list[str]:
              "regret 0 | pick misses SLA | missing picks' shortfall, median | none predicted | random pick, mean |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, ds, pred in sources:
-        rs, skipped = regrets(ds, pred)
-        for sla in (*SLA_LEVELS, None):
-            sel = [r for r in rs if sla is None or r.sla == sla]
-            label = "all" if sla is None else f"{sla:g}"
-            skip = sum(skipped.values()) if sla is None else skipped[sla]
-            if not sel:
-                lines.append(f"| {name} | {label} | 0 | {skip} | | | | | | | |")
+        for s in regret_summaries(ds, pred):
+            label = "all" if s.sla is None else f"{s.sla:g}"
+            if not s.pairs:
+                lines.append(f"| {name} | {label} | 0 | {s.skipped} | | | | | | | |")
                 continue
-            reg = np.array([r.regret for r in sel])
-            outcome = Counter(r.outcome for r in sel)
-            short = [r.shortfall for r in sel if r.outcome == "pick misses SLA"]
             lines.append(
-                f"| {name} | {label} | {len(sel)} | {skip} | {pct(float(reg.mean()))} | {pct(float(np.median(reg)))} "
-                f"| {pct(float(np.mean(reg == 0)))} | {outcome['pick misses SLA']} | "
-                f"{pct(float(np.median(short))) if short else ''} | {outcome['none predicted']} | "
-                f"{pct(float(np.mean([r.random_pick for r in sel])))} |")
+                f"| {name} | {label} | {s.pairs} | {s.skipped} | {pct(s.mean)} | {pct(s.median)} "
+                f"| {pct(s.share_zero)} | {s.misses} | "
+                f"{pct(s.shortfall) if s.misses else ''} | {s.none_predicted} | "
+                f"{pct(s.random_pick)} |")
     return lines
 
 
@@ -498,8 +372,7 @@ def anchored_section(ds: Dataset, data: Path, schemes: list[Scheme], jobs: int,
                     for key, _ in METRICS:
                         cells.setdefault(f"{key} {label}", []).append(st[key].median)
                         cells.setdefault(f"{key} {label} p90", []).append(st[key].p90)
-                    rs, _ = regrets(sub, sp)
-                    cells.setdefault(f"regret {label}", []).append(float(np.mean([r.regret for r in rs])))
+                    cells.setdefault(f"regret {label}", []).append(mean_regret(sub, sp))
                 cells.setdefault("runs", []).append(int(checked.sum()))
                 cells.setdefault("deployments", []).append(
                     len(set(zip(ds.models[checked], ds.systems[checked], ds.backends[checked]))))
@@ -517,91 +390,10 @@ def anchored_section(ds: Dataset, data: Path, schemes: list[Scheme], jobs: int,
 
 # --- measurement repeatability ------------------------------------------------------------------------
 
-CONFIG_COLUMNS = ("model_path", "system", "backend", "precision", "gemm_quant_mode", "moe_quant_mode", "isl", "osl",
-                  "batch_size", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
-"""Row fields that fix what was measured: rows equal in all of them measured the same configuration."""
-FLOOR_SEEDS = 50
-"""Random draws averaged for the regret floor."""
-
-
-def config_key(row: dict[str, str], leave_out: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The CONFIG_COLUMNS of a row (but `leave_out`), stripped: equal keys measured the same thing."""
-    return tuple((row.get(c) or "").strip() for c in CONFIG_COLUMNS if c not in leave_out)
-
-
-def repeat_pairs(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """|log(a / b)| of TPOT and TTFT over pairs of distinct measurements of one configuration (rows
-    equal in CONFIG_COLUMNS; exact copies of a row count once), and whether each pair shares a
-    backend_version."""
-    seen: dict[tuple, set] = {}
-    for k, i in enumerate(ds.index):
-        row = ds.rows[i]
-        key = config_key(row)
-        seen.setdefault(key, set()).add((ds.tpot_ms[k], ds.ttft_ms[k], (row.get("backend_version") or "").strip()))
-    tpot, ttft, same = [], [], []
-    for values in seen.values():
-        v = sorted(values)
-        for a in range(len(v)):
-            for b in range(a + 1, len(v)):
-                tpot.append(abs(np.log(v[a][0] / v[b][0])))
-                ttft.append(abs(np.log(v[a][1] / v[b][1])))
-                same.append(v[a][2] == v[b][2])
-    return np.array(tpot), np.array(ttft), np.array(same, bool)
-
-
-def noisy_regret(ds: Dataset, sigma_tpot: float, sigma_ttft: float, seeds: int = FLOOR_SEEDS) -> float:
-    """Mean regret of predictions equal to the measurements times lognormal noise: what a model exact
-    up to measurement noise of these log standard deviations would score against one measurement."""
-    rng = np.random.default_rng(0)
-    out = []
-    for _ in range(seeds):
-        tpot = ds.tpot_ms * np.exp(rng.normal(0, sigma_tpot, len(ds.runs)))
-        ttft = ds.ttft_ms * np.exp(rng.normal(0, sigma_ttft, len(ds.runs)))
-        rs, _ = regrets(ds, {"tpot_ms": tpot, "ttft_ms": ttft, "tokens_per_s_per_gpu": ds.throughput(ttft, tpot)})
-        out.append(np.mean([r.regret for r in rs]))
-    return float(np.mean(out))
-
-
-def _isotonic(y: np.ndarray) -> np.ndarray:
-    """Least-squares non-decreasing fit of y (pool adjacent violators)."""
-    blocks: list[list[float]] = []  # [sum, count]
-    for v in y:
-        blocks.append([float(v), 1.0])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
-            s, c = blocks.pop()
-            blocks[-1][0] += s
-            blocks[-1][1] += c
-    return np.concatenate([np.full(int(c), s / c) for s, c in blocks])
-
-
-def monotone_floor(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The closest TPOT and TTFT to the measurements that never fall as concurrency grows within a
-    series (runs equal in CONFIG_COLUMNS but batch_size): a least-squares isotonic fit of the log
-    measurements. Any model in which more concurrent requests cannot make a request faster (ours)
-    misses each run at least about this far. Returns fitted TPOT [ms], fitted TTFT [ms], and which
-    runs share a series with another concurrency."""
-    series: dict[tuple, list[int]] = {}
-    for k, i in enumerate(ds.index):
-        row = ds.rows[i]
-        key = config_key(row, leave_out=("batch_size",))
-        series.setdefault(key, []).append(k)
-    tpot, ttft, shared = ds.tpot_ms.copy(), ds.ttft_ms.copy(), np.zeros(len(ds.runs), bool)
-    for members in series.values():
-        idx = np.array(sorted(members, key=lambda k: (ds.runs[k].concurrency, ds.tpot_ms[k])))
-        if len({ds.runs[k].concurrency for k in idx}) < 2:
-            continue
-        shared[idx] = True
-        tpot[idx] = np.exp(_isotonic(np.log(ds.tpot_ms[idx])))
-        ttft[idx] = np.exp(_isotonic(np.log(ds.ttft_ms[idx])))
-    return tpot, ttft, shared
-
 
 def log_gap_cell(x: np.ndarray) -> str:
     """'median / p90' of gaps |x| given in log units, as percentages (exp(|x|) - 1); '' when empty."""
-    if not len(x):
-        return ""
-    a = np.abs(x)
-    return f"{pct(float(np.exp(np.median(a)) - 1))} / {pct(float(np.exp(np.percentile(a, 90)) - 1))}"
+    return cell(Stat.of_log_gaps(x)) if len(x) else ""
 
 
 def repeatability_section(ds: Dataset) -> list[str]:
@@ -613,8 +405,7 @@ def repeatability_section(ds: Dataset) -> list[str]:
     for label, mask in (("all", np.ones(len(tpot), bool)), ("same backend_version", same),
                         ("different backend_version", ~same)):
         lines.append(f"| {label} | {int(mask.sum())} | {log_gap_cell(tpot[mask])} | {log_gap_cell(ttft[mask])} |")
-    # a lognormal pair difference |log a - log b| has median 0.6745 * sqrt(2) * sigma
-    s_tpot, s_ttft = (float(np.median(x)) / (0.6745 * np.sqrt(2)) for x in (tpot, ttft))
+    s_tpot, s_ttft = implied_noise(tpot), implied_noise(ttft)
     lines += ["", f"Implied measurement noise (log standard deviation, from the median pair difference): TPOT "
               f"{s_tpot:.3f}, TTFT {s_ttft:.3f}. A model exact up to that noise scores, against one measurement "
               "of each run:", "",
@@ -622,10 +413,7 @@ def repeatability_section(ds: Dataset) -> list[str]:
               f"{FLOOR_SEEDS} draws) |", "|---|---:|"]
     for st, sf in ((0.03, 0.05), (0.05, 0.1), (s_tpot / 2, s_ttft / 2), (s_tpot, s_ttft)):
         lines.append(f"| {st:.3f}, {sf:.3f} | {pct(noisy_regret(ds, st, sf))} |")
-    tpot_fit, ttft_fit, shared = monotone_floor(ds)
-    err_tpot, err_ttft = np.abs(tpot_fit / ds.tpot_ms - 1), np.abs(ttft_fit / ds.ttft_ms - 1)
-    rs, _ = regrets(ds, {"tpot_ms": tpot_fit, "ttft_ms": ttft_fit,
-                         "tokens_per_s_per_gpu": ds.throughput(ttft_fit, tpot_fit)})
+    floor = monotone_floor_check(ds)
     lines += ["", "Physics gives a second, model-free check: within a series (one configuration at several "
               "concurrencies) TPOT and TTFT cannot fall as concurrency grows. The closest non-decreasing fit "
               "(least-squares isotonic in log, per series) is what a model exact everywhere except where the "
@@ -634,46 +422,16 @@ def repeatability_section(ds: Dataset) -> list[str]:
               "| runs in series of >= 2 concurrencies | series runs the fit moves > 5% (TPOT / TTFT) | "
               "median / p90 TPOT error of the fit, series runs | median / p90 TTFT error | mean regret of the fit "
               "(all runs; runs alone in their series predicted exactly) |", "|---:|---:|---:|---:|---:|",
-              f"| {int(shared.sum())} | {int((err_tpot[shared] > 0.05).sum())} / "
-              f"{int((err_ttft[shared] > 0.05).sum())} "
-              f"| {pct(float(np.median(err_tpot[shared])))} / {pct(float(np.percentile(err_tpot[shared], 90)))} "
-              f"| {pct(float(np.median(err_ttft[shared])))} / {pct(float(np.percentile(err_ttft[shared], 90)))} "
-              f"| {pct(float(np.mean([r.regret for r in rs])))} |"]
+              f"| {floor.series_runs} | {floor.moved_tpot} / {floor.moved_ttft} "
+              f"| {cell(floor.tpot)} | {cell(floor.ttft)} | {pct(floor.mean_regret)} |"]
     return lines
 
 
-def osl_pairs(ds: Dataset, pred: Pred) -> dict[str, np.ndarray]:
-    """Pairs of configurations equal in CONFIG_COLUMNS but osl: log(measured ratio / predicted ratio) of
-    TTFT and of TPOT, the shorter osl over the longer (repeated measurements of one side: their medians).
-
-    The output length moves TTFT only through how often new prompts arrive and how long the decode steps
-    are (the cost model's ratio), so the measured ratio of TTFT should follow the predicted one as the
-    TPOT ratio does; where it does not, the two runs differ in something the row does not record."""
-    series: dict[tuple, dict[int, list[int]]] = {}
-    for k, i in enumerate(ds.index):
-        key = config_key(ds.rows[i], leave_out=("osl",))
-        series.setdefault(key, {}).setdefault(ds.runs[k].problem.workload.osl, []).append(k)
-    out: dict[str, list[float]] = {"ttft": [], "tpot": []}
-    for by_osl in series.values():
-        if len(by_osl) < 2:
-            continue
-        med = {o: {m: (float(np.median(ds.ttft_ms[ks] if m == "ttft" else ds.tpot_ms[ks])),
-                       float(np.median(pred[f"{m}_ms"][ks]))) for m in out} for o, ks in by_osl.items()}
-        lengths = sorted(med)
-        for a in range(len(lengths)):
-            for b in range(a + 1, len(lengths)):
-                for m in out:
-                    (ma, pa), (mb, pb) = med[lengths[a]][m], med[lengths[b]][m]
-                    out[m].append(float(np.log((ma / mb) / (pa / pb))))
-    return {m: np.array(v) for m, v in out.items()}
-
-
 def osl_pairs_lines(ds: Dataset, pred: Pred) -> list[str]:
-    pairs = osl_pairs(ds, pred)
-    if not len(pairs["ttft"]):
+    check = osl_check(ds, pred)
+    if check is None:
         return []
 
-    tt = np.abs(pairs["ttft"])
     return ["", "A third check: configurations measured at two or more output lengths and nothing else changed. "
             "The output length moves TTFT only through how often new prompts arrive and how long the decode steps "
             "are, which the cost model computes; so the measured ratio TTFT(shorter osl) / TTFT(longer osl) "
@@ -682,10 +440,10 @@ def osl_pairs_lines(ds: Dataset, pred: Pred) -> list[str]:
             "output length acts only so cannot match both: at best it splits the difference, missing each run by "
             "half the log gap.", "",
             "| pairs of output lengths | TPOT: measured ratio / predicted ratio, off by (median / p90) | TTFT: "
-            "likewise | TTFT pairs off by > 1.5x | least miss of a pair's runs when the TTFT ratio is the "
+            f"likewise | TTFT pairs off by > {OSL_OFF:g}x | least miss of a pair's runs when the TTFT ratio is the "
             "predicted one (median / p90) |", "|---:|---:|---:|---:|---:|",
-            f"| {len(tt)} | {log_gap_cell(pairs['tpot'])} | {log_gap_cell(pairs['ttft'])} | "
-            f"{int((tt > np.log(1.5)).sum())} | {log_gap_cell(pairs['ttft'] / 2)} |"]
+            f"| {check.pairs} | {cell(check.tpot)} | {cell(check.ttft)} | {check.ttft_off} | "
+            f"{cell(check.least_miss)} |"]
 
 
 # --- memory -------------------------------------------------------------------------------------------
@@ -693,25 +451,16 @@ def osl_pairs_lines(ds: Dataset, pred: Pred) -> list[str]:
 
 def memory_section(ds: Dataset, cal: Calibration, pred: Pred) -> list[str]:
     """Runs whose predicted per-GPU memory at the engine's concurrency exceeds usable HBM."""
-    need, usable, fixed = (np.empty(len(ds.runs)) for _ in range(3))
-    for i, r in enumerate(ds.runs):
-        p = r.problem.model_copy(update={"calibration": cal})
-        m = r.concurrency / (r.parallel.attention_dp * r.parallel.pp)
-        mem = cost.memory_breakdown(p, r.parallel, m, r.chunk)
-        need[i] = float(mem["per_gpu_bytes"])
-        fixed[i] = float(cost.memory_breakdown(p, r.parallel, 1.0, r.chunk)["per_gpu_bytes"])
-        usable[i] = cost.usable_bytes(p)
+    need, fixed, usable = memory_need(ds, cal)
     over = need > usable
     never = fixed > usable  # not even one request fits
-    ttft_err = np.abs(pred["ttft_ms"] / ds.ttft_ms - 1)
-    tpu = 1000 / ds.tpot_ms
 
     def row(label: str, mask: np.ndarray) -> str:
-        if not mask.any():
+        m = memory_slice(ds, pred, need, usable, mask)
+        if m is None:
             return f"| {label} | 0 | | | | | |"
-        return (f"| {label} | {int(mask.sum())} | {np.median(ds.ttft_ms[mask]):,.0f} | "
-                f"{np.median(pred['ttft_ms'][mask]):,.0f} | {pct(float(np.median(ttft_err[mask])))} | "
-                f"{np.median(need[mask] / usable[mask]):.2f} | {np.median(tpu[mask]):.1f} |")
+        return (f"| {label} | {m.runs} | {m.measured_ttft_ms:,.0f} | {m.predicted_ttft_ms:,.0f} | "
+                f"{pct(m.ttft_error)} | {m.need_over_usable:.2f} | {m.measured_tokens_per_s_per_user:.1f} |")
 
     lines = [
         "| runs | count | median measured TTFT ms | median predicted TTFT ms | median TTFT abs err | "
@@ -741,20 +490,6 @@ def memory_section(ds: Dataset, cal: Calibration, pred: Pred) -> list[str]:
                          f"{need[i] / usable[i]:.2f}; measured TPOT {ds.tpot_ms[i]:.1f} ms, "
                          f"TTFT {ds.ttft_ms[i]:,.0f} ms.")
     return lines
-
-
-def odd_concurrency(ds: Dataset) -> list[int]:
-    """Runs whose concurrency differs from batch_size by a factor other than 1, attention_dp or the GPUs."""
-    out = []
-    for i, r in enumerate(ds.runs):
-        try:
-            batch = int(float(ds.rows[ds.index[i]].get("batch_size") or 0))
-        except ValueError:
-            batch = 0
-        ok = {batch, batch * r.parallel.attention_dp, batch * r.parallel.replica_gpus}
-        if r.concurrency not in ok:
-            out.append(i)
-    return out
 
 
 # --- report ---------------------------------------------------------------------------------------------
@@ -856,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, hds, hpred in held:
         lines.append(f"- Weak spots, {name} (largest median tok/s/GPU error, slices of >= 10 runs): "
-                     f"{weak_spots(hds, hpred)}.")
+                     f"{weak_spots_line(hds, hpred)}.")
     lines += [
         "",
         "## 1. In-sample: shipped calibration vs unfitted defaults",
@@ -892,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     for name, hds, hp in held:
-        lines.append(f"- Lowest rho, {name}: " + "; ".join(worst_groups(hds, hp)) + ".")
+        lines.append(f"- Lowest rho, {name}: " + "; ".join(worst_groups_lines(hds, hp)) + ".")
     lines += [
         "",
         "How much of the error is a bias shared by a group's runs: median |error| over the runs of these groups, "

@@ -6,7 +6,6 @@ HuggingFace config.json as well.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import typing
@@ -245,6 +244,8 @@ def _lookup(kind: str, name: str) -> BaseModel:
     tail = _norm(name.rsplit("/", 1)[-1])
     if tail in entries:
         return _load(kind, entries[tail])
+    import difflib  # only to suggest a name
+
     close = difflib.get_close_matches(key, list(entries), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(names(kind))}"
     what = "model" if kind == "models" else "cluster"

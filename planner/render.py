@@ -97,7 +97,9 @@ def solver_line(p: Plan) -> str:
              if info.objective_bound is not None and info.gap is not None else "")
     space = f"{info.candidates:,} (layout, batch) options"
     if info.evaluated is not None:
-        space += f", {info.evaluated:,} evaluated, {info.model_options:,} in the CP-SAT model"
+        space += f", {info.evaluated:,} evaluated"
+    if info.model_options is not None:
+        space += f", {info.model_options:,} in the CP-SAT model"
     check = {True: "; certified", False: "; certificate FAILED: a better plan exists (status lowered)",
              None: ""}[info.certified]
     return f"solver: {info.method} {info.status} in {info.wall_s:.2f} s{bound}; {space}{check}"

@@ -156,7 +156,6 @@ class Searcher:
         self._table: Table | None = None
         self._rows: dict[tuple, np.ndarray] = {}
         self.searches = 0
-        self.model_options: int | None = None
 
     @property
     def table(self) -> Table:
@@ -235,7 +234,6 @@ class Searcher:
         found: tuple[int, ...] = ()
         for _ in range(top):
             rows = self.rows(objective, use_ttft, with_tpot, found)
-            self.model_options = self.model_options or len(rows)
             model = SearchModel(self.params)
             pool = model.add_pool(table, rows, name="plan")
             model.add_layout_rules(pool)
@@ -256,7 +254,8 @@ class Searcher:
                                          limit_s=self.params.time_limit_s)
                 break
             k = sol.options["plan"]
-            cand = table.candidate(k, sol.status, sol.bound if objective == "throughput" else None)
+            cand = replace(table.candidate(k, sol.status, sol.bound if objective == "throughput" else None),
+                           model_options=len(rows))
             out.append(self._certify(cand, objective, floor, use_ttft, table, found))
             found += (int(table.layout_of(k)),)
         return out
@@ -383,7 +382,7 @@ def plan_of(p: Problem, cand: Candidate, searcher: Searcher, wall_s: float) -> P
     gap and certificate, and the rules that stop a larger batch."""
     space, bound = searcher.space, cand.objective_bound
     info = SolverInfo(method=searcher.method, status=cand.status, wall_s=wall_s, candidates=space.size,
-                      evaluated=searcher.evaluated, model_options=searcher.model_options, certified=cand.certified,
+                      evaluated=searcher.evaluated, model_options=cand.model_options, certified=cand.certified,
                       objective_bound=bound, limited_by=limits(p, cand, space))
     plan = build_plan(p, cand, info)
     gap = None

@@ -49,6 +49,7 @@ class Candidate:
     status: str
     objective_bound: float | None = None
     certified: bool | None = None  # re-checked by the plain rule checker (and against the whole table)
+    model_options: int | None = None  # options in the CP-SAT model that found it (None: the oracle)
 
 
 class OutOfTime(Exception):

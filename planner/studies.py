@@ -453,7 +453,8 @@ def _size_cpsat(search: Searcher, tokens: float, max_gpus: int) -> Candidate | N
         raise TimeLimitError(f"no sizing found within the time limit of {limit:g} s", limit_s=limit)
     k = sol.options["replicas"]
     cand = t.candidate(k, sol.status)
-    return replace(cand, parallel=cand.parallel.model_copy(update={"dp": sol.replicas["replicas"]}))
+    return replace(cand, parallel=cand.parallel.model_copy(update={"dp": sol.replicas["replicas"]}),
+                   model_options=len(rows))
 
 
 def _size_exhaustive(p: Problem, space: Space, tokens: float, max_gpus: int, deadline: float, limit_s: float

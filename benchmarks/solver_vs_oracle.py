@@ -77,7 +77,7 @@ def value(r) -> str:
     return f"{r.value:.4g}" if r.value is not None else r.reason or r.status
 
 
-def report(outcomes: list[Outcome], title: str, command: str, wall_s: float, per_row: bool) -> str:
+def report(outcomes: list[Outcome], title: str, command: str, wall_s: float, rev: str, per_row: bool) -> str:
     """The markdown report of a run."""
     n = len(outcomes)
     plans = sum(o.oracle.value is not None for o in outcomes)
@@ -94,7 +94,7 @@ def report(outcomes: list[Outcome], title: str, command: str, wall_s: float, per
     load = os.getloadavg()
     lines = [
         f"# {title}", "", f"Reproduce: `{command}`", "",
-        f"Machine: {machine('ortools ' + metadata.version('ortools'))}. {revision()}. "
+        f"Machine: {machine('ortools ' + metadata.version('ortools'))}. {rev}. "
         f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Load average at the end {load[0]:.2f}. "
         f"Whole run {wall_s:.0f} s.", "",
         "Each problem solved by both methods through `planner.search.solve` (tabulation or enumeration, search, "
@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         title, name = "CP-SAT vs the exhaustive oracle: the grid", "quick" if args.quick else "grid"
     out = args.out or ROOT / "benchmarks" / "results" / f"solver_vs_oracle_{name}.md"
     check(cases[0], args.time_limit)  # warm up: catalogs, calibration, imports
+    rev = revision()  # at the start: the code this process runs
     t0 = time.perf_counter()
     outcomes = []
     for i, case in enumerate(cases, 1):
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{len(cases)}] {o.cpsat.wall_s:6.3f} s / {o.oracle.wall_s:6.3f} s  {case.command()}{flag}",
               file=sys.stderr, flush=True)
     command = "python benchmarks/solver_vs_oracle.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    publish(out, report(outcomes, title, command.strip(), time.perf_counter() - t0, per_row=not args.random))
+    publish(out, report(outcomes, title, command.strip(), time.perf_counter() - t0, rev, per_row=not args.random))
     bad = [o for o in outcomes if not o.agree or o.false_optimum or o.bound_violated]
     return 1 if bad else 0
 

@@ -476,3 +476,60 @@ def test_micro_batches_option_sets_the_batch_grid():
 def test_bad_micro_batches_are_one_line(value):
     line = error_line("solve", *SMALL, "--micro-batches", value)
     assert "--micro-batches" in line
+
+
+# --- the audit's time-limit and size cases -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["solve"], ["frontier", "--points", "3", "--quiet"],
+                                     ["size", "--demand", "2req/s", "--sla", "20tok/s"]])
+def test_a_short_time_limit_answers_or_says_so(command):
+    """--time-limit 0.1 on the default case: a plan (the search fits the limit and its slack), or one line
+    naming the time limit; never 'no plan satisfies the rules' or an internal error."""
+    result = run(*command, "--time-limit", "0.1", "--json")
+    if result.exit_code == 0:
+        json.loads(result.stdout)
+    else:
+        line = error_line(*command, "--time-limit", "0.1")
+        assert "time limit" in line and "no plan satisfies" not in line
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1", "1e9"])
+def test_absurd_time_limits_are_refused(value):
+    assert "'--time-limit'" in error_line("solve", "--time-limit", value)
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--micro-batches", "1:5000:1", "--time-limit", "5"], "46,400,000 (layout, micro-batch, chunk) options"),
+    (["--chunks", "1:100000:1"], "1,160,000,000 (layout, micro-batch, chunk) options"),
+    (["--micro-batches", "1:2000:1", "--time-limit", "2"], "raise --time-limit to"),
+])
+def test_a_space_too_large_is_refused_at_once(args, text):
+    """Refused before any evaluation, in one line naming the size and what to change (not after minutes)."""
+    import time
+
+    t0 = time.perf_counter()
+    line = error_line("solve", *args)
+    assert text in line and ("--micro-batches" in line or "--chunks" in line)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_a_quarter_million_gpus_get_a_plan():
+    """The audit's 262,144 GPUs: CP-SAT said 'no plan' where the oracle found one."""
+    p = run_json("solve", "--model", "llama-3.1-8b", "--cluster", "h100-sxm", "--gpus", "262144", "--isl", "1000",
+                 "--osl", "200", "--precision", "fp8", "--sla", "20tok/s")
+    assert p["solver"]["status"] == "OPTIMAL" and p["solver"]["certified"] is True
+    assert p["gpus_used"] == 262144
+
+
+def test_an_absurd_demand_needs_more_gpus():
+    line = error_line("size", *SMALL, "--demand", "1e30req/s", "--sla", "20tok/s")
+    assert "needs more than 65536 h100-sxm GPUs" in line and "2e+32 output tokens/s" in line
+
+
+def test_the_oracle_does_not_import_ortools():
+    import subprocess
+    import sys
+
+    code = "import sys, planner.oracle, planner.search; sys.exit('ortools' in ' '.join(sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0

@@ -352,13 +352,9 @@ class CalibrationReport:
     holdout: list[HoldoutCheck]
 
 
-def calibrate_runs(rows: Iterable[dict[str, str]], start: Calibration, anchor: bool = False, name: str = "fitted",
-                   source: str = "", log: Callable[[str], None] | None = None) -> CalibrationReport:
-    """Fit a calibration to measured runs: all factors (`fit`, at least MIN_FIT_RUNS usable runs) or, with
-    `anchor`, a profile per deployment on top of `start` (`fit_anchors`, a deployment with at least
-    MIN_ANCHOR_ROWS runs, and a held-out check of each). Raises TooFewRunsError when the data cannot
-    support the fit asked."""
-    ds = Dataset.of(rows, start)
+def check_enough_runs(ds: Dataset, anchor: bool) -> None:
+    """Raise TooFewRunsError unless the runs support the fit asked: a full fit needs MIN_FIT_RUNS usable runs,
+    anchoring a deployment with MIN_ANCHOR_ROWS."""
     if anchor and all(mask.sum() < MIN_ANCHOR_ROWS for mask in deployments(ds).values()):
         found = ", ".join(f"{m} on {s} with {b}" for m, s, b in deployments(ds))
         found = f"at most one run each of: {found}" if found else "no row has a usable measured TTFT/TPOT"
@@ -367,6 +363,14 @@ def calibrate_runs(rows: Iterable[dict[str, str]], start: Calibration, anchor: b
     if not anchor and len(ds.runs) < MIN_FIT_RUNS:
         raise TooFewRunsError(f"only {len(ds.runs)} rows with measured TTFT/TPOT can be used; need {MIN_FIT_RUNS} "
                               "for a full fit", anchor=False)
+
+
+def calibrate_runs(ds: Dataset, start: Calibration, anchor: bool = False, name: str = "fitted", source: str = "",
+                   log: Callable[[str], None] | None = None) -> CalibrationReport:
+    """Fit a calibration to measured runs (Dataset.of(rows, start)): all factors (`fit`) or, with `anchor`, a
+    profile per deployment on top of `start` (`fit_anchors`) and a held-out check of each. Raises
+    TooFewRunsError when the runs cannot support the fit asked (check_enough_runs)."""
+    check_enough_runs(ds, anchor)
     start_pred = predict(ds, start)
     before = {(a, b): tuple(r[1:]) for a, b, *r in error_table(ds, start_pred)}
     cal = (fit_anchors if anchor else fit)(ds, start, name=name, source=source, log=log)

@@ -393,19 +393,28 @@ def calibrate(data: str, output: str, calibration: str | None, name: str | None,
     enough runs. With --anchor, a few runs of your own deployment instead tune that deployment's
     profile on top of the starting calibration. Use the result with --calibration FILE on any command.
     """
-    from planner.calibrate import TooFewRunsError, calibrate_runs, load_calibration, save_calibration
+    from planner.calibrate import (
+        Dataset,
+        TooFewRunsError,
+        calibrate_runs,
+        check_enough_runs,
+        load_calibration,
+        save_calibration,
+    )
     from planner.runs import read_rows
 
     start = load_calibration(calibration)
-    source = f"planner calibrate {Path(data).name}" + (f" --anchor, on top of {start.name}" if anchor else "")
+    ds = Dataset.of(read_rows(Path(data)), start)
     try:
-        report = calibrate_runs(read_rows(Path(data)), start, anchor=anchor, name=name or Path(data).stem,
-                                source=source, log=lambda msg: click.echo(f"  {msg}", err=True))
+        check_enough_runs(ds, anchor)
     except TooFewRunsError as e:
         extra = "" if e.anchor else "; to tune one deployment from a few runs, add --anchor"
         raise click.UsageError(f"{data}: {e}{extra}") from None
-    click.echo(f"{report.runs} runs to fit, {report.left_out} rows left out (unparseable or no measurement)",
+    click.echo(f"{len(ds.runs)} runs to fit, {len(ds.errors)} rows left out (unparseable or no measurement)",
                err=True)
+    source = f"planner calibrate {Path(data).name}" + (f" --anchor, on top of {start.name}" if anchor else "")
+    report = calibrate_runs(ds, start, anchor=anchor, name=name or Path(data).stem, source=source,
+                            log=lambda msg: click.echo(f"  {msg}", err=True))
     rows = [[by, group, str(runs)] + [f"{b:.1%} -> {a:.1%}" for b, a in zip(before, after)]
             for by, group, runs, before, after in report.errors]
     click.echo(render.table(["by", "group", "runs", "TPOT |err|", "TTFT |err|", "tok/s/GPU |err|"], rows))

@@ -269,11 +269,13 @@ class Searcher:
         broken = rules.violations(p, cand.parallel, cand.micro_batch, cand.chunk, use_sla=floor is not None,
                                   use_ttft=use_ttft)
         if broken:
-            raise AssertionError(f"search result {cand.parallel.label} m={cand.micro_batch} chunk={cand.chunk} "
-                                 f"breaks {broken} in the float cost model")  # a bug, never a plan
+            raise RuntimeError(f"search result {cand.parallel.label} m={cand.micro_batch} chunk={cand.chunk} "
+                               f"breaks {broken} in the float cost model")  # a bug, never a plan
         if table is None:
             return replace(cand, certified=True if self.method == "exhaustive" else None)
         best = table.best_value(objective, floor, use_ttft, exclude_layouts)
+        if best is None:  # the table finds no valid option where the plain checker passed one: a bug
+            raise RuntimeError(f"the table of options and the rule checker disagree on {cand.parallel.label}")
         value = objective_value(p, cand, objective)
         maximise = objective == "throughput"
         beaten = best is not None and (best > value * (1 + CERTIFY_REL_TOL) if maximise

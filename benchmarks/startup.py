@@ -101,10 +101,15 @@ def script_python(script: str) -> str:
     return sys.executable  # e.g. a pyenv shim (a shell script): the same interpreter in practice
 
 
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+"""The commands' environment: bytecode caching on, as after `pip install .` (which compiles the package), so
+that the warm-up run leaves .pyc files for an editable checkout too."""
+
+
 def run_once(m: Measurement, cwd: str) -> None:
     """Time one run of the command; keep the solver time it prints, if any."""
     t0 = time.perf_counter()
-    proc = subprocess.run(m.argv, cwd=cwd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(m.argv, cwd=cwd, capture_output=True, text=True, check=False, env=ENV)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise BenchmarkError(f"`{shlex.join(m.argv)}` exited with {proc.returncode}: "
@@ -124,12 +129,10 @@ def planner_location(python: str, cwd: str) -> str:
 
 
 def bytecode_note() -> str:
-    """Whether the runs could use cached bytecode: PYTHONDONTWRITEBYTECODE makes each run compile
-    modules that have no __pycache__ yet."""
-    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        return ("PYTHONDONTWRITEBYTECODE is set here, so modules without a cached .pyc (planner's own, in a "
-                "source checkout) are compiled again by every run.")
-    return "Bytecode caching is on, so the warm-up runs leave .pyc files for the timed ones."
+    """The runs use cached bytecode: PYTHONDONTWRITEBYTECODE, if set here, is removed from their environment."""
+    unset = " (PYTHONDONTWRITEBYTECODE, set here, is removed from the runs' environment)" if os.environ.get(
+        "PYTHONDONTWRITEBYTECODE") else ""
+    return f"Bytecode caching is on{unset}, so the warm-up runs leave .pyc files for the timed ones."
 
 
 def load_note(load: tuple[float, float, float] | None) -> str:

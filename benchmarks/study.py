@@ -125,11 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     space = Space.of(g)
     out += ["## 1. Valid layouts", "",
             "| system | valid layouts (ours) | of which the study's labels can name | (layout, batch, chunk) "
-            "combinations searched | frontier wall time | searches |", "|---|---:|---:|---:|---:|---:|"]
+            "options in the candidate lists | frontier wall time | searches |", "|---|---:|---:|---:|---:|---:|"]
     for r in comp.rows:
         f = next((f for f in comp.frontiers if f.case == r.case), None)
         if f is None:
-            h_curves = studies.layout_curves(h, Space.of(h))
+            h_curves = studies.layout_curves(Searcher(h, Space.of(h)))
             out.append(f"| {r.case} | {len(h_curves)} | {sum(study_style(c.parallel) for c in h_curves)} | "
                        f"{Space.of(h).size:,} | - | - |")
             continue

@@ -93,9 +93,10 @@ class Solution:
 class SearchModel:
     """A CP-SAT model built in steps: pools, rules, one objective, then `solve`."""
 
-    def __init__(self, params: SolverParams | None = None) -> None:
+    def __init__(self, params: SolverParams | None = None, model: cp_model.CpModel | None = None) -> None:
+        """`model`: a CpModel to build on (e.g. one that holds other variables of a caller's), else a new one."""
         self.params = params or SolverParams()
-        self.model = cp_model.CpModel()
+        self.model = model if model is not None else cp_model.CpModel()
         self.pools: list[Pool] = []
         self.enforce: dict[str, cp_model.IntVar] = {}
         self._scale = 1.0

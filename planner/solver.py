@@ -1,16 +1,18 @@
 """The CP-SAT model: pools of tabulated options, the rules on them as constraints, one objective.
 
-A model is built in steps on one `cp_model.CpModel`:
+A model is built in steps on one CP-SAT model (planner.cpsat.Model, OR-Tools' CpModelProto):
 
 - `add_pool` adds a pool: one Boolean per option it may choose (planner.options, reduced by dominance),
-  exactly one of them true, under a name prefix of its own; a pool runs the chosen layout either with
+  exactly one of them true, named with a prefix of its own; a pool runs the chosen layout either with
   the most replicas the GPUs given allow (`replicas="most"`: the single-deployment plan) or with a
   replica count the model chooses (`replicas="free"`: sizing, and pools sharing GPUs);
 - one method per rule family adds its constraints on a pool (`add_layout_rules`, `add_memory`,
-  `add_chunk_keeps_up`, `add_ttft`, `add_sla`) or on several pools (`add_gpu_budget`, `add_demand`);
-  each per-option rule forbids, under that rule's enforcement literal, exactly the options the one rule
-  checker (planner.rules) finds breaking it, so the model agrees with the float cost model bit for bit;
-- an objective method (`maximize_throughput`, `minimize`, `minimize_nodes_for_demand`), then `solve`.
+  `add_chunk_keeps_up`, `add_ttft`, `add_sla`) or on several pools (`add_gpu_budget`, `add_demand`,
+  `require_replicas`); each per-option rule forbids, under that rule's enforcement literal, exactly the
+  options the one rule checker (planner.rules) finds breaking it, so the model agrees with the float
+  cost model bit for bit;
+- an objective method (`maximize_throughput`, `minimize`, `maximize_total`, `minimize_nodes_for_demand`),
+  then `solve`.
 
 Several pools may share one model: a prefill and a decode pool, or many deployments sharing GPUs.
 """
@@ -22,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from ortools.sat.python import cp_model
 
+from planner.cpsat import INT_MAX, Model, not_
 from planner.options import BIT, Table
 from planner.rules import sla_broken
 
@@ -32,9 +34,9 @@ OBJECTIVE_SCALE = float(2**40)
 resolution 1e-12 at the optimum), which keeps CP-SAT's arithmetic exact."""
 MAX_COEFFICIENT = float(2**50)
 """Cap of an objective coefficient (options far from the optimum, or breaking a rule): no overflow."""
-STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE", cp_model.INFEASIBLE: "INFEASIBLE",
-          cp_model.MODEL_INVALID: "MODEL_INVALID", cp_model.UNKNOWN: "UNKNOWN"}
-"""CP-SAT statuses by name."""
+
+Terms = tuple[list[int], list[int]]
+"""A linear expression: (variables, integer coefficients)."""
 
 
 @dataclass(frozen=True)
@@ -54,33 +56,26 @@ class Pool:
     name: str
     table: Table
     rows: np.ndarray  # option indices into table
-    chosen: list[cp_model.IntVar]
-    per_option_replicas: list[cp_model.IntVar] | None = None  # free replicas: one count per option
-    replicas: cp_model.IntVar | None = None
+    chosen: list[int]  # a Boolean variable per row
+    per_option_replicas: list[int] | None = None  # free replicas: one count per option
+    replicas: int | None = None  # free replicas: their sum
 
-    def expr(self, values: np.ndarray) -> cp_model.LinearExprT:
+    def expr(self, values: np.ndarray) -> Terms:
         """Sum of integer values [per option] over the chosen option: the chosen option's value."""
-        return cp_model.LinearExpr.weighted_sum(self.chosen, [int(v) for v in values])
+        return list(self.chosen), [int(v) for v in values]
 
-    def total(self, per_replica: np.ndarray) -> cp_model.LinearExprT:
-        """A per-replica quantity of the chosen option times its replicas (all of the pool)."""
+    def total(self, per_replica: np.ndarray) -> Terms:
+        """A per-replica quantity [per option, integer] of the chosen option times its replicas."""
         if self.per_option_replicas is None:
             dp = self.table.layouts.dp[self.table.layout_of(self.rows)]
             return self.expr(np.asarray(per_replica) * dp)
-        return cp_model.LinearExpr.weighted_sum(self.per_option_replicas, [int(v) for v in per_replica])
-
-    def value(self, solver: cp_model.CpSolver) -> int:
-        """The option index (into table) the solver chose."""
-        for k, lit in zip(self.rows, self.chosen):
-            if solver.BooleanValue(lit):
-                return int(k)
-        raise RuntimeError(f"pool {self.name}: no option chosen")  # exactly-one makes this unreachable
+        return list(self.per_option_replicas), [int(v) for v in per_replica]
 
 
 @dataclass
 class Solution:
-    """What a solve found: the status, the chosen option of each pool, its replicas, and the objective's
-    proven bound (in the objective's own unit)."""
+    """What a solve found: the status, the chosen option of each pool (index into its table), its replicas,
+    and the objective and its proven bound (in the objective's own unit)."""
 
     status: str
     options: dict[str, int] = field(default_factory=dict)
@@ -90,15 +85,19 @@ class Solution:
     wall_s: float = 0.0
 
 
+def _sum(*terms: Terms) -> Terms:
+    return [v for t in terms for v in t[0]], [c for t in terms for c in t[1]]
+
+
 class SearchModel:
     """A CP-SAT model built in steps: pools, rules, one objective, then `solve`."""
 
-    def __init__(self, params: SolverParams | None = None, model: cp_model.CpModel | None = None) -> None:
-        """`model`: a CpModel to build on (e.g. one that holds other variables of a caller's), else a new one."""
+    def __init__(self, params: SolverParams | None = None, model: Model | None = None) -> None:
+        """`model`: a planner.cpsat.Model to build on (e.g. one holding a caller's other variables)."""
         self.params = params or SolverParams()
-        self.model = model if model is not None else cp_model.CpModel()
+        self.model = model if model is not None else Model()
         self.pools: list[Pool] = []
-        self.enforce: dict[str, cp_model.IntVar] = {}
+        self.enforce: dict[str, int] = {}
         self._scale = 1.0
         self._sense: Literal["max", "min"] = "max"
 
@@ -110,24 +109,23 @@ class SearchModel:
         if any(p.name == name for p in self.pools):
             raise ValueError(f"a pool named {name!r} is already in the model")
         rows = np.asarray(rows, dtype=np.int64)
-        chosen = [self.model.NewBoolVar(f"{name}.option[{int(k)}]") for k in rows]
-        self.model.AddExactlyOne(chosen)
+        chosen = self.model.new_bools([f"{name}.option[{int(k)}]" for k in rows])
+        self.model.add_exactly_one(chosen)
         pool = Pool(name=name, table=table, rows=rows, chosen=chosen)
         if replicas == "free":
-            pool.per_option_replicas = [self.model.NewIntVar(0, max_replicas, f"{name}.replicas[{int(k)}]")
-                                        for k in rows]
+            pool.per_option_replicas = [self.model.new_int(0, max_replicas, f"{name}.replicas[{int(k)}]") for k in rows]
             for lit, n in zip(chosen, pool.per_option_replicas):
-                self.model.Add(n == 0).OnlyEnforceIf(lit.Not())
-            pool.replicas = self.model.NewIntVar(0, max_replicas, f"{name}.replicas")
-            self.model.Add(pool.replicas == sum(pool.per_option_replicas))
+                self.model.add_linear([n], [1], 0, 0, enforce=[not_(lit)])  # no replicas of an option not chosen
+            pool.replicas = self.model.new_int(0, max_replicas, f"{name}.replicas")
+            self.model.add_linear([pool.replicas, *pool.per_option_replicas], [1] + [-1] * len(rows), 0, 0)
         self.pools.append(pool)
         return pool
 
-    def rule_literal(self, rule: str) -> cp_model.IntVar:
-        """The literal that enforces a rule (true: a constant until a caller makes it an assumption)."""
+    def rule_literal(self, rule: str) -> int:
+        """The literal that enforces a rule (true: fixed until a caller makes it an assumption)."""
         if rule not in self.enforce:
-            lit = self.model.NewBoolVar(f"enforce.{rule}")
-            self.model.Add(lit == 1)
+            lit = self.model.new_bool(f"enforce.{rule}")
+            self.model.fix(lit, 1)
             self.enforce[rule] = lit
         return self.enforce[rule]
 
@@ -135,7 +133,7 @@ class SearchModel:
         """The rule as a constraint: none of the pool's options where `broken` holds may be chosen."""
         lits = [lit for lit, b in zip(pool.chosen, broken) if b]
         if lits:
-            self.model.Add(sum(lits) == 0).OnlyEnforceIf(self.rule_literal(rule))
+            self.model.add_linear(lits, [1] * len(lits), 0, 0, enforce=[self.rule_literal(rule)])
 
     def _recorded(self, pool: Pool, rule: str) -> np.ndarray:
         return (pool.table.broken[pool.rows] & np.uint16(BIT[rule])) != 0
@@ -143,7 +141,7 @@ class SearchModel:
     # --- rules on one pool ------------------------------------------------------------------------
     def add_layout_rules(self, pool: Pool) -> None:
         """tp divides the heads, pp the layers, ep the experts and the stage; no attention-DP on a dense
-        model; tp inside one scale-up domain; a replica within the GPUs given."""
+        model; tp inside one scale-up domain."""
         self._add_heads_divisible(pool)
         self._add_layers_divisible(pool)
         self._add_experts_divisible(pool)
@@ -202,80 +200,89 @@ class SearchModel:
 
     def forbid_layout(self, pool: Pool, layout: int) -> None:
         """Exclude one tabulated layout (index into table.layouts) from the pool: for the next best layout."""
-        mask = pool.table.layout_of(pool.rows) == layout
-        lits = [lit for lit, b in zip(pool.chosen, mask) if b]
+        lits = [lit for lit, b in zip(pool.chosen, pool.table.layout_of(pool.rows) == layout) if b]
         if lits:
-            self.model.Add(sum(lits) == 0)
+            self.model.add_linear(lits, [1] * len(lits), 0, 0)
 
     # --- rules on several pools -------------------------------------------------------------------
     def add_gpu_budget(self, pools: list[Pool], gpus: int) -> None:
         """The pools' replicas together use at most `gpus` GPUs."""
-        self.model.Add(sum(p.total(p.table.replica_gpus_of(p.rows)) for p in pools) <= gpus)
+        self.model.add_linear(*_sum(*(p.total(p.table.replica_gpus_of(p.rows)) for p in pools)), 0, gpus)
 
     def add_demand(self, pool: Pool, needed: np.ndarray) -> None:
         """The pool's replicas serve the demand: at least `needed` [replicas, per option] of the chosen
         option (the float model's count, so that the model agrees with it exactly)."""
         assert pool.per_option_replicas is not None, "demand needs a pool with free replicas"
         for lit, n, need in zip(pool.chosen, pool.per_option_replicas, needed):
-            self.model.Add(n >= int(need)).OnlyEnforceIf(lit)
+            self.model.add_linear([n], [1], int(need), INT_MAX, enforce=[lit])
+
+    def require_replicas(self, pool: Pool, at_least: int) -> None:
+        """A pool with free replicas runs at least `at_least` of them."""
+        assert pool.replicas is not None, "a pool with free replicas"
+        self.model.add_linear([pool.replicas], [1], at_least, INT_MAX)
 
     # --- objectives -------------------------------------------------------------------------------
     def maximize_throughput(self, pool: Pool, reference: float | None = None) -> None:
         """The highest tokens/s/GPU of a pool with the most replicas (values from the float cost model)."""
         self.maximize(pool, pool.table.thr[pool.rows], reference)
 
+    def _scaled(self, values: np.ndarray, reference: float | None, sense: Literal["max", "min"]) -> list[int]:
+        """Values scaled to integers so that `reference` is OBJECTIVE_SCALE; capped at MAX_COEFFICIENT
+        (infinite values too)."""
+        values = np.asarray(values, dtype=float)
+        finite = values[np.isfinite(values) & (values > 0)]
+        ref = reference or (float(finite.max() if sense == "max" else finite.min()) if len(finite) else 0.0)
+        self._scale = OBJECTIVE_SCALE / ref if ref > 0 else 1.0
+        self._sense = sense
+        rounded = np.floor(values * self._scale) if sense == "max" else np.ceil(values * self._scale)
+        return [int(x) for x in np.where(np.isfinite(rounded), np.minimum(rounded, MAX_COEFFICIENT), MAX_COEFFICIENT)]
+
     def maximize(self, pool: Pool, values: np.ndarray, reference: float | None = None) -> None:
         """Maximise a non-negative float quantity of the chosen option [its unit], scaled so that `reference`
         (the best value among the options every rule admits; default: the largest) is OBJECTIVE_SCALE."""
-        values = np.asarray(values, dtype=float)
-        top = reference if reference else (float(values.max()) if len(values) else 0.0)
-        self._scale = OBJECTIVE_SCALE / top if top > 0 else 1.0
-        self._sense = "max"
-        self.model.Maximize(pool.expr(np.minimum(np.floor(values * self._scale), MAX_COEFFICIENT)))
+        self.model.maximize(pool.chosen, self._scaled(values, reference, "max"))
 
     def minimize(self, pool: Pool, values: np.ndarray, reference: float | None = None) -> None:
         """Minimise a non-negative float quantity of the chosen option [its unit], scaled so that `reference`
         (the best value among the options every rule admits; default: the smallest positive) is
         OBJECTIVE_SCALE; values beyond MAX_COEFFICIENT (far from any optimum, or infinite) are capped."""
-        values = np.asarray(values, dtype=float)
-        positive = values[np.isfinite(values) & (values > 0)]
-        low = reference if reference else (float(positive.min()) if len(positive) else 0.0)
-        self._scale = OBJECTIVE_SCALE / low if low > 0 else 1.0
-        self._sense = "min"
-        scaled = np.where(np.isfinite(values), np.ceil(values * self._scale), MAX_COEFFICIENT)
-        self.model.Minimize(pool.expr(np.minimum(scaled, MAX_COEFFICIENT)))
+        self.model.minimize(pool.chosen, self._scaled(values, reference, "min"))
+
+    def maximize_total(self, per_replica: list[tuple[Pool, np.ndarray]]) -> None:
+        """Maximise the sum over pools of an integer per-replica quantity [per option] times the replicas,
+        e.g. output tokens/s of deployments sharing GPUs."""
+        self._scale, self._sense = 1.0, "max"
+        self.model.maximize(*_sum(*(pool.total(values) for pool, values in per_replica)))
 
     def minimize_nodes_for_demand(self, pool: Pool, gpus_per_node: int, max_gpus: int) -> None:
         """Fewest whole nodes holding the replicas; then the fewest GPUs in use; then the lowest TPOT."""
-        gpus = self.model.NewIntVar(0, max_gpus, f"{pool.name}.gpus")
-        self.model.Add(gpus == pool.total(pool.table.replica_gpus_of(pool.rows)))
-        nodes = self.model.NewIntVar(0, -(-max_gpus // gpus_per_node), f"{pool.name}.nodes")
-        self.model.Add(gpus_per_node * nodes >= gpus)
+        gpus = self.model.new_int(0, max_gpus, f"{pool.name}.gpus")
+        used, per = pool.total(pool.table.replica_gpus_of(pool.rows))
+        self.model.add_linear([gpus, *used], [1] + [-c for c in per], 0, 0)
+        nodes = self.model.new_int(0, -(-max_gpus // gpus_per_node), f"{pool.name}.nodes")
+        self.model.add_linear([nodes, gpus], [gpus_per_node, -1], 0, INT_MAX)
         tpot = pool.table.tpot_s[pool.rows]
         rank = np.argsort(np.argsort(tpot, kind="stable"), kind="stable")  # 0 = the lowest TPOT
         most_rank = len(tpot) + 1
         self._scale, self._sense = 1.0, "min"
-        self.model.Minimize((nodes * (max_gpus + 1) + gpus) * most_rank + pool.expr(rank))
+        self.model.minimize([nodes, gpus, *pool.chosen],
+                            [(max_gpus + 1) * most_rank, most_rank, *(int(r) for r in rank)])
 
     # --- solving ----------------------------------------------------------------------------------
     def solve(self, deadline: float | None = None) -> Solution:
-        """Solve within the time left until `deadline` (default: the time limit from now)."""
+        """Solve within the time left until `deadline` (time.perf_counter; default: the time limit from now)."""
         t0 = time.perf_counter()
-        solver = cp_model.CpSolver()
-        solver.parameters.num_workers = self.params.workers
-        solver.parameters.random_seed = self.params.seed
         left = self.params.time_limit_s if deadline is None else deadline - t0
-        solver.parameters.max_time_in_seconds = max(0.01, left)
-        status = STATUS.get(solver.Solve(self.model), "UNKNOWN")
-        out = Solution(status=status, wall_s=time.perf_counter() - t0)
-        if status in ("OPTIMAL", "FEASIBLE"):
+        r = self.model.solve(left, self.params.workers, self.params.seed)
+        out = Solution(status=r.status, wall_s=time.perf_counter() - t0)
+        if r.status in ("OPTIMAL", "FEASIBLE"):
             for pool in self.pools:
-                out.options[pool.name] = pool.value(solver)
+                out.options[pool.name] = next(int(k) for k, lit in zip(pool.rows, pool.chosen) if r.value(lit))
                 if pool.replicas is not None:
-                    out.replicas[pool.name] = int(solver.Value(pool.replicas))
-            if self.model.HasObjective():
-                out.objective = solver.ObjectiveValue() / self._scale
+                    out.replicas[pool.name] = r.value(pool.replicas)
+            if r.objective is not None:
+                out.objective = r.objective / self._scale
                 # each coefficient is within one unit of value * scale, so the bound widens by one unit
                 widen = 1.0 if self._sense == "max" else -1.0
-                out.bound = (solver.BestObjectiveBound() + widen) / self._scale
+                out.bound = (r.bound + widen) / self._scale
         return out

@@ -310,13 +310,14 @@ def test_two_pools_share_one_gpu_budget():
         pool = model.add_pool(table, rows, name=f"workload{i}", replicas="free", max_replicas=budget)
         model.add_layout_rules(pool)
         model.add_batch_rules(pool, p.sla.min_tokens_per_s_per_user)
-        model.model.Add(pool.replicas >= 1)
+        model.require_replicas(pool, 1)
         pools.append(pool)
         rates.append(rate)
-    assert pools[0].name != pools[1].name and pools[0].chosen[0].Name().startswith("workload0.")
+    names = [model.model.proto.variables[pool.chosen[0]].name for pool in pools]
+    assert names[0].startswith("workload0.option[") and names[1].startswith("workload1.option[")
     model.add_gpu_budget(pools, budget)
     # total tokens/s, as integers [tokens/s x 1000]
-    model.model.Maximize(sum(pool.total(np.floor(rate[pool.rows] * 1000)) for pool, rate in zip(pools, rates)))
+    model.maximize_total([(pool, np.floor(rate[pool.rows] * 1000)) for pool, rate in zip(pools, rates)])
     sol = model.solve()
     assert sol.status == "OPTIMAL"
     got = sum(float(np.floor(rate[sol.options[pool.name]] * 1000)) * sol.replicas[pool.name]

@@ -263,12 +263,6 @@ def _front(key: np.ndarray, group: np.ndarray | None, two_d: bool) -> np.ndarray
     value = rank.astype(np.int64) - group.astype(np.int64) * (n + 1)
     return value < np.minimum.accumulate(np.r_[np.iinfo(np.int64).max, value[:-1]])
 
-def estimate(p: Problem, s: Space, lift: tuple[str, ...] = ()) -> int:
-    """Options `tabulate` would evaluate [options]."""
-    lay, _ = candidate_layouts(p, s, lift)
-    return len(lay.tp) * s.batches
-
-
 def tabulate(p: Problem, s: Space, lift: tuple[str, ...] = BATCH_LIFT, deadline: float | None = None) -> Table:
     """Evaluate every option of the layouts the layout rules admit (and those breaking exactly one lifted
     layout rule) with the cost model, in blocks of layouts; record the rules each option breaks.

@@ -198,12 +198,6 @@ class SearchModel:
         if use_ttft:
             self.add_ttft(pool)
 
-    def forbid_layout(self, pool: Pool, layout: int) -> None:
-        """Exclude one tabulated layout (index into table.layouts) from the pool: for the next best layout."""
-        lits = [lit for lit, b in zip(pool.chosen, pool.table.layout_of(pool.rows) == layout) if b]
-        if lits:
-            self.model.add_linear(lits, [1] * len(lits), 0, 0)
-
     # --- rules on several pools -------------------------------------------------------------------
     def add_gpu_budget(self, pools: list[Pool], gpus: int) -> None:
         """The pools' replicas together use at most `gpus` GPUs."""

@@ -11,6 +11,11 @@ ROOT = Path(__file__).resolve().parents[1]
 """The repository's top folder."""
 
 
+SUBPROCESS_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+"""The environment of the commands a benchmark times: bytecode caching on, as after `pip install .` (which
+compiles the package), so that a warm-up run leaves .pyc files for an editable checkout too."""
+
+
 def revision() -> str:
     """'planner at commit X' (marked when planner/ has uncommitted changes), or '' outside git."""
     try:

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from _common import machine, publish, revision  # noqa: E402
+from _common import SUBPROCESS_ENV, machine, publish, revision  # noqa: E402
 
 from planner import make_problem, studies  # noqa: E402
 
@@ -42,10 +42,6 @@ CASES = [
     ("llama-3.1-8b, 8 x h100-sxm, fp8, 1000/200",
      {"model": "llama-3.1-8b", "cluster": "h100-sxm", "gpus": 8, "isl": 1000, "osl": 200, "precision": "fp8"}),
 ]
-
-
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-"""The subprocess's environment: bytecode caching on, as after `pip install .`."""
 
 
 def stats(xs: list[float]) -> str:
@@ -64,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     walls = []
     for _ in range(args.runs):
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, cwd="/", env=ENV)
+        subprocess.run(cmd, check=True, capture_output=True, cwd="/", env=SUBPROCESS_ENV)
         walls.append(time.perf_counter() - t0)
     rows.append(f"| `planner frontier` (default case, subprocess) | {args.runs} | {stats(walls)} | - |")
     for name, kw in CASES:

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import ROOT, machine, publish, revision  # benchmarks/ is on sys.path when run as a script
+from _common import ROOT, SUBPROCESS_ENV, machine, publish, revision  # benchmarks/ is on sys.path when run as a script
 
 DSR1 = ["--model", "deepseek-r1", "--cluster", "gb200-nvl72", "--isl", "4000", "--osl", "1000", "--sla", "20tok/s"]
 COMMANDS: list[tuple[str, list[str], str, float]] = [
@@ -55,14 +55,9 @@ class Timing:
         return statistics.median(xs) if xs else None
 
 
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-"""The commands' environment: bytecode caching on, as after `pip install .`, so that the warm-up run leaves
-.pyc files for an editable checkout as an installed package has them."""
-
-
 def run(exe: str, args: list[str], cwd: str, t: Timing) -> None:
     t0 = time.perf_counter()
-    proc = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, check=False, env=ENV)
+    proc = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, check=False, env=SUBPROCESS_ENV)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"speed.py: `{exe} {shlex.join(args)}` exited {proc.returncode}: {proc.stderr.strip()[-400:]}")

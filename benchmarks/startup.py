@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import ROOT, machine, revision  # benchmarks/ is on sys.path when run as a script
+from _common import ROOT, SUBPROCESS_ENV, machine, revision  # benchmarks/ is on sys.path when run as a script
 
 SOLVE_ARGS: tuple[str, ...] = ("solve", "--sla", "20tok/s")
 SOLVER_LINE = re.compile(r"^solver: \S+ (\S+) in ([0-9.]+) s", re.MULTILINE)
@@ -101,15 +101,10 @@ def script_python(script: str) -> str:
     return sys.executable  # e.g. a pyenv shim (a shell script): the same interpreter in practice
 
 
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-"""The commands' environment: bytecode caching on, as after `pip install .` (which compiles the package), so
-that the warm-up run leaves .pyc files for an editable checkout too."""
-
-
 def run_once(m: Measurement, cwd: str) -> None:
     """Time one run of the command; keep the solver time it prints, if any."""
     t0 = time.perf_counter()
-    proc = subprocess.run(m.argv, cwd=cwd, capture_output=True, text=True, check=False, env=ENV)
+    proc = subprocess.run(m.argv, cwd=cwd, capture_output=True, text=True, check=False, env=SUBPROCESS_ENV)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise BenchmarkError(f"`{shlex.join(m.argv)}` exited with {proc.returncode}: "

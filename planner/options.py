@@ -129,12 +129,13 @@ class Table:
         """Bits of the rules a search enforces: all recorded, but TTFT when use_ttft is off."""
         return sum(BIT[r] for r in TABLE_RULES if use_ttft or r != "ttft")
 
-    def obeys(self, use_ttft: bool = True, sla: float | None = None) -> np.ndarray:
-        """Where an option obeys every rule: the recorded ones (TTFT only with use_ttft) and, given, an SLA
-        floor [tokens/s/user]."""
-        ok = (self.broken & np.uint16(self.active_bits(use_ttft))) == 0
+    def obeys(self, use_ttft: bool = True, sla: float | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+        """Where an option (of `rows`, default every one) obeys every rule: the recorded ones (TTFT only with
+        use_ttft) and, given, an SLA floor [tokens/s/user]."""
+        pick = slice(None) if rows is None else np.asarray(rows)
+        ok = (self.broken[pick] & np.uint16(self.active_bits(use_ttft))) == 0
         if sla:
-            ok &= ~sla_broken(self.tpot_s, sla)
+            ok &= ~sla_broken(self.tpot_s[pick], sla)
         return ok
 
     def key(self, objective: Objective) -> np.ndarray:

@@ -21,7 +21,7 @@ from planner import cost, rules
 from planner.catalog import load_cluster, load_model
 from planner.errors import InfeasibleError, InvalidLayoutError, SearchTooLargeError, SpecError, TimeLimitError
 from planner.options import BATCH_LIFT, MAX_OPTIONS, SpaceTooLarge, Table, tabulate
-from planner.space import Candidate, Objective, OutOfTime, Space
+from planner.space import Candidate, Objective, OutOfTime, Space, short_list
 from planner.specs import (
     SLA,
     Calibration,
@@ -239,7 +239,7 @@ class Searcher:
             model.add_layout_rules(pool)
             model.add_batch_rules(pool, floor, use_ttft)
             model.add_gpu_budget([pool], self.p.gpus)
-            admitted = table.obeys(use_ttft, floor)[rows]  # the scale is set at the best of these
+            admitted = table.obeys(use_ttft, floor, rows)  # the scale is set at the best of these
             values = table.thr[rows] if objective == "throughput" else table.key(objective)[rows]
             if objective == "throughput":
                 model.maximize_throughput(pool, float(values[admitted].max()) if admitted.any() else None)
@@ -317,7 +317,7 @@ def diagnose(s: Searcher) -> InfeasibleError:
         need = w.isl // w.osl + 1  # the smallest batch, one request per rank, needs chunk > isl/osl
         if max(space.chunks) < need:
             return InfeasibleError(
-                f"no chunk in {_short(space.chunks)} keeps the batch full: with isl {w.isl} / osl {w.osl} even one "
+                f"no chunk in {short_list(space.chunks)} keeps the batch full: with isl {w.isl} / osl {w.osl} even one "
                 f"request per rank needs a prefill chunk of at least {need} tokens", "chunk", {"chunk": need})
         fewest = min_gpus_to_fit(p, s.method, s.params, chunks=space.chunks, deadline=s.deadline)
         if fewest is None:
@@ -346,10 +346,6 @@ def diagnose(s: Searcher) -> InfeasibleError:
     return InfeasibleError(
         f"SLA {sla:g} tokens/s/user is unreachable: the highest any plan reaches here{within} is "
         f"{speed:.1f} tokens/s/user ({fast[0].parallel.label})", "sla", {"tokens_per_s_per_user": speed})
-
-
-def _short(values: tuple[int, ...]) -> str:
-    return str(list(values)) if len(values) <= 8 else f"{values[0]}..{values[-1]} ({len(values)} values)"
 
 
 def build_plan(p: Problem, cand: Candidate, info: SolverInfo) -> Plan:

@@ -64,8 +64,9 @@ MAX_GRID_VALUE = 100_000_000
 """Largest chunk [tokens] or micro-batch [requests] a search grid may hold: 10x the longest prompt."""
 
 
-def _short(values: tuple[int, ...]) -> str:
-    return str(list(values)) if len(values) <= 6 else f"[{values[0]}, ..., {values[-1]}] ({len(values)} values)"
+def short_list(values: tuple[int, ...]) -> str:
+    """A list of candidate values for a message: whole up to 8 values, else its ends and its length."""
+    return str(list(values)) if len(values) <= 8 else f"[{values[0]}, ..., {values[-1]}] ({len(values)} values)"
 
 
 def divisors(n: int, limit: int) -> set[int]:
@@ -111,7 +112,7 @@ class Space:
         for name, values in (("chunks", chunks), ("micro-batches", micro_batches)):
             if values is not None and not (values and all(1 <= int(v) <= MAX_GRID_VALUE for v in values)):
                 raise SpecError(f"{name} must be whole numbers from 1 to {MAX_GRID_VALUE:,}, got "
-                                f"{_short(tuple(values))}")
+                                f"{short_list(tuple(values))}")
 
         def upto(values: set[int]) -> tuple[int, ...]:
             return tuple(sorted(v for v in values if 1 <= v <= g))

@@ -1,11 +1,12 @@
 """Fit the efficiency factors to measured runs, and report prediction errors.
 
 The fit is a bounded robust least-squares (scipy) on log(predicted / measured) TPOT and TTFT:
-first the base factors on all runs, then per-engine profiles (the engine-specific factors: fixed
-overheads, prefill queueing, attention kernels) and per-system profiles (the hardware-specific
-factors: HBM, GEMM and scale-up efficiency), each on its own runs and pulled towards the base so
-that a profile moves only as far as its data supports. Profiles need at least MIN_PROFILE_ROWS
-runs; a system or engine with fewer keeps the base factors.
+first the base factors on all runs, pulled towards physical priors (PRIORS), then profiles, each on
+its own runs and pulled towards the factors below it so that a profile moves only as far as its data
+supports: per serving engine and GPU vendor (the engine's overheads and kernels, ENGINE_FACTORS),
+per GPU generation (memory, math and interconnect efficiency, GENERATION_FACTORS: one for H100 and
+H200, which share a die) and per generation and math format (GEMM efficiency of BF16/FP8/FP4 tensor
+cores). A group with too few runs (MIN_PROFILE_ROWS, MIN_GENERATION_ROWS) keeps the factors below it.
 """
 
 from __future__ import annotations
@@ -23,14 +24,54 @@ from planner.errors import SpecError
 from planner.runs import Run, _group_key, parse_all, predict_all, run_throughput
 from planner.specs import FACTOR_NAMES, Calibration, Factors, Problem, Profile
 
-ENGINE_FACTORS = ("iteration_overhead_ms", "layer_overhead_us", "queue_burstiness", "attention_efficiency",
-                  "ttft_overhead_ms", "request_step_overhead_us", "admission_iterations")
-"""Factors a serving engine sets: its scheduler and launch overheads, admission, attention kernels, and
-the fixed per-request time of its front end."""
-SYSTEM_FACTORS = ("hbm_efficiency", "compute_efficiency", "scaleup_efficiency", "collective_overhead_us")
-"""Factors a GPU system sets: achieved memory, math and interconnect fractions, collective latency."""
-MIN_PROFILE_ROWS = 40
-"""Fewest runs a profile is fitted on."""
+ENGINE_FACTORS = ("iteration_overhead_ms", "layer_overhead_us", "queue_burstiness", "prefill_attention_efficiency",
+                  "decode_attention_efficiency", "mla_decode_efficiency", "moe_gemm_efficiency",
+                  "collective_overhead_us", "ttft_overhead_ms", "request_step_overhead_us", "admission_iterations")
+"""Factors a serving engine's build for a GPU vendor sets: its scheduler and launch overheads, admission, its
+attention, grouped-GEMM and collective kernels, and the fixed per-request time of its front end. The same
+engine on AMD runs other kernels (ROCm: aiter, RCCL), so profiles are per (engine, vendor)."""
+GENERATION_FACTORS = ("hbm_efficiency", "compute_efficiency", "scaleup_efficiency")
+"""Factors a GPU generation sets (one die family: H100 and H200 share Hopper's): achieved memory, math and
+interconnect fractions."""
+FORMAT_FACTORS = ("compute_efficiency",)
+"""Factors a math format sets within a generation: the GEMM efficiency of BF16, FP8 or FP4 tensor cores."""
+PRIORS: dict[str, tuple[float, float, str]] = {
+    "hbm_efficiency": (0.85, 0.1, "streaming reads reach 0.8-0.9 of peak HBM bandwidth on H100/B200/MI300X "
+                       "(shared/reference/hardware.md notes: ~0.8 for large streaming reads)"),
+    "compute_efficiency": (0.7, 0.25, "cuBLAS/CUTLASS/hipBLASLt large GEMMs reach 0.6-0.8 of dense peak"),
+    "prefill_attention_efficiency": (0.5, 0.3, "FlashAttention-3 forward reaches ~0.75 of H100 BF16 peak at long "
+                                     "sequences, FlashAttention-2 0.35-0.5 (Shah et al. 2024)"),
+    "decode_attention_efficiency": (0.7, 0.25, "paged-decode kernels (FlashInfer, TensorRT-LLM XQA) read the KV "
+                                    "cache at 0.6-0.8 of peak HBM bandwidth at long contexts"),
+    "mla_decode_efficiency": (0.6, 0.3, "FlashMLA: 660 TFLOP/s compute-bound on H800 of 989 BF16 peak = 0.67 "
+                              "(deepseek-ai/FlashMLA README)"),
+    "moe_gemm_efficiency": (0.7, 0.3, "grouped expert GEMMs lose to dense ones on small per-expert batches and "
+                            "routing kernels"),
+    "scaleup_efficiency": (0.75, 0.2, "NCCL all-reduce bus bandwidth 360-480 GB/s on 8x H100 NVLink (450 GB/s "
+                           "per direction)"),
+    "scaleout_efficiency": (0.7, 0.2, "NCCL over 400 Gb/s InfiniBand reaches ~0.7-0.9 of the NIC"),
+    "layer_overhead_us": (10.0, 1.0, "~10 small kernels per layer at 1-3 us launch gap and ramp each under "
+                          "CUDA graphs"),
+    "collective_overhead_us": (8.0, 1.0, "one-shot custom all-reduce 5-10 us, NCCL launch ~10 us"),
+    "iteration_overhead_ms": (1.0, 1.5, "scheduler and sampling per iteration, 0.1-3 ms across engines"),
+    "request_step_overhead_us": (10.0, 1.5, "host time per decoding request: 5-30 us"),
+    "ttft_overhead_ms": (20.0, 1.5, "HTTP, tokenisation, admission and streaming: 5-50 ms"),
+    "admission_iterations": (1.5, 1.0, "half an iteration in flight plus one streamed behind, 1-3"),
+    "queue_burstiness": (0.5, 1.5, "between steady traffic (0) and synchronised waves (1)"),
+}
+"""Prior of each factor: (centre, spread in log units, why). The base fit is pulled towards the centres with
+weight PRIOR_SCALE / spread per factor, so that factors the runs cannot tell apart settle on physics, not on
+trade-offs against each other."""
+BASE_SAMPLE = 400
+"""Runs the base fit is made on (`base_sample`): every factor's Jacobian costs a prediction of each run, and
+the profiles refit their factors on all of their runs."""
+PRIOR_SCALE = 0.3
+"""Strength of PRIORS in the base fit: a run's log error counts 1 and is soft-limited at 0.3 (the robust loss's scale),
+so a factor's prior weighs like a run measured to within its spread [log residual units per spread]."""
+MIN_PROFILE_ROWS = 30
+"""Fewest runs an engine profile is fitted on."""
+MIN_GENERATION_ROWS = 15
+"""Fewest runs a generation or format profile is fitted on (three or one factor, pulled towards the base)."""
 ANCHOR_FACTORS = FACTOR_NAMES
 """Factors a deployment's own profile (`fit_anchors`) moves: all of them, each held near the starting
 calibration's value by ANCHOR_PRIOR_WEIGHT (a deployment is one engine on one GPU with one model: any
@@ -46,11 +87,6 @@ MAX_EVALUATIONS = 60
 """Residual evaluations each least-squares fit may spend (each costs one prediction of its runs)."""
 PRIOR_WEIGHT = 2.0
 """Pull of a profile's factors towards the base, per factor [log units]."""
-BASE_PRIOR_WEIGHT = 0.1
-"""Pull of the base factors towards the starting calibration's, per factor [log units]: weak, so that it
-decides only factors the runs leave free (scale-out efficiency when no run crosses a scale-up domain),
-which otherwise drift with numerical noise and mislead predictions of runs that need them."""
-
 SHIPPED = Path(__file__).resolve().parent / "calibration.yaml"
 """The calibration shipped with the package, fitted to the repository's data/calibration.csv."""
 
@@ -114,6 +150,25 @@ class Dataset:
         return np.array([r.problem.cluster.name for r in self.runs])
 
     @property
+    def sources(self) -> np.ndarray:
+        """Where each run was published: 'inferencemax' (a row with InferenceMAX's `source` column) or
+        'aiconfigurator' (calibration.csv's rows)."""
+        return np.array(["inferencemax" if (self.rows[i].get("source") or "").startswith("InferenceMAX")
+                         else "aiconfigurator" for i in self.index])
+
+    @property
+    def generations(self) -> np.ndarray:
+        return np.array([r.problem.cluster.generation for r in self.runs])
+
+    @property
+    def vendors(self) -> np.ndarray:
+        return np.array([r.problem.cluster.vendor for r in self.runs])
+
+    @property
+    def maths(self) -> np.ndarray:
+        return np.array([r.problem.gemm_math for r in self.runs])
+
+    @property
     def backends(self) -> np.ndarray:
         return np.array([r.problem.backend for r in self.runs])
 
@@ -150,9 +205,10 @@ def _residuals(ds: Dataset, pred: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _fit(ds: Dataset, names: tuple[str, ...], make: Callable[[dict[str, float]], Calibration],
-         start: dict[str, float], prior: dict[str, float] | None, prior_weight: float = PRIOR_WEIGHT
-         ) -> dict[str, float]:
-    """Bounded robust least squares over the factors `names`, starting at `start`."""
+         start: dict[str, float], prior: dict[str, float] | None,
+         prior_weight: float | dict[str, float] = PRIOR_WEIGHT) -> dict[str, float]:
+    """Bounded robust least squares over the factors `names`, starting at `start`, pulled towards `prior`
+    with `prior_weight` per factor (one weight for all, or one per factor) [log units]."""
     from scipy.optimize import least_squares
 
     fields = Factors.model_fields
@@ -165,7 +221,8 @@ def _fit(ds: Dataset, names: tuple[str, ...], make: Callable[[dict[str, float]],
         values = dict(zip(names, np.exp(x)))
         res = _residuals(ds, predict(ds, make(values)))
         if prior is not None:
-            res = np.concatenate([res, prior_weight * (x - np.log([max(prior[n], 1e-3) for n in names]))])
+            w = np.array([prior_weight[n] if isinstance(prior_weight, dict) else prior_weight for n in names])
+            res = np.concatenate([res, w * (x - np.log([max(prior[n], 1e-3) for n in names]))])
         return res
 
     sol = least_squares(residuals, x0, bounds=(np.log(lo), np.log(hi)), loss="soft_l1", f_scale=0.3,
@@ -195,26 +252,58 @@ def fit(ds: Dataset, start: Calibration | None = None, name: str = "fitted", sou
     if dropped:
         say(f"{dropped} deployment profile(s) of the starting calibration not carried over (they were fitted "
             "against its base); anchor those deployments again (fit_anchors)")
-    say(f"fitting the base factors on {len(ds.runs)} runs")
-    base.update(_fit(ds, FACTOR_NAMES, lambda v: calibration({**base, **v}, []), base, dict(base),
-                     BASE_PRIOR_WEIGHT))
+    sample = ds.subset(base_sample(ds))
+    say(f"fitting the base factors on {len(sample.runs)} of the {len(ds.runs)} runs (every deployment's)")
+    centres = {n: PRIORS[n][0] for n in FACTOR_NAMES}
+    weights = {n: PRIOR_SCALE / PRIORS[n][1] for n in FACTOR_NAMES}
+    base.update(_fit(sample, FACTOR_NAMES, lambda v: calibration({**base, **v}, []), base, centres, weights))
     profiles: list[Profile] = []
-    for kind, column, names in (("backend", ds.backends, ENGINE_FACTORS), ("system", ds.systems, SYSTEM_FACTORS)):
-        for value in sorted(set(column)):
-            mask = column == value
-            if mask.sum() < MIN_PROFILE_ROWS:
-                say(f"{kind} {value}: {int(mask.sum())} runs, keeps the base factors")
-                continue
-            sub = ds.subset(mask)
-            say(f"fitting the {kind} profile {value} on {int(mask.sum())} runs")
 
-            def make(v: dict[str, float], kind=kind, value=value) -> Calibration:
-                return calibration(base, [*profiles, Profile(**{kind: value}, factors=v)])
+    def fit_profile(keys: dict[str, str], names: tuple[str, ...], mask: np.ndarray, least: int) -> None:
+        label = Profile(**keys).label
+        if mask.sum() < least:
+            say(f"{label}: {int(mask.sum())} runs, keeps the factors below it")
+            return
+        say(f"fitting the profile {label} on {int(mask.sum())} runs")
+        under = calibration(base, profiles).factors_for  # what the runs see without this profile
+        sub = ds.subset(mask)
+        r0 = sub.runs[0].problem
+        at = under(r0.cluster.name, r0.backend, "*", r0.cluster.generation, r0.cluster.vendor, r0.gemm_math)
+        at = {n: getattr(at, n) for n in names}
 
-            values = _fit(sub, names, make, {n: base[n] for n in names}, {n: base[n] for n in names})
-            profiles.append(Profile(**{kind: value}, factors={k: round(v, 4) for k, v in values.items()},
-                                    rows=int(mask.sum())))
+        def make(v: dict[str, float]) -> Calibration:
+            return calibration(base, [*profiles, Profile(**keys, factors=v)])
+
+        values = _fit(sub, names, make, at, at)
+        profiles.append(Profile(**keys, factors={k: round(v, 4) for k, v in values.items()}, rows=int(mask.sum())))
+
+    for gen in sorted(set(ds.generations) - {""}):
+        fit_profile({"generation": gen}, GENERATION_FACTORS, ds.generations == gen, MIN_GENERATION_ROWS)
+    for gen in sorted(set(ds.generations) - {""}):
+        maths = sorted(set(ds.maths[ds.generations == gen]))
+        if len(maths) > 1:
+            for math_ in maths:
+                fit_profile({"generation": gen, "math": math_}, FORMAT_FACTORS,
+                            (ds.generations == gen) & (ds.maths == math_), MIN_GENERATION_ROWS)
+    for backend, vendor in sorted(set(zip(ds.backends, ds.vendors))):
+        fit_profile({"backend": backend, "vendor": vendor}, ENGINE_FACTORS,
+                    (ds.backends == backend) & (ds.vendors == vendor), MIN_PROFILE_ROWS)
     return calibration({k: round(v, 4) for k, v in base.items()}, profiles)
+
+
+def base_sample(ds: Dataset, size: int = BASE_SAMPLE) -> np.ndarray:
+    """Mask of at most about `size` runs spread over every (model, system, backend) deployment: the same share
+    of each deployment's runs (at least one), evenly spaced in its order, so that the base fit sees every
+    deployment as the full data do."""
+    if len(ds.runs) <= size:
+        return np.ones(len(ds.runs), bool)
+    keep = np.zeros(len(ds.runs), bool)
+    share = size / len(ds.runs)
+    for mask in deployments(ds).values():
+        idx = np.flatnonzero(mask)
+        k = max(1, round(share * len(idx)))
+        keep[idx[np.linspace(0, len(idx) - 1, k).round().astype(int)]] = True
+    return keep
 
 
 def deployments(ds: Dataset) -> dict[tuple[str, str, str], np.ndarray]:
@@ -238,7 +327,9 @@ def fit_anchors(ds: Dataset, start: Calibration, name: str = "anchored", source:
             say(f"{model} on {system} with {backend}: {rows} run, needs {MIN_ANCHOR_ROWS} to anchor")
             continue
         profiles = [p for p in profiles if (p.model, p.system, p.backend) != (model, system, backend)]
-        prior = start.model_copy(update={"profiles": profiles}).factors_for(system, backend, model).model_dump()
+        p0 = ds.subset(mask).runs[0].problem
+        prior = start.model_copy(update={"profiles": profiles}).factors_for(
+            system, backend, model, p0.cluster.generation, p0.cluster.vendor, p0.gemm_math).model_dump()
         at = {n: prior[n] for n in ANCHOR_FACTORS}
         say(f"anchoring {model} on {system} with {backend} to {rows} runs")
 

@@ -377,7 +377,7 @@ def _estimate_csv(path: Path, out: Path | None, calibration: str | None) -> None
 
 
 @main.command()
-@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("data", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
               help="Where to write the fitted calibration (YAML).")
 @click.option("--calibration", default=None, help="Starting calibration [default: the shipped one].")
@@ -385,10 +385,11 @@ def _estimate_csv(path: Path, out: Path | None, calibration: str | None) -> None
 @click.option("--anchor", is_flag=True,
               help="Keep the starting calibration and fit only a profile per (model, system, backend) "
                    f"deployment in DATA, from as few as {MIN_ANCHOR_ROWS} runs measured on it.")
-def calibrate(data: str, output: str, calibration: str | None, name: str | None, anchor: bool) -> None:
+def calibrate(data: tuple[str, ...], output: str, calibration: str | None, name: str | None, anchor: bool) -> None:
     """Fit the efficiency factors to measured runs and print the error before and after.
 
-    DATA is a CSV with calibration.csv's columns and the measured silicon_ttft_ms, silicon_tpot_ms.
+    DATA is one or more CSVs with calibration.csv's columns and the measured silicon_ttft_ms,
+    silicon_tpot_ms (rows of other modes, e.g. disagg, are left out with the reason).
     Base factors are fitted on all runs, then per-engine and per-system profiles where a group has
     enough runs. With --anchor, a few runs of your own deployment instead tune that deployment's
     profile on top of the starting calibration. Use the result with --calibration FILE on any command.
@@ -404,16 +405,17 @@ def calibrate(data: str, output: str, calibration: str | None, name: str | None,
     from planner.runs import read_rows
 
     start = load_calibration(calibration)
-    ds = Dataset.of(read_rows(Path(data)), start)
+    ds = Dataset.of([row for path in data for row in read_rows(Path(path))], start)
+    names = " ".join(Path(path).name for path in data)
     try:
         check_enough_runs(ds, anchor)
     except TooFewRunsError as e:
         extra = "" if e.anchor else "; to tune one deployment from a few runs, add --anchor"
-        raise click.UsageError(f"{data}: {e}{extra}") from None
+        raise click.UsageError(f"{', '.join(data)}: {e}{extra}") from None
     click.echo(f"{len(ds.runs)} runs to fit, {len(ds.errors)} rows left out (unparseable or no measurement)",
                err=True)
-    source = f"planner calibrate {Path(data).name}" + (f" --anchor, on top of {start.name}" if anchor else "")
-    report = calibrate_runs(ds, start, anchor=anchor, name=name or Path(data).stem, source=source,
+    source = f"planner calibrate {names}" + (f" --anchor, on top of {start.name}" if anchor else "")
+    report = calibrate_runs(ds, start, anchor=anchor, name=name or Path(data[0]).stem, source=source,
                             log=lambda msg: click.echo(f"  {msg}", err=True))
     rows = [[by, group, str(runs)] + [f"{b:.1%} -> {a:.1%}" for b, a in zip(before, after)]
             for by, group, runs, before, after in report.errors]

@@ -37,6 +37,9 @@ EMBED_BYTES = Precision.bf16.bytes_per_value
 """Embeddings and LM head stay in BF16 in every serving engine we model [bytes/parameter]."""
 US = 1e-6
 """Seconds per microsecond [s]."""
+STACK_LIMIT = 200_000
+"""Largest grid (options) `metrics_grid` evaluates the four pass loads of in one stacked call; larger grids
+(search tables) take one call per load, so as not to hold four copies in memory [options]."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,9 @@ class Rates:
     gemm: float  # [FLOP/s]
     moe_gemm: float  # [FLOP/s] routed-expert GEMMs, after moe_gemm_efficiency
     moe_hbm: float  # [bytes/s] routed-expert weight reads, after moe_gemm_efficiency
-    attention: float  # [FLOP/s]
+    attention: float  # [FLOP/s] FlashAttention-family kernels (prefill, GQA decode math)
+    mla_decode: float  # [FLOP/s] FlashMLA-family kernels (absorbed MLA decode)
+    kv_read: float  # [bytes/s] paged-decode kernels reading the KV cache
     scaleup: float  # [bytes/s]
     scaleout: float  # [bytes/s]
     scaleup_latency: float  # [s]
@@ -71,7 +76,9 @@ class Rates:
             gemm=c.tflops[p.gemm_math] * 1e12 * k.compute_efficiency,
             moe_gemm=c.tflops[p.math_for(p.experts)] * 1e12 * k.compute_efficiency * k.moe_gemm_efficiency,
             moe_hbm=c.hbm_bandwidth_tbps * 1e12 * k.hbm_efficiency * k.moe_gemm_efficiency,
-            attention=c.tflops[p.attention_math] * 1e12 * k.attention_efficiency,
+            attention=c.tflops[p.attention_math] * 1e12 * k.prefill_attention_efficiency,
+            mla_decode=c.tflops[p.attention_math] * 1e12 * k.mla_decode_efficiency,
+            kv_read=c.hbm_bandwidth_tbps * 1e12 * k.decode_attention_efficiency,
             scaleup=c.scaleup_bandwidth_gbps * GB * k.scaleup_efficiency,
             scaleout=c.scaleout_bandwidth_gbps * GB * k.scaleout_efficiency,
             scaleup_latency=(c.scaleup_latency_us + k.collective_overhead_us) * US,
@@ -209,8 +216,9 @@ def attention_block_time(p: Problem, tp, m, c) -> np.ndarray:
     reads, TP all-reduces, per-layer launch latency, LM head, the iteration overhead and the host
     time per decoding request [s].
 
-    Decode requests attend isl + osl/2 tokens on average; a chunk attends isl/2 tokens on
-    average and reads its prefix KV once.
+    Decode requests attend isl + osl/2 tokens on average, each a roofline of its KV reads (paged-decode
+    kernels, Rates.kv_read) and its math (FlashMLA-family kernels for MLA, FlashAttention-family for
+    GQA); a chunk attends isl/2 tokens on average (FlashAttention-family) and reads its prefix KV once.
     """
     md, w, r, k = p.model, p.workload, Rates.of(p), p.factors
     tp, m, c = np.asarray(tp), np.asarray(m), np.asarray(c)
@@ -225,15 +233,16 @@ def attention_block_time(p: Problem, tp, m, c) -> np.ndarray:
     # decode attention: KV reads against attention math
     kv_tok = kv_bytes_per_token_layer(p, tp)
     dec_ctx = attended_layer_tokens(p, w.isl + w.osl / 2)
+    decode_math = r.mla_decode if md.mla else r.attention
     t = t + m * np.maximum(
-        dec_ctx * kv_tok / r.hbm, dec_ctx * attention_flops_per_token_context(p, tp, False) / r.attention
+        dec_ctx * kv_tok / r.kv_read, dec_ctx * attention_flops_per_token_context(p, tp, False) / decode_math
     )
     # prefill chunk attention
     pre_ctx = attended_layer_tokens(p, w.isl / 2)
     t = t + np.where(
         c > 0,
         c * pre_ctx * attention_flops_per_token_context(p, tp, True) / r.attention
-        + pre_ctx * kv_tok / r.hbm,
+        + pre_ctx * kv_tok / r.kv_read,
         0.0,
     )
     # LM head (BF16) for the decode tokens
@@ -404,15 +413,6 @@ def ttft_chunk(p: Problem, m, chunk) -> np.ndarray:
     return np.minimum(np.asarray(chunk, dtype=float), arrival_group(p, m))
 
 
-def mixed(p: Problem, block, m, chunk) -> np.ndarray:
-    """Mean of a per-pass quantity over decode-only and chunk-carrying iterations [same unit].
-
-    `block(c)` gives the quantity for an iteration carrying c prefill tokens.
-    """
-    f = np.minimum(prefill_share(p, m, chunk), 1.0)
-    return (1 - f) * block(0) + f * block(carried_chunk(p, m, chunk))
-
-
 # --- many layouts at once ------------------------------------------------------------------------
 
 
@@ -477,10 +477,15 @@ def metrics_grid(p: Problem, par: Parallel | Layouts, m, chunk) -> dict[str, np.
     """TPOT [s], TTFT [s], throughput [tokens/s/GPU over p.gpus], memory [bytes], f, rho, concurrency
     [requests per replica], for one layout or many (Layouts) over broadcastable m and chunk."""
     m, chunk = np.asarray(m), np.asarray(chunk)
-    tpot = mixed(p, lambda c: pass_time(p, par, m, c), m, chunk)
+    f = np.minimum(prefill_share(p, m, chunk), 1.0)
+    loads = (np.zeros(()), carried_chunk(p, m, chunk), ttft_chunk(p, m, chunk), chunk)
+    if np.broadcast(m, chunk, par.tp).size <= STACK_LIMIT:  # one call for the four loads: 4x fewer numpy calls
+        decode, carried, first, full = pass_time(p, par, m, np.stack(np.broadcast_arrays(*loads)))
+    else:
+        decode, carried, first, full = (pass_time(p, par, m, c) for c in loads)
+    tpot = (1 - f) * decode + f * carried  # the mean pass over decode-only and chunk-carrying iterations
     own, backlog = ttft_passes(p, m, chunk)
-    ttft = (own * pass_time(p, par, m, ttft_chunk(p, m, chunk)) + backlog * pass_time(p, par, m, chunk)
-            + admission_passes(p) * tpot + request_overhead(p))
+    ttft = own * first + backlog * full + admission_passes(p) * tpot + request_overhead(p)
     concurrency = m * par.attention_dp * par.pp
     thr = par.dp * concurrency / tpot / p.gpus
     out = {"tpot_s": tpot, "ttft_s": ttft, "tokens_per_s_per_gpu": thr, "concurrency": concurrency,

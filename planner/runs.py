@@ -149,6 +149,14 @@ def _specs(model_ref: str, system: str):
 
 def parse_run(row: dict[str, str], calibration: Calibration) -> Run:
     """The problem, layout and batching a row describes; PlannerError with the reason otherwise."""
+    mode = (row.get("mode") or "agg").strip().lower() or "agg"
+    if mode != "agg":
+        raise SpecError(f"mode '{mode}': a disaggregated run (prefill and decode on separate pools); only "
+                        "aggregated runs (mode agg) are predicted")
+    spec = (row.get("spec_decoding") or "none").strip().lower() or "none"
+    if spec != "none":
+        raise SpecError(f"spec_decoding '{spec}': speculative decoding is not modelled; only runs without it "
+                        "(spec_decoding none) are predicted")
     model, cluster = _specs((row.get("model_path") or "").strip(), (row.get("system") or "").strip())
     backend = (row.get("backend") or "*").strip().lower() or "*"
     weights = _precision(row.get("gemm_quant_mode")) or _precision(row.get("precision")) or Precision.bf16

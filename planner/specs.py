@@ -307,6 +307,10 @@ class ClusterSpec(_Input):
     description: str = ""
     aliases: list[str] = Field(default_factory=list)
     gpu: str = Field(description="GPU model name")
+    generation: str = Field(
+        "", description="GPU architecture generation (ampere, ada, hopper, blackwell, blackwell-ultra, cdna3, "
+        "cdna4): GPUs of one generation share a die family and its kernels, so they share fitted "
+        "compute and memory efficiencies; empty = none (the base factors)")
     hbm_capacity_gb: float = Field(
         ge=MIN_HBM_GB, le=MAX_HBM_GB, description="HBM per GPU usable by the process [GB = 1e9 bytes]"
     )
@@ -357,6 +361,13 @@ class ClusterSpec(_Input):
         if "bf16" not in self.tflops:
             raise ValueError("tflops must give at least bf16")
         return self
+
+    @property
+    def vendor(self) -> str:
+        """'amd' for CDNA generations, 'nvidia' for the others, '' when no generation is given."""
+        if not self.generation:
+            return ""
+        return "amd" if self.generation.startswith("cdna") else "nvidia"
 
     def supports(self, math: str) -> bool:
         """True when the GPU has tensor cores for this math format."""
@@ -419,30 +430,47 @@ class SLA(_Input):
 
 
 class Factors(_Input):
-    """Efficiency factors of the cost model: the only fitted numbers, each physically bounded."""
+    """Efficiency factors of the cost model: the only fitted numbers, each bounded where a kernel engineer
+    would accept it. Defaults are the priors the fit starts from and is pulled towards
+    (planner.calibrate.PRIORS gives each its source)."""
 
-    hbm_efficiency: float = Field(0.8, ge=0.2, le=1.0, description="Achieved fraction of peak HBM bandwidth")
-    compute_efficiency: float = Field(0.6, ge=0.1, le=1.0, description="Achieved fraction of peak GEMM FLOP/s")
-    attention_efficiency: float = Field(
-        0.4, ge=0.05, le=1.0, description="Achieved fraction of peak FLOP/s in attention kernels"
-    )
+    hbm_efficiency: float = Field(
+        0.85, ge=0.5, le=0.95, description="Achieved fraction of peak HBM bandwidth streaming weights in GEMMs; "
+        "large streaming reads reach 0.8-0.9 of peak on H100/B200/MI300X")
+    compute_efficiency: float = Field(
+        0.7, ge=0.3, le=0.95, description="Achieved fraction of peak dense tensor-core FLOP/s in large GEMMs, "
+        "per GPU generation and math format")
+    prefill_attention_efficiency: float = Field(
+        0.5, ge=0.15, le=0.85, description="FlashAttention-family kernels (prefill of GQA and MLA, and the math "
+        "of GQA decode): achieved fraction of peak tensor FLOP/s")
+    decode_attention_efficiency: float = Field(
+        0.7, ge=0.3, le=0.95, description="Paged-decode kernels: achieved fraction of peak HBM bandwidth while "
+        "reading the KV cache")
+    mla_decode_efficiency: float = Field(
+        0.6, ge=0.15, le=0.85, description="FlashMLA-family kernels (absorbed MLA decode, compute-bound over "
+        "the shared latent): achieved fraction of peak tensor FLOP/s; no effect on GQA models")
     moe_gemm_efficiency: float = Field(
-        0.8, ge=0.1, le=1.0, description="Achieved fraction of the dense GEMM rates (compute_efficiency FLOP/s "
+        0.7, ge=0.2, le=1.0, description="Achieved fraction of the dense GEMM rates (compute_efficiency FLOP/s "
         "when compute-bound, hbm_efficiency bandwidth when reading weights) that the routed-expert grouped "
         "GEMMs of MoE layers reach: many small per-expert GEMMs, routing/permute kernels and load imbalance "
         "across experts; dimensionless, 1 = as fast as dense GEMMs, no effect on dense models"
     )
-    scaleup_efficiency: float = Field(0.7, ge=0.1, le=1.0, description="Achieved fraction of scale-up bandwidth")
-    scaleout_efficiency: float = Field(0.6, ge=0.1, le=1.0, description="Achieved fraction of scale-out bandwidth")
+    scaleup_efficiency: float = Field(
+        0.75, ge=0.4, le=0.95, description="Achieved fraction of scale-up bandwidth by large collectives (the "
+        "beta of the alpha-beta model; NCCL bus bandwidth over NVLink reaches 0.7-0.9 of the link)")
+    scaleout_efficiency: float = Field(
+        0.7, ge=0.3, le=0.95, description="Achieved fraction of scale-out (NIC) bandwidth by large transfers")
     layer_overhead_us: float = Field(
-        8.0, ge=0, le=200, description="Fixed kernel-launch/latency time per layer per iteration [us]"
+        10.0, ge=0, le=40, description="Fixed time per layer per iteration beyond its roofline: kernel launch "
+        "gaps and the ramp of ~10 small kernels (norms, rotary, activation, GEMMs) [us]"
     )
     collective_overhead_us: float = Field(
-        10.0, ge=0, le=200, description="Time each collective (all-reduce, all-to-all, hand-off) adds to the "
-        "link latency: NCCL launch and synchronisation [us]"
+        8.0, ge=0.5, le=60, description="Time each collective (all-reduce, all-to-all, hand-off) adds to the "
+        "link latency: launch and synchronisation (the alpha of the alpha-beta model beside the link's own) "
+        "[us]"
     )
     iteration_overhead_ms: float = Field(
-        1.0, ge=0, le=50, description="Fixed scheduler/sampling time per engine iteration [ms]"
+        1.0, ge=0, le=30, description="Fixed scheduler/sampling time per engine iteration [ms]"
     )
     request_step_overhead_us: float = Field(
         10.0, ge=0, le=200, description="Host time per decoding request per iteration of an attention-DP rank: "
@@ -472,12 +500,17 @@ FACTOR_NAMES: tuple[str, ...] = tuple(Factors.model_fields)
 
 
 class Profile(_Input):
-    """Factors fitted to one GPU system, serving engine and/or model ('*' matches any)."""
+    """Factors fitted to runs of one GPU system or generation, serving engine, GPU vendor, math format and/or
+    model ('*' matches any)."""
 
     model: str = Field("*", description="Model catalog name, or '*' (a deployment's own profile, fitted by "
                        "`planner calibrate --anchor` to runs measured on it)")
     system: str = Field("*", description="Cluster catalog name, or '*'")
-    backend: str = Field("*", description="Serving engine (trtllm, vllm, sglang), or '*'")
+    generation: str = Field("*", description="GPU generation (ClusterSpec.generation: hopper, blackwell, cdna3, "
+                            "...), or '*'")
+    vendor: str = Field("*", description="GPU vendor (nvidia, amd): an engine's build for it, or '*'")
+    math: str = Field("*", description="Tensor-core format of the dense GEMMs (bf16, fp8, fp4), or '*'")
+    backend: str = Field("*", description="Serving engine (trtllm, vllm, sglang, atom), or '*'")
     factors: dict[str, float] = Field(default_factory=dict, description="Overrides of Factors fields")
     rows: int = Field(0, ge=0, description="Measured runs the profile was fitted on")
 
@@ -488,6 +521,31 @@ class Profile(_Input):
             raise ValueError(f"unknown factors {unknown}; known: {', '.join(FACTOR_NAMES)}")
         Factors(**self.factors)  # bounds
         return self
+
+    def matches(self, system: str, backend: str, model: str, generation: str, vendor: str, math: str) -> bool:
+        """True when every key of the profile is '*' or the given value."""
+        return all(mine in ("*", theirs) for mine, theirs in (
+            (self.model, model), (self.system, system), (self.generation, generation), (self.vendor, vendor),
+            (self.math, math), (self.backend, backend)))
+
+    @property
+    def rank(self) -> int:
+        """Specificity: a model's profile over a system's over a generation and format's over a generation's
+        over an engine's (on a vendor's build over any)."""
+        return ((self.model != "*") * 32 + (self.system != "*") * 16 + (self.math != "*") * 8
+                + (self.generation != "*") * 4 + (self.backend != "*") * 2 + (self.vendor != "*"))
+
+    @property
+    def label(self) -> str:
+        """The keys that are set, e.g. 'sglang@amd' or 'hopper/fp8'."""
+        parts = [self.model, self.system, self.generation, self.math]
+        out = "/".join(p for p in parts if p != "*")
+        if self.backend != "*":
+            engine = self.backend + (f"@{self.vendor}" if self.vendor != "*" else "")
+            out = f"{out} {engine}".strip()
+        elif self.vendor != "*":
+            out = f"{out} @{self.vendor}".strip()
+        return out or "*"
 
 
 class Calibration(_Input):
@@ -510,15 +568,14 @@ class Calibration(_Input):
         description="Default prefill token budget per iteration of each engine, for measured runs [tokens]",
     )
 
-    def factors_for(self, system: str, backend: str, model: str = "*") -> Factors:
-        """Base factors overridden by matching profiles, least specific first (a model's profile over a
-        system's over an engine's)."""
+    def factors_for(self, system: str, backend: str, model: str = "*", generation: str = "",
+                    vendor: str = "", math: str = "") -> Factors:
+        """Base factors overridden by matching profiles, least specific first (Profile.rank: a model's
+        profile over a system's over a generation's over an engine's). An empty generation, vendor or
+        math matches only profiles that leave it '*'."""
         merged = self.base.model_dump()
-        ranked = sorted(
-            (p for p in self.profiles
-             if p.system in ("*", system) and p.backend in ("*", backend) and p.model in ("*", model)),
-            key=lambda p: (p.model != "*") * 4 + (p.system != "*") * 2 + (p.backend != "*"),
-        )
+        ranked = sorted((p for p in self.profiles if p.matches(system, backend, model, generation, vendor, math)),
+                        key=lambda p: p.rank)
         for prof in ranked:
             merged.update(prof.factors)
         return Factors(**merged)
@@ -707,7 +764,9 @@ class Problem(_Input):
     @cached_property
     def factors(self) -> Factors:
         """The efficiency factors for this cluster, backend and model."""
-        return self.calibration.factors_for(self.cluster.name, self.backend, self.model.name)
+        c = self.cluster
+        return self.calibration.factors_for(c.name, self.backend, self.model.name, c.generation, c.vendor,
+                                            self.gemm_math)
 
     @property
     def experts(self) -> Precision:

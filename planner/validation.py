@@ -70,7 +70,8 @@ def slices(ds: Dataset, bys: tuple[str, ...] = ("all", "system", "backend", "mod
     """(by, group, mask) of the runs errors are reported over: 'all', each system, backend and model
     (sorted), and the regimes of ``planner.calibrate.regimes``, in the order of `bys`; empty slices left out."""
     out: list[tuple[str, str, np.ndarray]] = []
-    columns = {"system": ds.systems, "backend": ds.backends, "model": ds.models}
+    columns = {"system": ds.systems, "backend": ds.backends, "model": ds.models, "source": ds.sources,
+               "generation": ds.generations}
     for by in bys:
         if by == "all":
             out.append(("all", "all", np.ones(len(ds.runs), bool)))
@@ -119,6 +120,14 @@ def check_medians(ds: Dataset, pred: Pred) -> None:
         s = mine[(by, str(group))]
         if not np.allclose([s["tpot"].median, s["ttft"].median, s["thr"].median], [tpot, ttft, thr]):
             raise AssertionError(f"median errors disagree with planner.calibrate.error_table on {by} {group}")
+
+
+def median_ratios(ds: Dataset, pred: Pred, mask: np.ndarray) -> dict[str, float]:
+    """Median predicted / measured TPOT ('tpot'), TTFT ('ttft') and tokens/s/GPU ('thr') over the runs where
+    `mask` holds (1 = unbiased; TPOT below 1 = optimistic) [ratio]."""
+    return {"tpot": float(np.median(pred["tpot_ms"][mask] / ds.tpot_ms[mask])),
+            "ttft": float(np.median(pred["ttft_ms"][mask] / ds.ttft_ms[mask])),
+            "thr": float(np.median(pred["tokens_per_s_per_gpu"][mask] / ds.measured_throughput[mask]))}
 
 
 def median_throughput_ratio(ds: Dataset, pred: Pred) -> float:

@@ -262,15 +262,15 @@ def test_moe_gemm_efficiency_slows_routed_experts_only(m, chunk):
     dense = _p()
     dpar = Parallel(tp=4, dp=2)
     a, b = (cost.evaluate(q, dpar, m, max(chunk, 512)).metrics
-            for q in (_with_moe_efficiency(dense, 1.0), _with_moe_efficiency(dense, 0.1)))
+            for q in (_with_moe_efficiency(dense, 1.0), _with_moe_efficiency(dense, 0.2)))
     assert (a.ttft_ms, a.tpot_ms) == (b.ttft_ms, b.tpot_ms)
 
 
-@pytest.mark.parametrize("value", [0.09, 1.01, -0.5])
+@pytest.mark.parametrize("value", [0.19, 1.01, -0.5])
 def test_moe_gemm_efficiency_is_bounded(value):
     with pytest.raises(ValidationError):
         Factors(moe_gemm_efficiency=value)
-    assert Factors(moe_gemm_efficiency=0.1).moe_gemm_efficiency == 0.1
+    assert Factors(moe_gemm_efficiency=0.2).moe_gemm_efficiency == 0.2
 
 
 @pytest.mark.parametrize(

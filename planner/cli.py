@@ -29,7 +29,15 @@ from planner.errors import (
 from planner.space import MAX_GRID_VALUE
 from planner.specs import MAX_TOKENS_PER_S_PER_USER, MIN_TOKENS_PER_S_PER_USER, Parallel, Plan, Precision
 
-PRECISIONS = [p.value for p in Precision]
+PRECISIONS = Precision.names() + [search.CHECKPOINT]
+"""Names --precision takes: the formats, their aliases (awq, gptq, int4_wo, w4a16 = int4; nvfp4 = fp4) and
+'checkpoint' (the model's published formats)."""
+EXPERT_PRECISIONS = Precision.names()
+"""Names --expert-precision takes."""
+PRECISION_HELP = ("Weight and GEMM format: fp4 (NVFP4), mxfp4, int4 (W4A16 AWQ/GPTQ; also int4_wo, awq, gptq, "
+                  "w4a16), w4a8, fp8, bf16; or checkpoint, the model's published formats per component (gpt-oss: "
+                  "bf16 + mxfp4 experts).")
+EXPERT_PRECISION_HELP = "Format of the routed experts of an MoE model, where it differs [default: as --precision]."
 CHUNKS_HELP = "Chunk sizes to consider: 256,512 or 128:8192:128 [default: 128..8192]."
 MICRO_BATCHES_HELP = ("Decode requests per attention-DP rank to consider: 8,16,32 or 1:512:1 "
                       "[default: 25 values, 1..512, steps of at most a third].")
@@ -193,18 +201,19 @@ class OneLineErrors(click.Group):
             sys.exit(1)
 
 
-CASE_OPTIONS = ("model", "cluster", "gpus", "precision")
+CASE_OPTIONS = ("model", "cluster", "gpus", "precision", "expert_precision")
 """Options `compare` takes repeatedly (one case per value)."""
 
 
 def _problem_options(f: Callable | None = None, *, repeatable: bool = False) -> Callable:
     """The options every planning command shares, with the study's defaults. With `repeatable`,
-    --model/--cluster/--gpus/--precision may be given several times (compare's cases)."""
+    --model/--cluster/--gpus/--precision/--expert-precision may be given several times (compare's cases)."""
 
     def case(name: str, *decls: str, default: Any, **kw: Any) -> Callable:
+        shown = default is not None
         if repeatable:
-            return click.option(*decls, multiple=True, default=[default], show_default=True, **kw)
-        return click.option(*decls, default=default, show_default=True, **kw)
+            return click.option(*decls, multiple=True, default=[default], show_default=shown, **kw)
+        return click.option(*decls, default=default, show_default=shown, **kw)
 
     options = [
         case("model", "--model", default=search.DEFAULT_MODEL,
@@ -216,8 +225,10 @@ def _problem_options(f: Callable | None = None, *, repeatable: bool = False) -> 
                      help="Input tokens per request."),
         click.option("--osl", type=click.IntRange(min=1), default=search.DEFAULT_OSL, show_default=True,
                      help="Output tokens per request."),
-        case("precision", "--precision", type=click.Choice(PRECISIONS), default=search.DEFAULT_PRECISION.value,
-             help="Weight and GEMM format."),
+        case("precision", "--precision", type=click.Choice(PRECISIONS, case_sensitive=False),
+             default=search.DEFAULT_PRECISION.value, help=PRECISION_HELP),
+        case("expert_precision", "--expert-precision", type=click.Choice(EXPERT_PRECISIONS, case_sensitive=False),
+             default=None, help=EXPERT_PRECISION_HELP),
         click.option("--kv-precision", type=click.Choice(["fp8", "bf16"]), default=None,
                      help="KV-cache format [default: fp8 where the GPU has FP8 and weights are not bf16, else bf16]."),
         click.option("--backend", default="*", show_default=True,
@@ -255,7 +266,7 @@ def _search_options(f: Callable) -> Callable:
 def _problem(kw: dict, sla: float | None = None, ttft: float | None = None, gpus: int | None = None):
     return search.make_problem(
         model=kw["model"], cluster=kw["cluster"], gpus=gpus or kw["gpus"], isl=kw["isl"], osl=kw["osl"],
-        precision=kw["precision"], kv_precision=kw["kv_precision"],
+        precision=kw["precision"], expert_precision=kw["expert_precision"], kv_precision=kw["kv_precision"],
         min_tokens_per_s_per_user=sla, max_ttft_s=ttft, calibration=kw["calibration"], backend=kw["backend"],
         memory_utilization=kw["memory_utilization"],
     )
@@ -594,7 +605,7 @@ def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, 
             **kw: Any) -> None:
     """Frontiers of several cases on one chart and one table, with the ratio at one SLA.
 
-    Repeat --cluster, --model, --precision or --gpus for the cases: e.g. --cluster gb200-nvl72
+    Repeat --cluster, --model, --precision, --expert-precision or --gpus for the cases: e.g. --cluster gb200-nvl72
     --precision fp4 --cluster h100-sxm --precision fp8 compares two (options pair up in order; one
     given once applies to every case).
     """

@@ -141,8 +141,9 @@ def attention_flops_per_token_context(p: Problem, tp: np.ndarray | int, prefill:
 def weight_bytes_per_gpu(p: Problem, tp, adp, pp) -> np.ndarray:
     """Weights held by one GPU of the busiest stage [bytes].
 
-    Attention, dense FFNs, shared experts and routers are split over tp; routed experts over the
-    stage's tp * adp GPUs (= ep * moe_tp). A stage holds num_layers / pp layers, with
+    Attention, dense FFNs, shared experts and routers (in p.precision) are split over tp; routed
+    experts (in p.experts: MXFP4 beside BF16 attention for gpt-oss) over the stage's tp * adp GPUs
+    (= ep * moe_tp). A stage holds num_layers / pp layers, with
     ceil(moe_layers / pp) of them MoE. Embedding and LM head (BF16) are split over tp and sit on
     the first and last stage (both on one GPU when pp = 1).
     """

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from planner.errors import SpecError
-from planner.specs import MAX_LAYERS, MLA, ModelSpec
+from planner.specs import MAX_LAYERS, MLA, CheckpointPrecision, ModelSpec, Precision
 
 KNOWN_FAMILIES = frozenset(
     {
@@ -237,6 +237,31 @@ def _default_aliases(path: pathlib.Path, top: dict[str, Any]) -> list[str]:
     return aliases
 
 
+def _checkpoint_precision(path: pathlib.Path, top: dict[str, Any], moe: bool) -> CheckpointPrecision | None:
+    """The checkpoint's weight formats from its quantization_config (or torch_dtype when unquantised); None
+    for a scheme not read here (compressed-tensors, ...)."""
+    q = top.get("quantization_config")
+    where = f"quantization_config of {path}"
+    if q is None:
+        dtype = top.get("torch_dtype", top.get("dtype"))
+        if dtype == "bfloat16":
+            return CheckpointPrecision(dense=Precision.bf16, source=f"torch_dtype bfloat16 of {path}")
+        return None
+    if not isinstance(q, dict):
+        return None
+    method = str(q.get("quant_method", "")).lower()
+    if method == "fp8":
+        return CheckpointPrecision(dense=Precision.fp8, source=where)
+    if method in ("awq", "gptq") and q.get("bits", q.get("w_bit")) == 4:
+        return CheckpointPrecision(dense=Precision.int4, source=where)
+    if method == "mxfp4":
+        kept = " ".join(str(m) for m in q.get("modules_to_not_convert") or [])
+        if moe and "self_attn" in kept:  # gpt-oss: only the routed experts are MXFP4
+            return CheckpointPrecision(dense=Precision.bf16, experts=Precision.mxfp4, source=where)
+        return CheckpointPrecision(dense=Precision.mxfp4, source=where)
+    return None
+
+
 def model_from_hf_config(path: pathlib.Path, name: str | None = None) -> ModelSpec:
     """Build a ModelSpec from a HuggingFace ``config.json``.
 
@@ -393,5 +418,6 @@ def _from_config(path: pathlib.Path, top: dict[str, Any], name: str | None) -> M
         sliding_window=window,
         sliding_window_layers=windowed,
         approximations=notes,
+        checkpoint_precision=_checkpoint_precision(path, top, bool(moe.get("num_experts"))),
         **moe,
     )

@@ -44,12 +44,26 @@ def plan_rows(plans: Sequence[Plan]) -> list[list[str]]:
     ]
 
 
+def _format(precision: Precision, math: str, what: str) -> str:
+    """'fp4 weights', 'fp4 weights (bf16 math, weight-only)', 'mxfp4 experts (fp4 math)'."""
+    if math == precision.value:
+        return f"{precision.value} {what}"
+    weight_only = ", weight-only" if math == "bf16" and precision != Precision.bf16 else ""
+    return f"{precision.value} {what} ({math} math{weight_only})"
+
+
+def formats(p: Plan) -> str:
+    """The weight formats: 'fp4 weights', or 'bf16 weights + mxfp4 experts (fp4 math)' when the routed
+    experts have their own."""
+    text = _format(p.precision, p.gemm_math, "weights")
+    if p.expert_precision is not None:
+        text += " + " + _format(p.expert_precision, p.expert_gemm_math or p.expert_precision.math, "experts")
+    return text
+
+
 def describe(p: Plan) -> str:
     """'gpt-moe-1.8t on 64 x gb200-nvl72, fp4 weights / fp8 KV cache, isl 32768 / osl 1024 tokens'."""
-    kv = p.kv_precision.value
-    weight_only = p.gemm_math == "bf16" and p.precision != Precision.bf16
-    math_ = "" if p.gemm_math == p.precision.value else f" ({p.gemm_math} math{', weight-only' if weight_only else ''})"
-    return (f"{p.model} on {p.gpus} x {p.cluster}, {p.precision.value} weights{math_} / {kv} KV cache, "
+    return (f"{p.model} on {p.gpus} x {p.cluster}, {formats(p)} / {p.kv_precision.value} KV cache, "
             f"isl {p.isl} / osl {p.osl} tokens")
 
 
@@ -187,8 +201,7 @@ def size_lines(result: Any, problem: Problem, sla: float, ttft: float | None) ->
     limit = f", TTFT <= {duration(ttft * 1000)}" if ttft else ""
     unit = result.node_unit
     return [
-        f"{plan.model} on {problem.cluster.name}, {plan.precision.value} weights, isl {plan.isl} / osl {plan.osl} "
-        "tokens",
+        f"{plan.model} on {problem.cluster.name}, {formats(plan)}, isl {plan.isl} / osl {plan.osl} tokens",
         f"demand {result.demand_requests_per_s:,.4g} requests/s = {result.demand_tokens_per_s:,.0f} output "
         f"tokens/s at >= {sla:g} tokens/s/user{limit}",
         f"fewest GPUs: {result.gpus} ({result.nodes} {unit}{'s' if result.nodes != 1 else ''} of "

@@ -45,15 +45,20 @@ INPUT_COLUMNS = (
 PREDICTED_COLUMNS = ("pred_ttft_ms", "pred_tpot_ms", "pred_tokens_per_s_per_gpu", "error")
 """Columns `predict_rows` adds."""
 
-_QUANT = {
-    "nvfp4": Precision.fp4, "mxfp4": Precision.fp4, "fp4": Precision.fp4, "w4a8": Precision.w4a8,
-    "w4a8_awq": Precision.w4a8, "w4a8_mxfp4_fp8": Precision.w4a8, "w4a8_mxfp4_mxfp8": Precision.w4a8,
-    "w4a8_nvfp4_fp8": Precision.w4a8,
-    "fp8": Precision.fp8, "fp8_block": Precision.fp8, "fp8_blockscale": Precision.fp8, "w8a8": Precision.fp8,
-    "int4": Precision.int4, "int4_awq": Precision.int4, "w4a16": Precision.int4, "awq": Precision.int4,
-    "gptq": Precision.int4, "bf16": Precision.bf16, "fp16": Precision.bf16, "float16": Precision.bf16,
-    "bfloat16": Precision.bf16,
+_ENGINE_MODES = {
+    "w4a8": Precision.w4a8, "w4a8_awq": Precision.w4a8, "w4a8_mxfp4_fp8": Precision.w4a8,
+    "w4a8_mxfp4_mxfp8": Precision.w4a8, "w4a8_nvfp4_fp8": Precision.w4a8,
+    "fp8_block": Precision.fp8, "fp8_blockscale": Precision.fp8, "w8a8": Precision.fp8,
+    "fp16": Precision.bf16, "float16": Precision.bf16, "bfloat16": Precision.bf16,
 }
+"""Engine quantisation modes that are no precision name of their own -> the Precision they store and
+multiply in (FP16 is sized and timed as BF16)."""
+_QUANT = {**{name: Precision(name) for name in Precision.names()}, **_ENGINE_MODES}
+"""Every name a row's precision, gemm_quant_mode or moe_quant_mode may hold (lowercase): the precisions
+with their aliases (int4_wo, awq, gptq = int4; nvfp4 = fp4; mxfp4) and the engine modes."""
+_FP4_RECORDS = (Precision.fp4, Precision.mxfp4)
+"""What data sources write for MXFP4 weights as well as NVFP4 ('fp4', and 'nvfp4' in aiconfigurator's
+silicon data for openai/gpt-oss-*, whose only checkpoint is MXFP4)."""
 _FIXED_POINT_STEPS = 12
 """Iterations of the Little's-law fixed point (it contracts fast: TTFT << osl * TPOT mostly)."""
 
@@ -119,12 +124,27 @@ class Run:
     chunk: int  # the engine's prefill budget per iteration and rank [tokens]
 
 
-def _kv_precision(backend: str, weights: Precision, problem_cluster) -> Precision:
-    """Engine defaults: TensorRT-LLM keeps an FP8 KV cache with FP8/FP4 checkpoints; vLLM and SGLang
-    default to the activation type (BF16)."""
-    if backend == "trtllm" and weights != Precision.bf16 and problem_cluster.supports("fp8"):
+def _kv_precision(backend: str, weights: Precision, experts: Precision | None, problem_cluster) -> Precision:
+    """Engine defaults: TensorRT-LLM keeps an FP8 KV cache with FP8/FP4 checkpoints (any quantised
+    component: gpt-oss's MXFP4 experts count); vLLM and SGLang default to the activation type (BF16)."""
+    quantised = weights != Precision.bf16 or experts not in (None, Precision.bf16)
+    if backend == "trtllm" and quantised and problem_cluster.supports("fp8"):
         return Precision.fp8
     return Precision.bf16
+
+
+def _as_served(model, weights: Precision, experts: Precision | None) -> tuple[Precision, Precision | None]:
+    """The formats a row's engine ran, from what the row records (experts None: as the weights).
+
+    A 4-bit float record (fp4, nvfp4 or mxfp4, _FP4_RECORDS) of a model whose published checkpoint is
+    MXFP4 (ModelSpec.checkpoint_precision) is that checkpoint: for openai/gpt-oss-*, BF16 attention and
+    router with MXFP4 routed experts, what the engines serve for it. Any other record stands as written.
+    """
+    ckpt = model.checkpoint_precision
+    if (ckpt is not None and Precision.mxfp4 in (ckpt.dense, ckpt.experts) and weights in _FP4_RECORDS
+            and experts in (None, *_FP4_RECORDS)):
+        return ckpt.dense, ckpt.experts
+    return weights, experts
 
 
 def _concurrency(row: dict[str, str], tp: int, adp: int) -> int:
@@ -161,6 +181,7 @@ def parse_run(row: dict[str, str], calibration: Calibration) -> Run:
     backend = (row.get("backend") or "*").strip().lower() or "*"
     weights = _precision(row.get("gemm_quant_mode")) or _precision(row.get("precision")) or Precision.bf16
     experts = _precision(row.get("moe_quant_mode")) if model.is_moe else None
+    weights, experts = _as_served(model, weights, experts)
     tp, pp = _int(row, "tp_size"), _int(row, "pp_size")
     adp = _int(row, "attention_dp_size")
     ep = _int(row, "moe_ep_size") if model.is_moe else 1
@@ -174,7 +195,7 @@ def parse_run(row: dict[str, str], calibration: Calibration) -> Run:
             workload=Workload(isl=_int(row, "isl", 0) or 1, osl=_int(row, "osl", 0) or 1, burstiness=None,
                               closed_loop=True),
             precision=weights, expert_precision=experts if experts not in (None, weights) else None,
-            kv_precision=_kv_precision(backend, weights, cluster), calibration=calibration, backend=backend,
+            kv_precision=_kv_precision(backend, weights, experts, cluster), calibration=calibration, backend=backend,
         )
     except ValidationError as e:
         raise SpecError(validation_message(e)) from None

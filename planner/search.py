@@ -53,9 +53,44 @@ CERTIFY_REL_TOL = 1e-9
 """Relative slack of the certificate: a plan within it of the best evaluated option counts as optimal."""
 
 
-def _kv_default(cluster: ClusterSpec, precision: Precision) -> Precision:
-    """FP8 KV cache where the GPU has FP8 math and the weights are not BF16, else BF16."""
-    return Precision.fp8 if precision != Precision.bf16 and cluster.supports("fp8") else Precision.bf16
+CHECKPOINT = "checkpoint"
+"""The precision that asks for the model's published checkpoint formats (ModelSpec.checkpoint_precision)."""
+
+
+def _kv_default(cluster: ClusterSpec, precision: Precision, experts: Precision | None = None) -> Precision:
+    """FP8 KV cache where the GPU has FP8 math and some weights (dense or routed experts) are quantised,
+    else BF16."""
+    quantised = precision != Precision.bf16 or experts not in (None, Precision.bf16)
+    return Precision.fp8 if quantised and cluster.supports("fp8") else Precision.bf16
+
+
+def _format(name: Precision | str, what: str) -> Precision:
+    """A Precision from a member or any of its names (Precision.names()); SpecError listing them."""
+    try:
+        return Precision(name)
+    except ValueError:
+        known = ", ".join(Precision.names() + ([CHECKPOINT] if what == "precision" else []))
+        raise SpecError(f"unknown {what} {str(name)!r}; known: {known}") from None
+
+
+def resolve_precisions(model: ModelSpec, precision: Precision | str,
+                       expert_precision: Precision | str | None = None) -> tuple[Precision, Precision | None]:
+    """(weight format, routed-expert format or None when the same) for a model.
+
+    `precision` 'checkpoint' takes the formats of the model's published checkpoint
+    (ModelSpec.checkpoint_precision); an `expert_precision` given overrides the experts' format.
+    """
+    if isinstance(precision, str) and precision.strip().lower() == CHECKPOINT:
+        ckpt = model.checkpoint_precision
+        if ckpt is None:
+            raise SpecError(f"{model.name} states no checkpoint formats (checkpoint_precision in its model file): "
+                            f"give a precision ({', '.join(x.value for x in Precision)})")
+        prec, experts = ckpt.dense, ckpt.experts
+    else:
+        prec, experts = _format(precision, "precision"), None
+    if expert_precision is not None:
+        experts = _format(expert_precision, "expert precision")
+    return prec, (experts if experts != prec else None)
 
 
 def make_problem(
@@ -71,9 +106,13 @@ def make_problem(
     calibration: Calibration | str | Path | None = None,
     backend: str = "*",
     memory_utilization: float | None = None,
+    expert_precision: Precision | str | None = None,
 ) -> Problem:
     """A validated Problem from names or specs; raises SpecError/UnknownNameError on bad input.
 
+    precision: the weight format (a Precision or any of Precision.names(), e.g. 'awq' = int4), or
+    'checkpoint' for the formats of the model's published checkpoint (gpt-oss: BF16 attention, MXFP4
+    experts). expert_precision: the routed experts' format where it differs (MoE models only).
     calibration: a Calibration, a path to a calibration YAML, or None for the shipped one.
     backend: the serving engine whose calibration profile applies ('trtllm', 'vllm', 'sglang', '*').
     memory_utilization: the engine's HBM fraction, overriding the calibration's (e.g. 0.85).
@@ -90,11 +129,11 @@ def make_problem(
         cal = cal.model_copy(update={"memory_utilization": memory_utilization})
     m = model if isinstance(model, ModelSpec) else load_model(model)
     c = cluster if isinstance(cluster, ClusterSpec) else load_cluster(cluster)
+    prec, experts = resolve_precisions(m, precision, expert_precision)
     try:
-        prec = Precision(precision)
-        kv = Precision(kv_precision) if kv_precision is not None else _kv_default(c, prec)
-    except ValueError as e:
-        raise SpecError(f"{e}; known precisions: {', '.join(x.value for x in Precision)}") from None
+        kv = Precision(kv_precision) if kv_precision is not None else _kv_default(c, prec, experts)
+    except ValueError:
+        raise SpecError(f"unknown KV-cache precision {str(kv_precision)!r}; known: fp8, bf16") from None
     try:
         sla = (
             SLA(min_tokens_per_s_per_user=min_tokens_per_s_per_user, max_ttft_s=max_ttft_s)
@@ -105,7 +144,7 @@ def make_problem(
             raise SpecError(f"backend must be an engine name (trtllm, vllm, sglang or *), got {backend!r}")
         return Problem(
             model=m, cluster=c, gpus=gpus, workload=Workload(isl=isl, osl=osl), precision=prec,
-            kv_precision=kv, sla=sla, calibration=cal, backend=backend.lower(),
+            expert_precision=experts, kv_precision=kv, sla=sla, calibration=cal, backend=backend.lower(),
         )
     except ValidationError as e:
         raise SpecError(validation_message(e)) from None
@@ -323,14 +362,14 @@ def diagnose(s: Searcher) -> InfeasibleError:
         if fewest is None:
             return InfeasibleError(
                 f"{p.model.name} fits on no layout of up to {max(FIT_SEARCH_LIMIT, p.gpus)} {p.cluster.name} GPUs "
-                f"at {p.precision.value}", "fit")
+                f"at {p.precision_label}", "fit")
         if fewest <= p.gpus:
             return InfeasibleError(
                 f"no plan satisfies the rules on {p.gpus} {p.cluster.name} GPUs, although the weights fit on "
                 f"{fewest}: {rules.RULES['layers_divisible']}, {rules.RULES['heads_divisible']} and the GPU budget "
                 "leave no layout", "layout", {"gpus": fewest})
         return InfeasibleError(
-            f"{p.model.name} does not fit on {p.gpus} {p.cluster.name} GPUs at {p.precision.value}: it fits on "
+            f"{p.model.name} does not fit on {p.gpus} {p.cluster.name} GPUs at {p.precision_label}: it fits on "
             f"{fewest} {p.cluster.name} GPUs", "fit", {"gpus": fewest})
     limit = p.sla.max_ttft_s if p.sla else None
     fast = s.best("min_tpot", use_sla=False, use_ttft=True)
@@ -354,8 +393,10 @@ def build_plan(p: Problem, cand: Candidate, info: SolverInfo) -> Plan:
     return Plan(
         model=p.model.name, cluster=p.cluster.name, gpus=p.gpus, gpus_used=cand.parallel.gpus_used,
         isl=p.workload.isl, osl=p.workload.osl, precision=p.precision, kv_precision=p.kv_precision,
-        gemm_math=p.gemm_math, label=cand.parallel.label, parallel=cand.parallel, batch=ev.batch, metrics=ev.metrics,
-        memory=ev.memory, solver=info, sla=p.sla, notes=list(p.model.approximations),
+        gemm_math=p.gemm_math, expert_precision=p.experts if p.mixed_formats else None,
+        expert_gemm_math=p.math_for(p.experts) if p.mixed_formats else None, label=cand.parallel.label,
+        parallel=cand.parallel, batch=ev.batch, metrics=ev.metrics, memory=ev.memory, solver=info, sla=p.sla,
+        notes=list(p.model.approximations),
     )
 
 

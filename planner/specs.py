@@ -91,32 +91,69 @@ MIN_LATENCY_US = 0.001
 """Latency of one collective step: 1 ns, below a signal's time to cross a package [us]."""
 
 
+PRECISION_ALIASES: dict[str, str] = {
+    "nvfp4": "fp4",
+    "int4_wo": "int4", "int4_awq": "int4", "awq": "int4", "gptq": "int4", "w4a16": "int4",
+}
+"""Other names of the weight formats -> the canonical Precision value (checkpoint and engine names:
+NVFP4 is `fp4`; AWQ/GPTQ INT4 weight-only, which run data records as `int4_wo`, is `int4`)."""
+
+
 class Precision(str, Enum):
-    """Number format of weights (and GEMM math) or of the KV cache."""
+    """Number format of weights (and GEMM math) or of the KV cache.
+
+    `Precision(name)` also takes the names of PRECISION_ALIASES (any case) and gives the canonical member,
+    so every input (CLI, make_problem, YAML, run data) resolves aliases in this one place.
+    """
 
     fp4 = "fp4"
+    mxfp4 = "mxfp4"
     int4 = "int4"
     w4a8 = "w4a8"
     fp8 = "fp8"
     bf16 = "bf16"
 
+    @classmethod
+    def _missing_(cls, value: object) -> Precision | None:
+        """A canonical member by an alias or another case ('AWQ', 'int4_wo', 'NVFP4'); None (refused) else."""
+        if not isinstance(value, str):
+            return None
+        key = value.strip().lower()
+        key = PRECISION_ALIASES.get(key, key)
+        return next((m for m in cls if m.value == key), None)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """Every name a precision may be given by: the canonical values, then the aliases."""
+        return [m.value for m in cls] + list(PRECISION_ALIASES)
+
     @property
     def bytes_per_value(self) -> float:
-        """Storage per value including block scales [bytes].
+        """Storage per weight value including its block scales [bytes].
 
-        NVFP4/MXFP4 store one 8-bit scale per 16/32 values (0.5 + 1/16 used here, the NVFP4 case);
-        INT4 (AWQ/GPTQ) one 16-bit scale per 128 values; W4A8 (MXFP4 or INT4-AWQ weights) 0.5 + 1/32,
-        the MXFP4 case; FP8 block scales are negligible.
+        - fp4 (NVFP4): 4-bit E2M1 values, one FP8 (E4M3) scale per 16: 0.5 + 1/16 = 0.5625 (the per-tensor
+          FP32 scale is negligible). Source: NVIDIA's NVFP4 format (TensorRT Model Optimizer, Blackwell).
+        - mxfp4: 4-bit E2M1 values, one E8M0 scale per 32: 0.5 + 1/32 = 0.53125. Source: OCP Microscaling
+          Formats (MX) Specification v1.0, block size 32 with an 8-bit shared exponent.
+        - int4 (AWQ/GPTQ W4A16, group size 128): 4-bit values; per group of 128 one FP16 scale and one
+          4-bit zero point (packed eight to an int32 as the weights are): 0.5 + (2 + 0.5) / 128 = 0.5195.
+          Source: the AutoAWQ and GPTQ checkpoint layouts (qweight/qzeros int32-packed 4-bit, scales FP16
+          per group; group_size 128 is their default); GPTQ's g_idx adds 4 bytes per input row, < 0.1%.
+        - w4a8 (MXFP4 or INT4-AWQ weights multiplied with FP8 activations): the MXFP4 size, 0.53125.
+        - fp8: one byte; block scales (one FP32 per 128x128 block) are negligible. bf16: two bytes.
         """
-        return {"fp4": 0.5 + 1 / 16, "int4": 0.5 + 2 / 128, "w4a8": 0.5 + 1 / 32, "fp8": 1.0, "bf16": 2.0}[self.value]
+        return {"fp4": 0.5 + 1 / 16, "mxfp4": 0.5 + 1 / 32, "int4": 0.5 + 2.5 / 128, "w4a8": 0.5 + 1 / 32,
+                "fp8": 1.0, "bf16": 2.0}[self.value]
 
     @property
     def math(self) -> str:
-        """The tensor-core format the GEMMs run in where the GPU has it. INT4 weights (AWQ/GPTQ) run
-        weight-only: dequantised in the kernel and multiplied in BF16 (W4A16), as serving engines do.
-        W4A8 is 4-bit weights multiplied with FP8 activations in FP8 (TensorRT-LLM's W4A8_AWQ and
-        W4A8_MXFP4_FP8 modes): 4-bit memory traffic at the FP8 rate."""
-        return {"fp4": "fp4", "int4": "bf16", "w4a8": "fp8", "fp8": "fp8", "bf16": "bf16"}[self.value]
+        """The tensor-core format the GEMMs run in where the GPU has it. NVFP4 and MXFP4 run in FP4
+        (Blackwell, MI355X); INT4 weights (AWQ/GPTQ) run weight-only: dequantised in the kernel and
+        multiplied in BF16 (W4A16), as serving engines do. W4A8 is 4-bit weights multiplied with FP8
+        activations in FP8 (TensorRT-LLM's W4A8_AWQ and W4A8_MXFP4_FP8 modes): 4-bit memory traffic at
+        the FP8 rate."""
+        return {"fp4": "fp4", "mxfp4": "fp4", "int4": "bf16", "w4a8": "fp8", "fp8": "fp8",
+                "bf16": "bf16"}[self.value]
 
 
 class _Strict(BaseModel):
@@ -139,6 +176,17 @@ class MLA(_Input):
     qk_nope_head_dim: PositiveInt = Field(le=MAX_HEAD_DIM, description="Per-head non-rotary query/key width [values]")
     qk_rope_head_dim: PositiveInt = Field(le=MAX_HEAD_DIM, description="Shared rotary key width [values]")
     v_head_dim: PositiveInt = Field(le=MAX_HEAD_DIM, description="Per-head value width [values]")
+
+
+class CheckpointPrecision(_Input):
+    """Weight formats of a model's published checkpoint, by component. Embeddings and the LM head are
+    BF16 in every checkpoint and engine modelled (cost.EMBED_BYTES)."""
+
+    dense: Precision = Field(
+        description="Attention, dense FFNs, shared experts and routers: every GEMM weight but the routed experts"
+    )
+    experts: Precision | None = Field(None, description="Routed experts, where their format differs from dense")
+    source: str = Field(min_length=3, description="Where the formats come from (the checkpoint's quantization_config)")
 
 
 class ModelSpec(_Input):
@@ -191,9 +239,15 @@ class ModelSpec(_Input):
     approximations: list[str] = Field(
         default_factory=list, description="Parts of the architecture the cost model approximates"
     )
+    checkpoint_precision: CheckpointPrecision | None = Field(
+        None, description="Formats of the checkpoint the catalog's source describes (aliases naming other "
+        "checkpoints, e.g. -FP8 or -NVFP4 repositories, are not told apart); None = not stated"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
+        if self.checkpoint_precision and self.checkpoint_precision.experts and not self.num_experts:
+            raise ValueError("checkpoint_precision.experts needs routed experts (num_experts > 0)")
         if self.num_attention_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_attention_heads ({self.num_attention_heads}) must be a multiple of num_kv_heads "
@@ -717,6 +771,10 @@ class Plan(_Strict):
     precision: Precision
     kv_precision: Precision
     gemm_math: str = Field(description="Tensor-core format the GEMMs run in (weight-only below it)")
+    expert_precision: Precision | None = Field(
+        None, description="Format of the routed-expert weights where it differs from precision (None: the same)")
+    expert_gemm_math: str | None = Field(
+        None, description="Tensor-core format of the routed-expert GEMMs where expert_precision is given")
     label: str = Field(description="Compact layout label, e.g. 'TP2 EP16 PP2 DP1'")
     parallel: Parallel
     batch: Batch
@@ -734,9 +792,12 @@ class Problem(_Input):
     cluster: ClusterSpec
     gpus: PositiveInt = Field(64, le=MAX_GPUS, description="GPUs given [GPUs]")
     workload: Workload = Field(default_factory=Workload)
-    precision: Precision = Field(Precision.fp4, description="Weight and GEMM format")
+    precision: Precision = Field(
+        Precision.fp4, description="Weight and GEMM format of attention, dense FFNs, shared experts and routers, "
+        "and of the routed experts unless expert_precision is given")
     expert_precision: Precision | None = Field(
-        None, description="Format of routed-expert weights when it differs from precision (e.g. MXFP4 experts)"
+        None, description="Format of routed-expert weights when it differs from precision (e.g. MXFP4 experts "
+        "with BF16 attention, as gpt-oss ships); MoE models only"
     )
     kv_precision: Precision = Field(Precision.fp8, description="KV-cache format")
     sla: SLA | None = None
@@ -744,9 +805,11 @@ class Problem(_Input):
     backend: str = Field("*", description="Serving engine whose calibration profile applies, or '*'")
 
     @model_validator(mode="after")
-    def _kv_format(self) -> Problem:
+    def _formats(self) -> Problem:
         if self.kv_precision not in (Precision.fp8, Precision.bf16):
             raise ValueError("kv_precision must be fp8 or bf16")
+        if self.expert_precision is not None and not self.model.is_moe:
+            raise ValueError(f"expert_precision given, but {self.model.name} is a dense model (no routed experts)")
         return self
 
     def model_copy(self, *, update=None, deep: bool = False) -> Problem:  # noqa: D102
@@ -772,6 +835,16 @@ class Problem(_Input):
     def experts(self) -> Precision:
         """Format of the routed-expert weights."""
         return self.expert_precision or self.precision
+
+    @property
+    def mixed_formats(self) -> bool:
+        """True when the routed experts have a format of their own (differing from precision)."""
+        return self.model.is_moe and self.experts != self.precision
+
+    @property
+    def precision_label(self) -> str:
+        """'fp4', or 'bf16 + mxfp4 experts' when the routed experts differ."""
+        return f"{self.precision.value} + {self.experts.value} experts" if self.mixed_formats else self.precision.value
 
     def math_for(self, precision: Precision) -> str:
         """Tensor-core format for weights of `precision`: their own, or BF16 where the GPU lacks it.

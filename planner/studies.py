@@ -84,6 +84,7 @@ class Frontier(BaseModel):
     isl: int
     osl: int
     precision: str
+    expert_precision: str | None = Field(None, description="Routed experts' format where it differs from precision")
     max_ttft_s: float | None = Field(None, description="TTFT limit of every point [s]")
     method: str
     lowest_tokens_per_s_per_user: float = Field(
@@ -148,8 +149,8 @@ class Sizing(BaseModel):
 
 
 def case_name(p: Problem) -> str:
-    """'gpt-moe-1.8t on 64 x gb200-nvl72 fp4'."""
-    return f"{p.model.name} on {p.gpus} x {p.cluster.name} {p.precision.value}"
+    """'gpt-moe-1.8t on 64 x gb200-nvl72 fp4' ('... bf16 + mxfp4 experts' when the experts differ)."""
+    return f"{p.model.name} on {p.gpus} x {p.cluster.name} {p.precision_label}"
 
 
 def _key(c: Candidate) -> tuple:
@@ -243,7 +244,8 @@ def frontier(
     curves = layout_curves(search) if all_layouts else []
     return Frontier(
         case=case_name(p), model=p.model.name, cluster=p.cluster.name, gpus=p.gpus, isl=p.workload.isl,
-        osl=p.workload.osl, precision=p.precision.value, max_ttft_s=p.sla.max_ttft_s if p.sla else None,
+        osl=p.workload.osl, precision=p.precision.value,
+        expert_precision=p.experts.value if p.mixed_formats else None, max_ttft_s=p.sla.max_ttft_s if p.sla else None,
         method=method, lowest_tokens_per_s_per_user=u_min, highest_tokens_per_s_per_user=u_max, points=out_points,
         unreachable=unreachable, valid_layouts=len(curves) if all_layouts else None, layouts=curves,
         solves=search.searches, wall_s=time.perf_counter() - t0,
@@ -355,7 +357,7 @@ def max_replica_gpus(p: Problem, method: Method = "cpsat", params=None, deadline
     communication; more replicas serve more demand."""
     fit = min_gpus_to_fit(p, method, params, deadline=deadline)
     if fit is None:
-        raise InfeasibleError(f"{p.model.name} fits on no layout of {p.cluster.name} GPUs at {p.precision.value}",
+        raise InfeasibleError(f"{p.model.name} fits on no layout of {p.cluster.name} GPUs at {p.precision_label}",
                               "fit")
     need = max(64, p.cluster.scaleup_domain_gpus, 4 * fit)
     return 1 << (need - 1).bit_length()

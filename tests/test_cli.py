@@ -437,6 +437,69 @@ def test_fp4_on_hopper_runs_weight_only():
     assert run_json("estimate", *base, "--precision", "w4a8")["gemm_math"] == "fp8"
 
 
+GPT_OSS = ["--model", "gpt-oss-120b", "--isl", "1000", "--osl", "200", "--tp", "2"]
+
+
+@pytest.mark.parametrize("alias", ["int4_wo", "awq", "gptq", "w4a16", "INT4"])
+def test_int4_aliases_are_accepted_and_shown_canonical(alias):
+    base = ["--model", "llama-3.1-8b", "--cluster", "h100-sxm", "--isl", "1000", "--osl", "200", "--tp", "2"]
+    p = run_json("estimate", *base, "--precision", alias)
+    assert p["precision"] == "int4" and p["gemm_math"] == "bf16"
+    assert p["memory"]["weights_bytes"] == run_json("estimate", *base, "--precision", "int4")["memory"]["weights_bytes"]
+
+
+def test_mxfp4_is_its_own_format():
+    """MXFP4 (1 scale per 32) is smaller than NVFP4 (1 per 16), FP4 math on Blackwell, weight-only on Hopper."""
+    mx = run_json("estimate", *GPT_OSS, "--cluster", "b200", "--precision", "mxfp4")
+    nv = run_json("estimate", *GPT_OSS, "--cluster", "b200", "--precision", "fp4")
+    assert mx["precision"] == "mxfp4" and mx["gemm_math"] == "fp4" and mx["expert_precision"] is None
+    assert mx["memory"]["weights_bytes"] < 0.97 * nv["memory"]["weights_bytes"]
+    assert run_json("estimate", *GPT_OSS, "--cluster", "h100-sxm", "--precision", "mxfp4")["gemm_math"] == "bf16"
+
+
+def test_component_precisions_on_the_command_line():
+    """--precision checkpoint = the published formats (gpt-oss: BF16 attention, MXFP4 experts), the same as
+    --precision bf16 --expert-precision mxfp4; the plan names both formats."""
+    ckpt = run_json("estimate", *GPT_OSS, "--cluster", "b200", "--precision", "checkpoint")
+    both = run_json("estimate", *GPT_OSS, "--cluster", "b200", "--precision", "bf16", "--expert-precision", "mxfp4")
+    assert (ckpt["precision"], ckpt["expert_precision"], ckpt["gemm_math"], ckpt["expert_gemm_math"]) == (
+        "bf16", "mxfp4", "bf16", "fp4")
+    assert ckpt["memory"] == both["memory"] and ckpt["metrics"] == both["metrics"]
+    text = run("estimate", *GPT_OSS, "--cluster", "h100-sxm", "--precision", "checkpoint").stdout
+    assert "bf16 weights + mxfp4 experts (bf16 math, weight-only) / fp8 KV cache" in text  # quantised experts
+    # an expert format equal to the weights' is no component format of its own
+    same = run_json("estimate", *GPT_OSS, "--cluster", "b200", "--precision", "fp8", "--expert-precision", "fp8")
+    assert same["expert_precision"] is None and same["expert_gemm_math"] is None
+
+
+def test_compare_takes_expert_precision_per_case():
+    result = run("compare", "--model", "gpt-oss-120b", "--cluster", "b200", "--gpus", "8", "--isl", "1000", "--osl",
+                 "200", "--precision", "bf16", "--expert-precision", "mxfp4", "--precision", "mxfp4",
+                 "--expert-precision", "mxfp4", "--points", "3", "--quiet", "--json")
+    assert result.exit_code == 0, result.stderr
+    cases = [f["case"] for f in json.loads(result.stdout)["frontiers"]]
+    assert cases == ["gpt-oss-120b on 8 x b200 bf16 + mxfp4 experts", "gpt-oss-120b on 8 x b200 mxfp4"]
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["estimate", "--model", "llama-3.1-8b", "--expert-precision", "mxfp4"], "llama-3.1-8b is a dense model"),
+        (["solve", "--precision", "checkpoint"], "gpt-moe-1.8t states no checkpoint formats"),
+        (["solve", "--expert-precision", "fp3"], "'fp3' is not one of 'fp4', 'mxfp4', 'int4'"),
+    ],
+)
+def test_component_precision_errors_are_one_line(args, text):
+    assert text in error_line(*args)
+
+
+def test_unknown_precision_lists_every_name():
+    line = error_line("solve", "--precision", "fp3")
+    for name in ("fp4", "mxfp4", "int4", "w4a8", "fp8", "bf16", "nvfp4", "int4_wo", "awq", "gptq", "w4a16",
+                 "checkpoint"):
+        assert f"'{name}'" in line
+
+
 @pytest.mark.parametrize(
     "args, text",
     [

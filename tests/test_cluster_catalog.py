@@ -84,6 +84,40 @@ def test_gb200_spot_check(catalog: dict[str, ClusterSpec]) -> None:
     assert gb200.hbm_capacity_gb == pytest.approx(185 * 2**30 / 1e9, abs=0.05)  # ~185 GiB usable
 
 
+def test_nvl72_scaleout_nics(catalog: dict[str, ClusterSpec]) -> None:
+    """GB200 NVL72 trays carry ConnectX-7 400 Gb/s per GPU, GB300 NVL72 trays ConnectX-8 800 Gb/s; each
+    source says which NIC it is."""
+    gb200, gb300 = catalog["gb200-nvl72"], catalog["gb300-nvl72"]
+    assert gb200.scaleout_bandwidth_gbps == pytest.approx(400 / 8)
+    assert gb300.scaleout_bandwidth_gbps == pytest.approx(800 / 8)
+    assert "ConnectX-7" in gb200.sources["scaleout_bandwidth_gbps"]
+    assert "ConnectX-8" in gb300.sources["scaleout_bandwidth_gbps"]
+    assert "400 Gb/s" in gb200.description
+
+
+@pytest.mark.parametrize(("name", "tbps", "quoted"), [
+    ("b200", 7.7, "7.7 TB/s"), ("b300", 7.75, "7.75 TB/s"), ("gb200-nvl72", 8.0, "8.0 TB/s"),
+    ("gb300-nvl72", 8.0, "8.0 TB/s"), ("mi300x", 5.3, "5.3 TB/s"), ("mi325x", 6.0, "6.0 TB/s"),
+    ("mi355x", 8.0, "8.0 TB/s")])
+def test_hbm_bandwidth_is_the_figure_its_source_quotes(catalog: dict[str, ClusterSpec], name: str, tbps: float,
+                                                       quoted: str) -> None:
+    """shared/reference/hardware.md's figures (B200: the revised 7.7, not the 8 TB/s launch figure)."""
+    spec = catalog[name]
+    assert spec.hbm_bandwidth_tbps == pytest.approx(tbps)
+    assert quoted in spec.sources["hbm_bandwidth_tbps"]
+
+
+def test_amd_entries_match_the_reference(catalog: dict[str, ClusterSpec]) -> None:
+    """hardware.md: MI300X 192 GB / 1307 / 2615, MI325X 256 GB as MI300X, MI355X 288 GB ~2500 / ~5000 / ~10000
+    (FP4), 50 GB/s scale-out each; xGMI 7 x 64 GB/s (MI355X ~538) as the aggregate."""
+    expect = {"mi300x": (192, {"bf16": 1307, "fp8": 2615}, 448), "mi325x": (256, {"bf16": 1307, "fp8": 2615}, 448),
+              "mi355x": (288, {"bf16": 2500, "fp8": 5000, "fp4": 10000}, 538)}
+    for name, (hbm, tflops, up) in expect.items():
+        spec = catalog[name]
+        assert (spec.hbm_capacity_gb, spec.tflops, spec.scaleup_bandwidth_gbps) == (hbm, tflops, up)
+        assert spec.scaleout_bandwidth_gbps == 50 and spec.scaleup_domain_gpus == 8
+
+
 def test_format_support(catalog: dict[str, ClusterSpec]) -> None:
     assert set(catalog["a100-sxm"].tflops) == {"bf16"}
     assert not catalog["a100-sxm"].supports("fp8")

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from planner import Parallel, cost
 from planner.search import make_problem
 from planner.space import Space
-from planner.specs import GB, Calibration, Factors, Workload
+from planner.specs import GB, PRECISION_ALIASES, Calibration, Factors, Precision, Workload
 
 
 def _p(model="llama-3.1-70b", cluster="h100-sxm", precision="fp8", kv="fp8", isl=4000, osl=1000, gpus=8):
@@ -276,6 +276,7 @@ def test_moe_gemm_efficiency_is_bounded(value):
 @pytest.mark.parametrize(
     "cluster, precision, math",
     [("h100-sxm", "fp4", "bf16"), ("h100-sxm", "int4", "bf16"), ("b200", "int4", "bf16"), ("b200", "fp4", "fp4"),
+     ("h100-sxm", "mxfp4", "bf16"), ("b200", "mxfp4", "fp4"), ("mi355x", "mxfp4", "fp4"), ("mi300x", "mxfp4", "bf16"),
      ("h100-sxm", "fp8", "fp8"), ("a100-sxm", "fp8", "bf16"), ("h100-sxm", "w4a8", "fp8"), ("b200", "w4a8", "fp8"),
      ("a100-sxm", "w4a8", "bf16")],
 )
@@ -305,3 +306,72 @@ def test_w4a8_keeps_4_bit_traffic_and_multiplies_at_the_fp8_rate():
     assert prefill["w4a8"] == pytest.approx(prefill["fp8"], rel=0.15)
     decode = {k: float(cost.pass_time(q, par, 8, 0)) for k, q in (("w4a8", w4a8), ("fp8", fp8))}
     assert decode["w4a8"] < 0.8 * decode["fp8"]  # decode reads half the weight bytes
+
+
+@pytest.mark.parametrize("precision, bytes_", [
+    ("fp4", 0.5 + 1 / 16),  # NVFP4: one E4M3 scale per 16 values
+    ("mxfp4", 0.5 + 1 / 32),  # OCP MX v1.0: one E8M0 scale per 32 values
+    ("int4", 0.5 + (2 + 0.5) / 128),  # AWQ/GPTQ group 128: FP16 scale + 4-bit zero point per group
+    ("w4a8", 0.5 + 1 / 32), ("fp8", 1.0), ("bf16", 2.0)])
+def test_bytes_per_value_of_each_format(precision, bytes_):
+    assert Precision(precision).bytes_per_value == pytest.approx(bytes_, rel=1e-12)
+
+
+def test_aliases_resolve_to_one_canonical_precision():
+    assert {Precision(a) for a in ("int4_wo", "awq", "gptq", "w4a16", "int4_awq", "AWQ", " GPTQ ")} == {Precision.int4}
+    assert Precision("nvfp4") is Precision.fp4 and Precision("MXFP4") is Precision.mxfp4
+    assert set(PRECISION_ALIASES.values()) <= {p.value for p in Precision}
+    assert Precision.names()[:len(Precision)] == [p.value for p in Precision]
+    with pytest.raises(ValueError):
+        Precision("int3")
+    p = make_problem("llama-3.1-8b", "h100-sxm", gpus=1, precision="awq")
+    assert p.precision is Precision.int4 and p.model_dump(mode="json")["precision"] == "int4"
+
+
+def test_gpt_oss_checkpoint_weighs_what_openai_publishes():
+    """gpt-oss-120b as published: 114.7B expert parameters in MXFP4, attention, router, embeddings and LM head
+    (2.1B) in BF16. OpenAI's gpt-oss model card (arXiv 2508.10925, table 1) gives checkpoints of 60.8 GiB
+    (120b) and 12.8 GiB (20b); ModelSpec leaves out biases, norms and sinks (< 0.1%)."""
+    for model, gib in (("gpt-oss-120b", 60.8), ("gpt-oss-20b", 12.8)):
+        p = make_problem(model, "b200", gpus=1, precision="checkpoint", calibration=Calibration())
+        assert (p.precision, p.experts) == (Precision.bf16, Precision.mxfp4)
+        weights = float(cost.weight_bytes_per_gpu(p, 1, 1, 1))
+        assert weights / 2**30 == pytest.approx(gib, rel=0.01)
+        m = p.model
+        experts = m.num_moe_layers * m.num_experts * m.expert_params
+        assert weights == pytest.approx(experts * (0.5 + 1 / 32) + (m.total_params - experts) * 2.0)
+    # the same model with every weight in NVFP4 is what the planner used to assume: 3% more for 120b
+    nv = make_problem("gpt-oss-120b", "b200", gpus=1, precision="fp4", calibration=Calibration())
+    assert float(cost.weight_bytes_per_gpu(nv, 1, 1, 1)) / 2**30 == pytest.approx(62.7, rel=0.01)
+
+
+def test_component_formats_set_each_part_s_bytes_and_math():
+    """BF16 attention beside MXFP4 experts: the dense GEMMs read BF16 bytes at the BF16 rate, the experts
+    MXFP4 bytes at the FP4 rate (Blackwell) or weight-only in BF16 (Hopper)."""
+    def problem(cluster, precision, experts=None):
+        return make_problem("gpt-oss-120b", cluster, gpus=8, isl=8000, osl=1000, precision=precision,
+                            expert_precision=experts, kv_precision="fp8", calibration=Calibration())
+
+    mixed, all_bf16, all_mx = problem("b200", "bf16", "mxfp4"), problem("b200", "bf16"), problem("b200", "mxfp4")
+    r = cost.Rates.of(mixed)
+    assert r.gemm == pytest.approx(cost.Rates.of(all_bf16).gemm)  # attention GEMMs: BF16
+    assert r.moe_gemm == pytest.approx(cost.Rates.of(all_mx).moe_gemm)  # experts: FP4 tensor cores
+    w = {k: float(cost.weight_bytes_per_gpu(q, 1, 1, 1)) for k, q in (("mixed", mixed), ("bf16", all_bf16),
+                                                                      ("mx", all_mx))}
+    assert w["mx"] < w["mixed"] < 0.3 * w["bf16"]
+    # decode at tp=1 reads the dense part in BF16: slower than all-MXFP4, far faster than all-BF16
+    dense = {k: float(cost.attention_block_time(q, 1, 1, 0)) for k, q in (("mixed", mixed), ("mx", all_mx))}
+    assert dense["mixed"] > dense["mx"]
+    hopper = problem("h100-sxm", "bf16", "mxfp4")
+    assert hopper.math_for(hopper.experts) == "bf16" and hopper.gemm_math == "bf16"
+
+
+def test_expert_precision_needs_an_moe_model():
+    from planner.errors import SpecError
+
+    with pytest.raises(SpecError, match="dense model"):
+        make_problem("llama-3.1-8b", "h100-sxm", gpus=1, precision="bf16", expert_precision="mxfp4")
+    with pytest.raises(SpecError, match="states no checkpoint formats"):
+        make_problem("gpt-moe-1.8t", "gb200-nvl72", precision="checkpoint")
+    with pytest.raises(SpecError, match=r"unknown precision 'fp3'; known: fp4, mxfp4, .*awq.*checkpoint"):
+        make_problem("llama-3.1-8b", "h100-sxm", gpus=1, precision="fp3")

@@ -247,3 +247,28 @@ def test_qwen2_moe_shared_expert_and_dense_layers(tmp_path: Path) -> None:
     odd = config(model_type="qwen3_moe", num_hidden_layers=5, decoder_sparse_step=2, **moe)
     spec = model_from_hf_config(write(tmp_path, odd))  # MoE at layers 1 and 3; the spec counts 3
     assert any("MoE layer placement" in n for n in spec.approximations)
+
+
+# --- checkpoint formats ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("changes", "formats"), [
+    ({"torch_dtype": "bfloat16"}, ("bf16", None)),
+    ({"torch_dtype": "float32"}, None),  # not a format the planner serves in: not stated
+    ({"quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}}, ("fp8", None)),
+    ({"quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128}}, ("int4", None)),
+    ({"quantization_config": {"quant_method": "gptq", "bits": 8}}, None),  # INT8 GPTQ: no such Precision
+    ({"quantization_config": {"quant_method": "mxfp4"}}, ("mxfp4", None)),
+    ({"quantization_config": {"quant_method": "compressed-tensors"}}, None),
+])
+def test_checkpoint_formats_from_quantization_config(tmp_path: Path, changes: dict, formats) -> None:
+    ckpt = model_from_hf_config(write(tmp_path, config(**changes))).checkpoint_precision
+    assert (None if ckpt is None else (ckpt.dense.value, ckpt.experts)) == formats
+
+
+def test_mxfp4_experts_beside_unconverted_attention(tmp_path: Path) -> None:
+    """gpt-oss style: modules_to_not_convert names self_attn, so only the routed experts are MXFP4."""
+    moe = config(model_type="mixtral", num_local_experts=8, num_experts_per_tok=2,
+                 quantization_config={"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn"]})
+    ckpt = model_from_hf_config(write(tmp_path, moe)).checkpoint_precision
+    assert (ckpt.dense.value, ckpt.experts.value) == ("bf16", "mxfp4")

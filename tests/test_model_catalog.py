@@ -26,7 +26,10 @@ EXPECTED = {
 }
 
 # Everything but the bookkeeping fields must agree between a catalog file and its config import.
-ARCHITECTURE = sorted(set(ModelSpec.model_fields) - {"name", "description", "source", "aliases", "approximations"})
+# checkpoint_precision is compared on its own (test_checkpoint_formats_match_config): an -FP8 config shares the
+# architecture but not the formats, and the sources are worded differently.
+ARCHITECTURE = sorted(set(ModelSpec.model_fields)
+                      - {"name", "description", "source", "aliases", "approximations", "checkpoint_precision"})
 
 # Published figures (shared/reference/models.md) [parameters]: (total, active, how active is counted).
 # Total counts every weight, input embedding and LM head included, as ModelSpec.total_params does.
@@ -149,3 +152,30 @@ def test_gpt_moe_alternative() -> None:
     # models.md: the reconstruction has about 55B attention and 1.79T expert parameters.
     assert main.num_layers * main.attention_params_per_layer == pytest.approx(55e9, rel=TOLERANCE)
     assert main.num_layers * main.num_experts * main.expert_params == pytest.approx(1.79e12, rel=TOLERANCE)
+
+
+@pytest.mark.parametrize(("name", "path"), [(n, p) for n, p in config_pairs() if p.name in CATALOG[n].source],
+                         ids=lambda x: getattr(x, "stem", x))
+def test_checkpoint_formats_match_config(name: str, path: Path) -> None:
+    """The formats a catalog file states for its checkpoint are those its source config.json declares, and
+    the catalog source names that file."""
+    ckpt, imported = CATALOG[name].checkpoint_precision, model_from_hf_config(path).checkpoint_precision
+    assert ckpt is not None and imported is not None
+    assert (ckpt.dense, ckpt.experts) == (imported.dense, imported.experts)
+    assert path.name in ckpt.source
+
+
+def test_gpt_oss_checkpoint_is_mxfp4_experts_with_bf16_attention() -> None:
+    """openai/gpt-oss-*: quantization_config mxfp4 leaves self_attn, router, embeddings and LM head out."""
+    for name in ("gpt-oss-120b", "gpt-oss-20b"):
+        ckpt = CATALOG[name].checkpoint_precision
+        assert (ckpt.dense.value, ckpt.experts.value) == ("bf16", "mxfp4")
+    assert CATALOG["deepseek-r1"].checkpoint_precision.dense.value == "fp8"
+    assert CATALOG["gpt-moe-1.8t"].checkpoint_precision is None  # no checkpoint was ever published
+
+
+def test_checkpoint_experts_need_an_moe_model() -> None:
+    data = yaml.safe_load((MODELS_DIR / "llama-3.1-8b.yaml").read_text())
+    data["checkpoint_precision"] = {"dense": "bf16", "experts": "mxfp4", "source": "a test"}
+    with pytest.raises(ValueError, match="routed experts"):
+        ModelSpec(**data)

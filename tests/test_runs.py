@@ -96,17 +96,64 @@ def test_moe_rows_use_expert_precision_and_layout():
     run = parse_run(_row(model_path="openai/gpt-oss-120b", precision="fp4", gemm_quant_mode="bf16",
                          moe_quant_mode="mxfp4", tp_size="1", attention_dp_size="4", moe_ep_size="4",
                          moe_tp_size="1", system="b200_sxm"), cal)
-    assert run.problem.precision.value == "bf16" and run.problem.experts.value == "fp4"
+    assert run.problem.precision.value == "bf16" and run.problem.experts.value == "mxfp4"
     assert run.parallel.attention_dp == 4 and run.parallel.ep == 4
-    assert run.problem.kv_precision.value == "bf16"  # trtllm keeps BF16 KV with BF16 GEMMs
+    assert run.problem.kv_precision.value == "fp8"  # trtllm: FP8 KV with a quantised checkpoint (MXFP4 experts)
+    bf16 = parse_run(_row(model_path="openai/gpt-oss-120b", precision="bf16", gemm_quant_mode="bf16",
+                          moe_quant_mode="bf16", tp_size="4", system="b200_sxm"), cal)
+    assert bf16.problem.experts.value == "bf16" and bf16.problem.kv_precision.value == "bf16"  # nothing quantised
 
 
 @pytest.mark.parametrize("mode, precision, math", [("w4a8_mxfp4_fp8", "w4a8", "fp8"), ("W4A8_AWQ", "w4a8", "fp8"),
-                                                   ("mxfp4", "fp4", "bf16"), ("int4_awq", "int4", "bf16")])
+                                                   ("mxfp4", "mxfp4", "bf16"), ("int4_awq", "int4", "bf16"),
+                                                   ("int4_wo", "int4", "bf16"), ("AWQ", "int4", "bf16"),
+                                                   ("gptq", "int4", "bf16"), ("w4a16", "int4", "bf16"),
+                                                   ("nvfp4", "fp4", "bf16")])
 def test_quant_modes_name_their_math(mode, precision, math):
-    """An explicit W4A8 mode multiplies in FP8 on Hopper; plain 4-bit modes run weight-only (W4A16)."""
+    """An explicit W4A8 mode multiplies in FP8 on Hopper; plain 4-bit modes run weight-only (W4A16). Every
+    alias reads as its canonical precision."""
     run = parse_run(_row(precision="fp4", gemm_quant_mode=mode, system="h100_sxm"), Calibration())
     assert run.problem.precision.value == precision and run.problem.gemm_math == math
+
+
+@pytest.mark.parametrize("recorded", [dict(precision="fp4", gemm_quant_mode="nvfp4", moe_quant_mode="nvfp4"),
+                                      dict(precision="fp4", gemm_quant_mode="", moe_quant_mode=""),
+                                      dict(precision="mxfp4", gemm_quant_mode="mxfp4", moe_quant_mode="mxfp4")])
+def test_gpt_oss_fp4_rows_are_its_checkpoint(recorded):
+    """aiconfigurator's data records openai/gpt-oss-120b as fp4/nvfp4, InferenceMAX as fp4: both ran the only
+    published checkpoint, BF16 attention with MXFP4 experts (models/gpt-oss-120b.yaml checkpoint_precision)."""
+    for system, expert_math in (("b200_sxm", "fp4"), ("h100_sxm", "bf16")):
+        run = parse_run(_row(model_path="openai/gpt-oss-120b", system=system, tp_size="2", **recorded),
+                        Calibration())
+        p = run.problem
+        assert (p.precision.value, p.experts.value) == ("bf16", "mxfp4")
+        assert p.gemm_math == "bf16" and p.math_for(p.experts) == expert_math
+
+
+def test_other_records_stand_as_written():
+    """Only a 4-bit float record of an MXFP4 checkpoint is reinterpreted: gpt-oss recorded as fp8, and
+    DeepSeek-R1 recorded as NVFP4 (nvidia/DeepSeek-R1-NVFP4 exists), keep their formats."""
+    fp8 = parse_run(_row(model_path="openai/gpt-oss-120b", system="h100_sxm", tp_size="4"), Calibration())
+    assert (fp8.problem.precision.value, fp8.problem.experts.value) == ("fp8", "fp8")
+    r1 = parse_run(_row(model_path="deepseek-ai/DeepSeek-R1", system="b200_sxm", tp_size="8", precision="fp4",
+                        gemm_quant_mode="nvfp4", moe_quant_mode="nvfp4"), Calibration())
+    assert (r1.problem.precision.value, r1.problem.experts.value) == ("fp4", "fp4")
+
+
+@pytest.mark.parametrize("model_path", ["moonshotai/Kimi-K2-Instruct", "deepseek-ai/DeepSeek-R1"])
+def test_int4_weight_only_rows_parse(model_path):
+    """Held-out Kimi rows record moe_quant_mode int4_wo (INT4 weight-only experts beside BF16 GEMMs)."""
+    run = parse_run(_row(model_path=model_path, system="h200_sxm", tp_size="8", precision="int4",
+                         gemm_quant_mode="bf16", moe_quant_mode="int4_wo"), Calibration())
+    p = run.problem
+    assert (p.precision.value, p.experts.value, p.math_for(p.experts)) == ("bf16", "int4", "bf16")
+    pred = predict_runs([run])
+    assert np.isfinite(pred["tpot_ms"][0]) and pred["tpot_ms"][0] > 0
+
+
+def test_unknown_quant_mode_lists_the_known_ones():
+    with pytest.raises(SpecError, match=r"unknown quantisation 'int3'.*awq.*int4_wo.*mxfp4.*nvfp4"):
+        parse_run(_row(gemm_quant_mode="int3"), Calibration())
 
 
 def test_profiles_override_base_by_specificity():

@@ -38,6 +38,11 @@ Run from the repository root:
 
     python benchmarks/accuracy.py            # everything: 10 fits + anchoring in processes, ~30 min on 2 cores
     python benchmarks/accuracy.py --quick    # in-sample + LOMO on 2 models, for a smoke run
+    python benchmarks/accuracy.py --write-intervals planner/calibration.yaml   # also store the LOMO error bars
+
+``--write-intervals FILE`` stores the interval table of the LOMO held-out predictions
+(``planner.uncertainty.interval_table``) in the calibration FILE (its factors untouched): the error bars
+every prediction then carries, and what ``planner solve --confidence`` plans against.
 
 The markdown report goes to benchmarks/results/accuracy.md (accuracy.quick.md with --quick; ``--out``
 to change) and is printed too. Progress of the fits goes to stderr.
@@ -660,6 +665,22 @@ def write_heldout(path: Path, ds: Dataset, schemes: list[Scheme]) -> None:
                        + [f"{s.pred[k][i]:.6g}" for s in schemes for k in ("ttft_ms", "tpot_ms")])
 
 
+def write_intervals(ds: Dataset, scheme: Scheme, path: Path, data: list[Path], log: Callable[[str], None]) -> None:
+    """Store the interval table of a scheme's held-out predictions in the calibration at `path`."""
+    from planner.calibrate import save_calibration
+    from planner.render import interval_table_text
+    from planner.uncertainty import interval_table
+
+    folds = len(scheme.folds)
+    source = (f"{scheme.name}: {folds} folds, each {scheme.by} predicted by a fit (from the unfitted factors) to "
+              f"the runs of the others; {int(scheme.covered.sum())} runs of {' '.join(p.name for p in data)}, "
+              "benchmarks/accuracy.py")
+    table = interval_table(ds, scheme.pred, source)
+    cal = load_calibration(path)
+    save_calibration(cal.model_copy(update={"intervals": table}), path)
+    log(f"interval table written to {path}:\n{interval_table_text(table)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true",
@@ -668,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="markdown file [default: benchmarks/results/accuracy.md, accuracy.quick.md with --quick]")
     ap.add_argument("--data", type=Path, nargs="+", default=DEFAULT_DATA,
                     help="measured-run CSVs [default: data/calibration.csv data/inferencemax.csv]")
+    ap.add_argument("--write-intervals", type=Path, default=None, metavar="CALIBRATION_YAML",
+                    help="store the interval table of the LOMO held-out predictions in this calibration file")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="processes the cross-validation folds and the anchoring run in [default: the CPU count]")
     args = ap.parse_args(argv)
@@ -707,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the shipped calibration parses a different set of rows than the defaults")
     pred_shipped = predict(ds_shipped, shipped)
     check_medians(ds_shipped, pred_shipped)
+    if args.write_intervals is not None:
+        write_intervals(ds, schemes[0], args.write_intervals, args.data, log)
     anchored_lines = anchored_section(ds, args.data, schemes, args.jobs, log)
     elapsed = time.perf_counter() - t0
 

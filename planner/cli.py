@@ -136,6 +136,18 @@ def parse_demand(text: str) -> tuple[float | None, float | None]:
     return (value, None) if m.group(2) in ("req/s", "requests/s", "rps") else (None, value)
 
 
+def parse_confidence(text: str) -> float:
+    """'0.9' or '90%' -> 0.9: a probability from 0.5 up to (not including) 1."""
+    t = text.strip().replace(" ", "")
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a probability: use e.g. 0.9 or 90%") from None
+    if not (math.isfinite(value) and 0.5 <= value < 1):
+        raise click.BadParameter(f"'{text}' must be from 0.5 up to (not including) 1, e.g. 0.9 or 90%")
+    return value
+
+
 def parse_range(text: str) -> tuple[float, float]:
     """'5:200' -> (5, 200) tokens/s/user; each end takes the --sla forms (20tok/s, 50ms)."""
     parts = text.split(":")
@@ -304,14 +316,23 @@ def main() -> None:
               help="Maximum time to first token, e.g. 5s or 500ms.")
 @click.option("--top", type=click.IntRange(min=1, max=50), default=1, show_default=True,
               help="The K best distinct layouts.")
+@click.option("--confidence", default=None, callback=_callback(parse_confidence),
+              help="Plan so that the SLA and --ttft hold at this one-sided quantile of the held-out errors "
+                   "(0.5 to below 1, e.g. 0.9 or 90%%), and say what it costs in tokens/s/GPU [default: at the "
+                   "central estimate].")
 @_search_options
-def solve(sla: float, ttft: float | None, top: int, method: str, chunks: tuple[int, ...] | None,
-          micro_batches: tuple[int, ...] | None, time_limit: float, as_json: bool, **kw: Any) -> None:
+def solve(sla: float, ttft: float | None, top: int, confidence: float | None, method: str,
+          chunks: tuple[int, ...] | None, micro_batches: tuple[int, ...] | None, time_limit: float, as_json: bool,
+          **kw: Any) -> None:
     """Best plan (layout, batch, chunk) maximising tokens/s/GPU at a minimum tokens/s/user.
 
     With no options: GPT-MoE-1.8T on 64 GB200 NVL72 GPUs, 32768 input / 1024 output tokens, FP4.
     """
     problem = _problem(kw, sla, ttft)
+    if confidence is not None:
+        from planner.uncertainty import with_confidence
+
+        problem = with_confidence(problem, confidence)
     plans = search.solve(problem, method=method, top=top, chunks=chunks, micro_batches=micro_batches,
                          params=_params(time_limit))
     if as_json:
@@ -344,7 +365,8 @@ def estimate(as_json: bool, tp: int, attention_dp: int, pp: int, ep: int, moe_tp
 
     --gpus defaults here to the GPUs the plan uses (dp * tp * attention_dp * pp). With --csv, each
     row (model_path, system, backend, precision, isl, osl, batch_size, tp_size, ...) is a measured
-    launch; the output adds pred_ttft_ms, pred_tpot_ms, pred_tokens_per_s_per_gpu and error.
+    launch; the output adds pred_ttft_ms, pred_tpot_ms, pred_tokens_per_s_per_gpu, their 80% interval ends
+    (pred_*_lo/hi, when the calibration has an interval table) and error.
     """
     if csv_in is not None:
         _estimate_csv(Path(csv_in), Path(csv_out) if csv_out else None, kw["calibration"])
@@ -396,7 +418,12 @@ def _estimate_csv(path: Path, out: Path | None, calibration: str | None) -> None
 @click.option("--anchor", is_flag=True,
               help="Keep the starting calibration and fit only a profile per (model, system, backend) "
                    f"deployment in DATA, from as few as {MIN_ANCHOR_ROWS} runs measured on it.")
-def calibrate(data: tuple[str, ...], output: str, calibration: str | None, name: str | None, anchor: bool) -> None:
+@click.option("--intervals", type=click.Choice(["lomo", "loso", "keep", "none"]), default=None,
+              help="Error bars: from held-out errors, leaving one model (lomo) or one system (loso) out, one more "
+                   "fit per model or system (minutes each on calibration.csv); the starting calibration's "
+                   "(keep); or none [default: keep with --anchor, else none].")
+def calibrate(data: tuple[str, ...], output: str, calibration: str | None, name: str | None, anchor: bool,
+              intervals: str | None) -> None:
     """Fit the efficiency factors to measured runs and print the error before and after.
 
     DATA is one or more CSVs with calibration.csv's columns and the measured silicon_ttft_ms,
@@ -416,6 +443,9 @@ def calibrate(data: tuple[str, ...], output: str, calibration: str | None, name:
     from planner.runs import read_rows
 
     start = load_calibration(calibration)
+    intervals = intervals or ("keep" if anchor else "none")
+    if intervals in ("lomo", "loso") and anchor:
+        raise click.UsageError("--intervals lomo/loso goes with a full fit, not --anchor (use --intervals keep)")
     ds = Dataset.of([row for path in data for row in read_rows(Path(path))], start)
     names = " ".join(Path(path).name for path in data)
     try:
@@ -423,6 +453,12 @@ def calibrate(data: tuple[str, ...], output: str, calibration: str | None, name:
     except TooFewRunsError as e:
         extra = "" if e.anchor else "; to tune one deployment from a few runs, add --anchor"
         raise click.UsageError(f"{', '.join(data)}: {e}{extra}") from None
+    if intervals in ("lomo", "loso"):
+        from planner.uncertainty import HOLDOUT_SCHEMES
+
+        by = HOLDOUT_SCHEMES[intervals]
+        if len(set(ds.models if by == "model" else ds.systems)) < 2:
+            raise click.UsageError(f"--intervals {intervals} needs runs of at least 2 {by}s in {names}")
     click.echo(f"{len(ds.runs)} runs to fit, {len(ds.errors)} rows left out (unparseable or no measurement)",
                err=True)
     source = f"planner calibrate {names}" + (f" --anchor, on top of {start.name}" if anchor else "")
@@ -431,7 +467,14 @@ def calibrate(data: tuple[str, ...], output: str, calibration: str | None, name:
     rows = [[by, group, str(runs)] + [f"{b:.1%} -> {a:.1%}" for b, a in zip(before, after)]
             for by, group, runs, before, after in report.errors]
     click.echo(render.table(["by", "group", "runs", "TPOT |err|", "TTFT |err|", "tok/s/GPU |err|"], rows))
-    save_calibration(report.calibration, output)
+    cal = report.calibration.model_copy(update={"intervals": start.intervals if intervals == "keep" else None})
+    if intervals in ("lomo", "loso"):
+        from planner.uncertainty import holdout_table
+
+        table = holdout_table(ds, intervals, start, log=lambda msg: click.echo(f"  {msg}", err=True))
+        cal = cal.model_copy(update={"intervals": table})
+        click.echo(render.interval_table_text(table))
+    save_calibration(cal, output)
     click.echo(f"median absolute errors before -> after the fit, on the runs it was fitted to; calibration written "
                f"to {output}", err=True)
     for check in report.holdout:
@@ -548,9 +591,13 @@ def _check_plot_path(path: str | None) -> None:
 @main.command()
 @_problem_options
 @_study_options
+@click.option("--confidence", default=None, callback=_callback(parse_confidence),
+              help="Every SLA level and --ttft hold at this one-sided quantile of the held-out errors (0.5 to "
+                   "below 1, e.g. 0.9) [default: at the central estimate].")
 def frontier(ttft: float | None, points: int, sla_range: tuple[float, float] | None, chunks: tuple[int, ...] | None,
              micro_batches: tuple[int, ...] | None, method: str, time_limit: float, csv_out: str | None,
-             plot_out: str | None, all_layouts: bool, quiet: bool, as_json: bool, **kw: Any) -> None:
+             plot_out: str | None, all_layouts: bool, quiet: bool, confidence: float | None, as_json: bool,
+             **kw: Any) -> None:
     """Best tokens/s/GPU at each tokens/s/user: the throughput/interactivity frontier.
 
     Sweeps the SLA from the lowest to the highest reachable interactivity (or --sla-range) and
@@ -561,6 +608,10 @@ def frontier(ttft: float | None, points: int, sla_range: tuple[float, float] | N
 
     _check_plot_path(plot_out)
     problem = _problem(kw, None, ttft)
+    if confidence is not None:
+        from planner.uncertainty import with_confidence
+
+        problem = with_confidence(problem, confidence)
     bar = _Progress(quiet or as_json)
     try:
         f = studies.frontier(problem, points=points, sla_range=sla_range, chunks=chunks,

@@ -21,7 +21,7 @@ from itertools import product
 import numpy as np
 
 from planner import cost
-from planner.rules import LAYOUT_RULES, batch_masks, layout_masks, sla_broken
+from planner.rules import LAYOUT_RULES, batch_masks, checked_times, layout_masks, sla_broken
 from planner.space import Candidate, Objective, OutOfTime, Space
 from planner.specs import Parallel, Problem
 
@@ -81,6 +81,8 @@ class Table:
     layouts: cost.Layouts
     tpot_s: np.ndarray  # [s] mean time per output token
     ttft_s: np.ndarray  # [s] mean time to first token
+    tpot_hi_s: np.ndarray  # [s] the TPOT the SLA is checked at (rules.checked_times): tpot_s itself without confidence
+    ttft_hi_s: np.ndarray  # [s] the TTFT the limit is checked at: ttft_s itself without confidence
     thr: np.ndarray  # [tokens/s/GPU] over the GPUs given
     broken: np.ndarray  # uint16 bits of TABLE_RULES
     lift: tuple[str, ...]
@@ -135,18 +137,18 @@ class Table:
         pick = slice(None) if rows is None else np.asarray(rows)
         ok = (self.broken[pick] & np.uint16(self.active_bits(use_ttft))) == 0
         if sla:
-            ok &= ~sla_broken(self.tpot_s[pick], sla)
+            ok &= ~sla_broken(self.tpot_hi_s[pick], sla)
         return ok
 
     def key(self, objective: Objective) -> np.ndarray:
-        """What a search of `objective` minimises per option: -tokens/s/GPU, TPOT [s], TTFT [s] or replica
-        GPUs."""
+        """What a search of `objective` minimises per option: -tokens/s/GPU, TPOT [s], TTFT [s] (those the
+        rules check, rules.checked_times) or replica GPUs."""
         if objective == "throughput":
             return -self.thr
         if objective == "min_tpot":
-            return self.tpot_s
+            return self.tpot_hi_s
         if objective == "min_ttft":
-            return self.ttft_s
+            return self.ttft_hi_s
         return self.replica_gpus_of(np.arange(self.size)).astype(float)
 
     def best_value(self, objective: Objective, sla: float | None, use_ttft: bool,
@@ -178,7 +180,7 @@ class Table:
         """Indices, sorted, of the options no option obeying the same rules beats: among the options obeying
         every recorded rule (TTFT only with use_ttft) and, for each rule of `lift` (default: the table's),
         among those that break that rule alone. 'Beats': lower or equal on `key` [per option, minimised]
-        and, with_tpot, on TPOT (which an SLA bounds), strictly lower on one; ties go to the larger chunk.
+        and, with_tpot, on the TPOT an SLA bounds (tpot_hi_s), strictly lower on one; ties go to the larger chunk.
         With `group` [per option], each group keeps its own."""
         active = np.uint16(self.active_bits(use_ttft))
         lifted = [BIT[r] for r in (self.lift if lift is None else lift) if BIT[r] & int(active)]
@@ -189,7 +191,7 @@ class Table:
         eligible = np.flatnonzero(ok)
         bits = bits[eligible]
         primary = np.asarray(key)[eligible]
-        tpot = self.tpot_s[eligible]
+        tpot = self.tpot_hi_s[eligible]
         grp = None if group is None else np.asarray(group)[eligible]
         chunk_rank = -(eligible % len(self.space.chunks))  # ties: the larger chunk (less waiting for prefill)
         passes = [0, *lifted]
@@ -281,6 +283,7 @@ def tabulate(p: Problem, s: Space, lift: tuple[str, ...] = BATCH_LIFT, deadline:
     m = np.asarray(s.micro_batches, dtype=np.int64)[None, :, None]
     c = np.asarray(s.chunks, dtype=np.int64)[None, None, :]
     tpot, ttft, thr = (np.empty(total) for _ in range(3))
+    tpot_hi, ttft_hi = (tpot, ttft) if p.confidence is None else (np.empty(total), np.empty(total))
     broken = np.empty(total, np.uint16)
     per_block = max(1, BLOCK_OPTIONS // batches)
     for a in range(0, len(lay.tp), per_block):
@@ -295,10 +298,15 @@ def tabulate(p: Problem, s: Space, lift: tuple[str, ...] = BATCH_LIFT, deadline:
         tpot[out] = np.broadcast_to(g["tpot_s"], shape).ravel()
         ttft[out] = np.broadcast_to(g["ttft_s"], shape).ravel()
         thr[out] = np.broadcast_to(g["tokens_per_s_per_gpu"], shape).ravel()
+        if p.confidence is not None:
+            hi = checked_times(p, g)
+            tpot_hi[out], ttft_hi[out] = (np.broadcast_to(x, shape).ravel() for x in hi)
         bits = np.broadcast_to(lay_bits[sl][:, None, None], shape).copy()
         for rule, mask in batch_masks(p, g, use_sla=False).items():
             bits |= np.where(np.broadcast_to(mask, shape), BIT[rule], 0).astype(np.uint16)
         broken[out] = bits.ravel()
     ttft = np.where(np.isfinite(ttft), ttft, math.inf)
-    return Table(p=p, space=s, layouts=lay, tpot_s=tpot, ttft_s=ttft, thr=thr, broken=broken,
+    ttft_hi = ttft if p.confidence is None else np.where(np.isfinite(ttft_hi), ttft_hi, math.inf)
+    return Table(p=p, space=s, layouts=lay, tpot_s=tpot, ttft_s=ttft, tpot_hi_s=tpot_hi, ttft_hi_s=ttft_hi,
+                 thr=thr, broken=broken,
                  lift=tuple(r for r in lift if r in LIFTABLE), wall_s=time.perf_counter() - t0)

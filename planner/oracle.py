@@ -15,7 +15,7 @@ from itertools import product
 import numpy as np
 
 from planner import cost
-from planner.rules import batch_ok, layout_violations
+from planner.rules import batch_ok, checked_times, layout_violations
 from planner.space import Candidate, Objective, OutOfTime, Space
 from planner.specs import Parallel, Problem
 
@@ -44,7 +44,7 @@ def exhaustive(
 ) -> tuple[list[Candidate], float]:
     """Best `top` distinct layouts by `objective`, best first, and the wall time [s].
 
-    Objectives: highest tokens/s/GPU, lowest TPOT, lowest TTFT, or fewest replica GPUs (with
+    Objectives: highest tokens/s/GPU, lowest TPOT, lowest TTFT (those the rules check), or fewest replica GPUs (with
     `budget` GPUs allowed). A plan is valid when memory fits, the chunk keeps up and, when asked,
     the SLA and TTFT limit hold. Raises OutOfTime when `deadline` (time.perf_counter) passes first.
     """
@@ -58,10 +58,11 @@ def exhaustive(
         ok = batch_ok(p, g, use_sla, use_ttft)
         if not ok.any():
             continue
+        tpot, ttft = checked_times(p, g)
         score = {
             "throughput": g["tokens_per_s_per_gpu"],
-            "min_tpot": -g["tpot_s"],
-            "min_ttft": -g["ttft_s"],
+            "min_tpot": -tpot,
+            "min_ttft": -ttft,
             "min_gpus": np.full(m.shape, -float(par.replica_gpus)),
         }[objective]
         score = np.where(ok, score, -np.inf)

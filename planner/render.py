@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from planner.specs import Plan, Precision, Problem
 
 PLAN_HEADERS = ["#", "layout", "concurrency", "chunk", "tok/s/user", "tok/s/GPU", "TTFT", "memory/GPU"]
@@ -80,7 +82,54 @@ def layout_line(p: Plan) -> str:
     q = p.parallel
     return (f"layout: tp={q.tp} attention_dp={q.attention_dp} pp={q.pp} ep={q.ep} moe_tp={q.moe_tp} dp={q.dp} "
             f"({p.gpus_used} of {p.gpus} GPUs); {p.batch.micro_batch} requests per attention-DP rank per "
-            f"micro-batch; TPOT {p.metrics.tpot_ms:.1f} ms")
+            f"micro-batch; TPOT {p.metrics.tpot_ms:.1f} ms{_interval(p, p.metrics.tpot_interval_ms, ms=True)}")
+
+
+def _interval(p: Plan, pair: tuple[float, float] | None, ms: bool = False) -> str:
+    """' (80% interval 29.0–38.2 ms)', or '' when the plan has no intervals."""
+    if pair is None or p.metrics.interval_level is None:
+        return ""
+    lo, hi = pair
+    if not ms:
+        span = f"{lo:,.1f}–{hi:,.1f}"
+    elif hi < 1000 or lo >= 1000:  # one unit for both ends
+        a, b = (duration(x) for x in (lo, hi))
+        span = f"{a.rsplit(' ', 1)[0]}–{b}"
+    else:
+        span = f"{duration(lo)}–{duration(hi)}"
+    return f" ({p.metrics.interval_level:.0%} interval {span})"
+
+
+def interval_lines(p: Plan) -> list[str]:
+    """TTFT and tokens/s/GPU with their intervals, and where the intervals come from (none without them)."""
+    m = p.metrics
+    if m.interval_level is None:
+        return []
+    return [f"intervals from held-out errors of the regime '{m.interval_regime}': TTFT {duration(m.ttft_ms)}"
+            f"{_interval(p, m.ttft_interval_ms, ms=True)}, {m.tokens_per_s_per_gpu:,.1f} tok/s/GPU"
+            f"{_interval(p, m.tokens_per_s_per_gpu_interval)}"]
+
+
+def confidence_lines(p: Plan, problem: Problem) -> list[str]:
+    """How a plan searched with --confidence meets its SLA, and what the confidence costs."""
+    c = p.confidence
+    if c is None:
+        return []
+    sla = problem.sla
+    level = f"{c.level * 100:g}"
+    checks = []
+    if sla and sla.min_tokens_per_s_per_user:
+        checks.append(f"TPOT <= {1000 / sla.min_tokens_per_s_per_user:.1f} ms (plan {c.tpot_ms:.1f} ms)")
+    if sla and sla.max_ttft_s:
+        checks.append(f"TTFT <= {duration(sla.max_ttft_s * 1000)} (plan {duration(c.ttft_ms)})")
+    checked = f"SLA checked at {' and '.join(checks)} at the {level}th percentile" if checks else "no SLA to check"
+    if c.central_tokens_per_s_per_gpu is None:
+        costs = "the central estimate finds no plan to compare with"
+    else:
+        costs = (f"costs {c.cost:.0%} tokens/s/GPU against the plan at the central estimate "
+                 f"({p.metrics.tokens_per_s_per_gpu:,.1f} vs {c.central_tokens_per_s_per_gpu:,.1f}, "
+                 f"{c.central_label})")
+    return [f"confidence {level}%: {checked}; {costs}"]
 
 
 def memory_line(p: Plan) -> str:
@@ -128,21 +177,31 @@ def limits_line(p: Plan) -> list[str]:
 def solve_lines(plans: Sequence[Plan], problem: Problem) -> list[str]:
     """Everything `planner solve` prints for its plans (best first)."""
     best = plans[0]
-    return [sla_line(best, problem), table(PLAN_HEADERS, plan_rows(plans)), layout_line(best), memory_line(best),
-            *note_lines(best), *profile_lines(problem), solver_line(best), *limits_line(best)]
+    return [sla_line(best, problem), table(PLAN_HEADERS, plan_rows(plans)), layout_line(best),
+            *interval_lines(best), *confidence_lines(best, problem), memory_line(best), *note_lines(best),
+            *profile_lines(problem), solver_line(best), *limits_line(best)]
 
 
 def estimate_lines(plan: Plan, problem: Problem) -> list[str]:
     """Everything `planner estimate` prints for one plan."""
-    return [describe(plan), table(PLAN_HEADERS, plan_rows([plan])), layout_line(plan), memory_line(plan),
-            *note_lines(plan), *profile_lines(problem)]
+    return [describe(plan), table(PLAN_HEADERS, plan_rows([plan])), layout_line(plan), *interval_lines(plan),
+            memory_line(plan), *note_lines(plan), *profile_lines(problem)]
 
 
 def frontier_table(f: Any) -> str:
     """One row per SLA level; '*' where the optimal layout changes."""
     rows = [[f"{pt.target_tokens_per_s_per_user:.1f}", "*" if pt.new_layout else ""] + plan_rows([pt])[0][1:]
             for pt in f.points]
-    return table(FRONTIER_HEADERS, rows)
+    levels = {pt.metrics.interval_level for pt in f.points if pt.metrics.tokens_per_s_per_gpu_interval}
+    if len(levels) != 1:
+        return table(FRONTIER_HEADERS, rows)
+    heads = list(FRONTIER_HEADERS)
+    at = heads.index("tok/s/GPU") + 1
+    heads.insert(at, f"{next(iter(levels)):.0%} interval")
+    for row, pt in zip(rows, f.points):
+        pair = pt.metrics.tokens_per_s_per_gpu_interval
+        row.insert(at, f"{pair[0]:.1f}–{pair[1]:.1f}" if pair else "-")
+    return table(heads, rows)
 
 
 def frontier_summary(f: Any) -> str:
@@ -150,8 +209,9 @@ def frontier_summary(f: Any) -> str:
     statuses = {pt.solver.status for pt in f.points}
     proof = "every point OPTIMAL" if statuses == {"OPTIMAL"} else "some points only FEASIBLE (time limit)"
     limit = f", TTFT <= {f.max_ttft_s:g} s" if f.max_ttft_s else ""
+    at = f" at the {f.confidence * 100:g}th percentile" if f.confidence is not None else ""
     return (f"frontier{limit}: {f.lowest_tokens_per_s_per_user:.1f} .. {f.highest_tokens_per_s_per_user:.1f} "
-            f"tokens/s/user reachable; {len(f.points)} SLA levels, {f.solves} searches in {f.wall_s:.1f} s "
+            f"tokens/s/user reachable{at}; {len(f.points)} SLA levels, {f.solves} searches in {f.wall_s:.1f} s "
             f"({f.method}, {proof})")
 
 
@@ -241,3 +301,27 @@ def cluster_rows(specs: Sequence[Any]) -> str:
 def pct(x: float) -> str:
     """A relative error to two significant figures: 4.1%, 19%."""
     return f"{x:.0%}" if x >= 0.095 else f"{x:.1%}"
+
+
+def interval_table_text(t: Any) -> str:
+    """An interval table (specs.IntervalTable) as text: per regime, the held-out runs and the 80% range of
+    measured / predicted of each figure."""
+    from planner.uncertainty import DEFAULT_LEVEL, POOLED, REGIMES
+
+    lo, hi = (1 - DEFAULT_LEVEL) / 2, (1 + DEFAULT_LEVEL) / 2
+    by = {(r.regime, r.metric): r for r in t.rows}
+
+    def span(row: Any) -> str:
+        a, b = (math.exp(float(np.interp(x, t.probs, row.quantiles))) - 1 for x in (lo, hi))
+        return f"{a:+.0%}..{b:+.0%}"
+
+    rows = []
+    for name in (POOLED, *REGIMES):
+        got = [by.get((name, m)) for m in ("tpot", "ttft", "tokens_per_s_per_gpu")]
+        if got[0] is None:
+            continue
+        rows.append([name, str(got[0].runs), *(span(r) if r else "-" for r in got)])
+    level = f"{DEFAULT_LEVEL:.0%}"
+    head = table(["regime", "runs", f"TPOT {level}", f"TTFT {level}", f"tok/s/GPU {level}"], rows)
+    return (f"error bars ({t.source}): measured / predicted - 1, {level} of held-out runs; regimes with fewer "
+            f"than {t.min_runs} runs use 'all'\n{head}")

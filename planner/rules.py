@@ -62,7 +62,7 @@ def batch_masks(p: Problem, metrics: Mapping[str, np.ndarray], use_sla: bool = T
                 use_ttft: bool = True) -> dict[str, np.ndarray]:
     """Where each batch rule is broken, for arrays of cost.metrics_grid figures: memory per GPU above the
     usable HBM, prefill load rho >= 1, tokens/s/user below the SLA, TTFT above the limit (the last two
-    only when asked and set on p.sla)."""
+    only when asked and set on p.sla, at the figures `checked_times` gives)."""
     from planner.cost import usable_bytes
 
     out = {
@@ -70,12 +70,24 @@ def batch_masks(p: Problem, metrics: Mapping[str, np.ndarray], use_sla: bool = T
         "chunk_keeps_up": np.asarray(metrics["prefill_load"]) >= 1,
     }
     floor = p.sla.min_tokens_per_s_per_user if (use_sla and p.sla) else None
-    if floor:
-        out["sla"] = sla_broken(np.asarray(metrics["tpot_s"]), floor)
     limit = p.sla.max_ttft_s if (use_ttft and p.sla) else None
-    if limit is not None:
-        out["ttft"] = np.asarray(metrics["ttft_s"]) > limit
+    if floor or limit is not None:
+        tpot, ttft = checked_times(p, metrics)
+        if floor:
+            out["sla"] = sla_broken(tpot, floor)
+        if limit is not None:
+            out["ttft"] = ttft > limit
     return out
+
+
+def checked_times(p: Problem, metrics: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The TPOT [s] and TTFT [s] the SLA and the TTFT limit are checked at: the cost model's figures or, with
+    p.confidence, their pessimistic quantile over the held-out errors of their regime (planner.uncertainty)."""
+    if p.confidence is None:
+        return np.asarray(metrics["tpot_s"]), np.asarray(metrics["ttft_s"])
+    from planner.uncertainty import pessimistic
+
+    return pessimistic(p, metrics)
 
 
 def sla_broken(tpot_s, min_tokens_per_s_per_user: float) -> np.ndarray:

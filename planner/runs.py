@@ -42,8 +42,11 @@ INPUT_COLUMNS = (
     "isl", "osl", "batch_size", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size",
 )
 """Columns a measured-run CSV must have (id and the measured columns are optional)."""
-PREDICTED_COLUMNS = ("pred_ttft_ms", "pred_tpot_ms", "pred_tokens_per_s_per_gpu", "error")
-"""Columns `predict_rows` adds."""
+PREDICTED_COLUMNS = ("pred_ttft_ms", "pred_tpot_ms", "pred_tokens_per_s_per_gpu", "pred_ttft_lo_ms", "pred_ttft_hi_ms",
+                     "pred_tpot_lo_ms", "pred_tpot_hi_ms", "pred_tokens_per_s_per_gpu_lo",
+                     "pred_tokens_per_s_per_gpu_hi", "pred_interval_level", "error")
+"""Columns `predict_rows` adds: the predictions, their interval ends (empty when the calibration has no
+interval table) and level, and why a row could not be predicted."""
 
 _ENGINE_MODES = {
     "w4a8": Precision.w4a8, "w4a8_awq": Precision.w4a8, "w4a8_mxfp4_fp8": Precision.w4a8,
@@ -288,16 +291,32 @@ def predict_all(runs: list[Run]) -> dict[str, np.ndarray]:
 
 
 def predict_rows(rows: Iterable[dict[str, str]], calibration: Calibration | None = None) -> list[dict[str, str]]:
-    """Every input row, in order, with pred_ttft_ms, pred_tpot_ms, pred_tokens_per_s_per_gpu and error."""
+    """Every input row, in order, with the PREDICTED_COLUMNS: pred_ttft_ms, pred_tpot_ms,
+    pred_tokens_per_s_per_gpu, their interval ends at uncertainty.DEFAULT_LEVEL where the calibration has an
+    interval table, and error."""
     rows = [{**r, **dict.fromkeys(PREDICTED_COLUMNS, "")} for r in rows]
     parsed, errors = parse_all(rows, calibration or Calibration())
     for i, reason in errors.items():
         rows[i]["error"] = reason
-    pred = predict_all([run for _, run in parsed])
+    runs = [run for _, run in parsed]
+    pred = predict_all(runs)
+    table = (calibration or Calibration()).intervals
+    bars = {}
+    if table is not None and runs:
+        from planner.uncertainty import DEFAULT_LEVEL, intervals, run_regimes
+
+        bars = intervals(table, run_regimes(runs, pred), {"ttft": pred["ttft_ms"], "tpot": pred["tpot_ms"],
+                                                          "tokens_per_s_per_gpu": pred["tokens_per_s_per_gpu"]})
     for k, (i, _) in enumerate(parsed):
         rows[i]["pred_ttft_ms"] = f"{pred['ttft_ms'][k]:.4g}"
         rows[i]["pred_tpot_ms"] = f"{pred['tpot_ms'][k]:.4g}"
         rows[i]["pred_tokens_per_s_per_gpu"] = f"{pred['tokens_per_s_per_gpu'][k]:.4g}"
+        for metric, (lo, hi) in bars.items():
+            unit = "_ms" if metric != "tokens_per_s_per_gpu" else ""
+            rows[i][f"pred_{metric}_lo{unit}"] = f"{lo[k]:.4g}"
+            rows[i][f"pred_{metric}_hi{unit}"] = f"{hi[k]:.4g}"
+        if bars:
+            rows[i]["pred_interval_level"] = f"{DEFAULT_LEVEL:g}"
     return rows
 
 

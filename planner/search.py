@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from planner import cost, rules
+from planner import cost, rules, uncertainty
 from planner.catalog import load_cluster, load_model
 from planner.errors import InfeasibleError, InvalidLayoutError, SearchTooLargeError, SpecError, TimeLimitError
 from planner.options import BATCH_LIFT, MAX_OPTIONS, SpaceTooLarge, Table, tabulate
@@ -26,6 +26,7 @@ from planner.specs import (
     SLA,
     Calibration,
     ClusterSpec,
+    ConfidenceInfo,
     ModelSpec,
     Parallel,
     Plan,
@@ -159,13 +160,15 @@ def with_sla(p: Problem, min_tokens_per_s_per_user: float | None) -> Problem:
 
 
 def objective_value(p: Problem, cand: Candidate, objective: Objective) -> float:
-    """A candidate's value of `objective` by the float cost model: tokens/s/GPU, TPOT [s], TTFT [s] or
-    replica GPUs."""
+    """A candidate's value of `objective` by the float cost model: tokens/s/GPU, TPOT [s], TTFT [s] (those
+    the rules check, rules.checked_times) or replica GPUs."""
     if objective == "min_gpus":
         return float(cand.parallel.replica_gpus)
     g = cost.metrics_grid(p, cand.parallel, cand.micro_batch, cand.chunk)
-    key = {"throughput": "tokens_per_s_per_gpu", "min_tpot": "tpot_s", "min_ttft": "ttft_s"}[objective]
-    return float(g[key])
+    if objective == "throughput":
+        return float(g["tokens_per_s_per_gpu"])
+    tpot, ttft = rules.checked_times(p, g)
+    return float(tpot if objective == "min_tpot" else ttft)
 
 
 class Searcher:
@@ -372,31 +375,40 @@ def diagnose(s: Searcher) -> InfeasibleError:
             f"{p.model.name} does not fit on {p.gpus} {p.cluster.name} GPUs at {p.precision_label}: it fits on "
             f"{fewest} {p.cluster.name} GPUs", "fit", {"gpus": fewest})
     limit = p.sla.max_ttft_s if p.sla else None
+    at = f" at the {p.confidence:.0%} pessimistic end" if p.confidence is not None else ""
     fast = s.best("min_tpot", use_sla=False, use_ttft=True)
     if not fast:
         quick = s.best("min_ttft", use_sla=False, use_ttft=False)
         best = objective_value(p, quick[0], "min_ttft") * 1e3
         return InfeasibleError(
-            f"TTFT limit {limit * 1e3:.0f} ms is unreachable: the lowest TTFT any plan reaches here is "
+            f"TTFT limit {limit * 1e3:.0f} ms is unreachable: the lowest TTFT any plan reaches here{at} is "
             f"{best:.0f} ms", "ttft", {"ttft_ms": best})
     speed = 1 / objective_value(p, fast[0], "min_tpot")
     sla = p.sla.min_tokens_per_s_per_user if p.sla else None
     within = f" within TTFT {limit * 1e3:.0f} ms" if limit else ""
     return InfeasibleError(
-        f"SLA {sla:g} tokens/s/user is unreachable: the highest any plan reaches here{within} is "
+        f"SLA {sla:g} tokens/s/user is unreachable: the highest any plan reaches here{within}{at} is "
         f"{speed:.1f} tokens/s/user ({fast[0].parallel.label})", "sla", {"tokens_per_s_per_user": speed})
 
 
 def build_plan(p: Problem, cand: Candidate, info: SolverInfo) -> Plan:
-    """The Plan of a candidate, with figures recomputed by the float cost model."""
+    """The Plan of a candidate, with figures recomputed by the float cost model, their intervals (when the
+    calibration has an interval table) and, with p.confidence, the figures the SLA was checked at."""
     ev = cost.evaluate(p, cand.parallel, cand.micro_batch, cand.chunk)
+    m = ev.metrics
+    metrics = m.model_copy(update=uncertainty.plan_intervals(p, m.tpot_ms, m.ttft_ms, m.tokens_per_s_per_gpu,
+                                                             ev.batch.concurrency))
+    confidence = None
+    if p.confidence is not None:
+        tpot, ttft = rules.checked_times(p, cost.metrics_grid(p, cand.parallel, cand.micro_batch, cand.chunk))
+        confidence = ConfidenceInfo(level=p.confidence, tpot_ms=float(tpot) * 1e3, ttft_ms=float(ttft) * 1e3)
     return Plan(
         model=p.model.name, cluster=p.cluster.name, gpus=p.gpus, gpus_used=cand.parallel.gpus_used,
         isl=p.workload.isl, osl=p.workload.osl, precision=p.precision, kv_precision=p.kv_precision,
         gemm_math=p.gemm_math, expert_precision=p.experts if p.mixed_formats else None,
         expert_gemm_math=p.math_for(p.experts) if p.mixed_formats else None, label=cand.parallel.label,
-        parallel=cand.parallel, batch=ev.batch, metrics=ev.metrics, memory=ev.memory, solver=info, sla=p.sla,
-        notes=list(p.model.approximations),
+        parallel=cand.parallel, batch=ev.batch, metrics=metrics, memory=ev.memory, solver=info, sla=p.sla,
+        confidence=confidence, notes=list(p.model.approximations),
     )
 
 
@@ -438,16 +450,22 @@ def solve(
     chunks: tuple[int, ...] | None = None,
     micro_batches: tuple[int, ...] | None = None,
     params=None,
+    confidence: float | None = None,
     **problem_args,
 ) -> list[Plan]:
     """The `top` best distinct layouts (best first) maximising tokens/s/GPU under the SLA.
 
     Give a Problem, or the make_problem keywords (model, cluster, gpus, isl, osl, precision,
-    kv_precision, min_tokens_per_s_per_user, max_ttft_s, calibration). Raises InfeasibleError
-    saying what is reachable when no plan exists, TimeLimitError or SearchTooLargeError when the time
-    limit does not allow an answer.
+    kv_precision, min_tokens_per_s_per_user, max_ttft_s, calibration). With `confidence` (0.5 <= C < 1,
+    or the problem's own), the SLA and the TTFT limit hold at the one-sided quantile C of each option's
+    held-out errors (planner.uncertainty); the objective stays the central tokens/s/GPU, and each plan's
+    `confidence` compares it with the best plan at the central estimate (a second search). Raises
+    InfeasibleError saying what is reachable when no plan exists, TimeLimitError or SearchTooLargeError
+    when the time limit does not allow an answer.
     """
     p = problem or make_problem(**problem_args)
+    if confidence is not None:
+        p = uncertainty.with_confidence(p, confidence)
     if top < 1:
         raise SpecError(f"top must be at least 1, got {top}")
     s = Searcher(p, Space.of(p, chunks, micro_batches), method, params)
@@ -455,7 +473,19 @@ def solve(
     wall = time.perf_counter() - s.started
     if not found:
         raise diagnose(s)
-    return [plan_of(p, cand, s, wall) for cand in found]
+    plans = [plan_of(p, cand, s, wall) for cand in found]
+    if p.confidence is None:
+        return plans
+    central = Searcher(uncertainty.with_confidence(p, None), s.space, method, s.params, deadline=s.deadline).best()
+    ref = build_plan(p, central[0], SolverInfo(method="estimate", status="EVALUATED", wall_s=0.0)) if central else None
+    thr = ref.metrics.tokens_per_s_per_gpu if ref else None
+    out = []
+    for plan in plans:
+        info = plan.confidence.model_copy(update={
+            "central_tokens_per_s_per_gpu": thr, "central_label": ref.label if ref else None,
+            "cost": 1 - plan.metrics.tokens_per_s_per_gpu / thr if thr else None})
+        out.append(plan.model_copy(update={"confidence": info}))
+    return out
 
 
 def estimate(

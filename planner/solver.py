@@ -186,9 +186,10 @@ class SearchModel:
         self._forbid(pool, "ttft", self._recorded(pool, "ttft"))
 
     def add_sla(self, pool: Pool, min_tokens_per_s_per_user: float | None) -> None:
-        """tokens/s/user >= the SLA: 1 / TPOT >= floor (None: no floor)."""
+        """tokens/s/user >= the SLA: 1 / TPOT >= floor, at the TPOT the rules check (Table.tpot_hi_s; None: no
+        floor)."""
         if min_tokens_per_s_per_user:
-            self._forbid(pool, "sla", sla_broken(pool.table.tpot_s[pool.rows], min_tokens_per_s_per_user))
+            self._forbid(pool, "sla", sla_broken(pool.table.tpot_hi_s[pool.rows], min_tokens_per_s_per_user))
 
     def add_batch_rules(self, pool: Pool, min_tokens_per_s_per_user: float | None, use_ttft: bool = True) -> None:
         """Memory, chunk keeps up, SLA and (with use_ttft) the TTFT limit."""

@@ -602,6 +602,57 @@ class Profile(_Input):
         return out or "*"
 
 
+INTERVAL_PROBS: tuple[float, ...] = (
+    0.0, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99,
+    1.0)
+"""Probabilities at which an interval table keeps its quantiles (0 and 1: the smallest and largest residual);
+quantiles in between are interpolated linearly."""
+INTERVAL_METRICS: tuple[str, ...] = ("tpot", "ttft", "tokens_per_s_per_gpu")
+"""The predicted figures an interval table covers."""
+
+
+class RegimeResiduals(_Input):
+    """Quantiles of log(measured / predicted) of one figure over the held-out runs of one regime."""
+
+    regime: str = Field(description="Regime name (planner.uncertainty.REGIMES) or 'all' (every run)")
+    metric: Literal["tpot", "ttft", "tokens_per_s_per_gpu"]
+    runs: PositiveInt = Field(description="Held-out runs the quantiles come from [runs]")
+    quantiles: list[float] = Field(description="log(measured / predicted) at IntervalTable.probs, nondecreasing "
+                                   "[natural log units]")
+
+    @field_validator("quantiles")
+    @classmethod
+    def _nondecreasing(cls, q: list[float]) -> list[float]:
+        if any(b < a for a, b in zip(q, q[1:])):
+            raise ValueError("quantiles must be nondecreasing")
+        return q
+
+
+class IntervalTable(_Input):
+    """Empirical quantiles of held-out (cross-validated) prediction errors, per regime and figure: the error
+    bars of every prediction (planner.uncertainty). Regimes with fewer than `min_runs` held-out runs have no
+    row; their predictions take the 'all' row."""
+
+    source: str = Field(description="How the held-out predictions were made, e.g. 'LOMO: 6 folds, ...'")
+    min_runs: PositiveInt = Field(description="Fewest held-out runs a regime needs for its own row [runs]")
+    probs: list[float] = Field(default_factory=lambda: list(INTERVAL_PROBS),
+                               description="Probabilities of every row's quantiles, increasing, 0 to 1")
+    rows: list[RegimeResiduals]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IntervalTable:
+        pr = self.probs
+        if len(pr) < 2 or pr[0] != 0.0 or pr[-1] != 1.0 or any(b <= a for a, b in zip(pr, pr[1:])):
+            raise ValueError("probs must increase from 0 to 1")
+        for row in self.rows:
+            if len(row.quantiles) != len(pr):
+                raise ValueError(f"row {row.regime}/{row.metric}: {len(row.quantiles)} quantiles for {len(pr)} probs")
+        missing = [m for m in INTERVAL_METRICS if not any(r.regime == "all" and r.metric == m for r in self.rows)]
+        if missing:
+            raise ValueError(f"the 'all' regime needs a row for {', '.join(missing)}")
+        return self
+
+
 class Calibration(_Input):
     """Efficiency factors (base plus per system/backend/model profiles) and the engine's memory headroom.
 
@@ -621,6 +672,8 @@ class Calibration(_Input):
         default_factory=lambda: {"trtllm": 8192, "vllm": 8192, "sglang": 8192, "*": 8192},
         description="Default prefill token budget per iteration of each engine, for measured runs [tokens]",
     )
+    intervals: IntervalTable | None = Field(
+        None, description="Held-out error quantiles per regime, the error bars of predictions (None: none shown)")
 
     def factors_for(self, system: str, backend: str, model: str = "*", generation: str = "",
                     vendor: str = "", math: str = "") -> Factors:
@@ -718,6 +771,14 @@ class Metrics(_Strict):
     requests_per_s: float = Field(description="Completed requests per second, all replicas [requests/s]")
     prefill_share: float = Field(description="Fraction of iterations that carry a prefill chunk")
     prefill_load: float = Field(description="Share of the chunk budget prefill needs (< 1 by rule)")
+    interval_level: float | None = Field(
+        None, description="Probability each interval holds the measured figure (two-sided, e.g. 0.8); None when "
+        "the calibration has no interval table")
+    interval_regime: str | None = Field(None, description="Regime whose held-out errors give the intervals")
+    tpot_interval_ms: tuple[float, float] | None = Field(None, description="Interval of the TPOT [ms]")
+    ttft_interval_ms: tuple[float, float] | None = Field(None, description="Interval of the TTFT [ms]")
+    tokens_per_s_per_gpu_interval: tuple[float, float] | None = Field(
+        None, description="Interval of the tokens/s/GPU [tokens/s/GPU]")
 
 
 class Memory(_Strict):
@@ -759,6 +820,20 @@ class SolverInfo(_Strict):
     )
 
 
+class ConfidenceInfo(_Strict):
+    """How a plan searched with a confidence level (solve --confidence) meets its SLA, and what that costs."""
+
+    level: float = Field(description="One-sided probability that the measured TPOT and TTFT stay within the SLA")
+    tpot_ms: float = Field(description="The plan's TPOT at the pessimistic quantile of its regime [ms]")
+    ttft_ms: float = Field(description="The plan's TTFT at the pessimistic quantile of its regime [ms]")
+    central_tokens_per_s_per_gpu: float | None = Field(
+        None, description="tokens/s/GPU of the best plan at the central estimate, the same rules otherwise; None "
+        "when that search found no plan [tokens/s/GPU]")
+    central_label: str | None = Field(None, description="Layout of the best plan at the central estimate")
+    cost: float | None = Field(
+        None, description="Share of tokens/s/GPU given up for the confidence: 1 - plan / central plan")
+
+
 class Plan(_Strict):
     """A deployment: layout, batching and predicted figures. The JSON contract of `planner solve`."""
 
@@ -782,6 +857,8 @@ class Plan(_Strict):
     memory: Memory
     solver: SolverInfo
     sla: SLA | None = None
+    confidence: ConfidenceInfo | None = Field(
+        None, description="The SLA checked at the pessimistic end of the error bars (solve --confidence)")
     notes: list[str] = Field(default_factory=list, description="Parts of the model the cost model approximates")
 
 
@@ -803,6 +880,9 @@ class Problem(_Input):
     sla: SLA | None = None
     calibration: Calibration = Field(default_factory=Calibration)
     backend: str = Field("*", description="Serving engine whose calibration profile applies, or '*'")
+    confidence: float | None = Field(
+        None, ge=0.5, lt=1.0, description="Check the SLA and the TTFT limit at this one-sided quantile of the "
+        "held-out errors (calibration.intervals) instead of at the central estimate; None = central")
 
     @model_validator(mode="after")
     def _formats(self) -> Problem:
@@ -810,6 +890,8 @@ class Problem(_Input):
             raise ValueError("kv_precision must be fp8 or bf16")
         if self.expert_precision is not None and not self.model.is_moe:
             raise ValueError(f"expert_precision given, but {self.model.name} is a dense model (no routed experts)")
+        if self.confidence is not None and self.calibration.intervals is None:
+            raise ValueError("confidence needs a calibration with an interval table (planner calibrate --intervals)")
         return self
 
     def model_copy(self, *, update=None, deep: bool = False) -> Problem:  # noqa: D102

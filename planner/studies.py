@@ -86,6 +86,9 @@ class Frontier(BaseModel):
     precision: str
     expert_precision: str | None = Field(None, description="Routed experts' format where it differs from precision")
     max_ttft_s: float | None = Field(None, description="TTFT limit of every point [s]")
+    confidence: float | None = Field(
+        None, description="SLA levels and the TTFT limit hold at this one-sided quantile of the held-out errors; "
+        "the reachable range is at it too (None: the central estimate)")
     method: str
     lowest_tokens_per_s_per_user: float = Field(
         description="Interactivity of the throughput-optimal plan with no SLA [tokens/s/user]")
@@ -174,9 +177,11 @@ def sla_levels(lo: float, hi: float, points: int) -> list[float]:
 
 
 def _user_rate(p: Problem, c: Candidate) -> tuple[float, float]:
-    """(tokens/s/user, tokens/s/GPU) of a candidate by the float cost model."""
-    m = cost.evaluate(p, c.parallel, c.micro_batch, c.chunk).metrics
-    return m.tokens_per_s_per_user, m.tokens_per_s_per_gpu
+    """(tokens/s/user the SLA is checked at, tokens/s/GPU) of a candidate by the float cost model: with
+    p.confidence, the tokens/s/user at the pessimistic TPOT (rules.checked_times)."""
+    g = cost.metrics_grid(p, c.parallel, c.micro_batch, c.chunk)
+    tpot, _ = rules.checked_times(p, g)
+    return 1 / float(tpot), float(g["tokens_per_s_per_gpu"])
 
 
 def frontier(
@@ -195,7 +200,8 @@ def frontier(
     """The best tokens/s/GPU at `points` SLA levels (log-spaced) from the lowest to the highest
     reachable tokens/s/user, or over `sla_range` (lo, hi), plus the `extra` levels.
 
-    The problem's TTFT limit (problem.sla.max_ttft_s) holds at every point; its SLA is ignored.
+    The problem's TTFT limit (problem.sla.max_ttft_s) holds at every point; its SLA is ignored. With
+    problem.confidence, every level and the TTFT limit hold at that pessimistic quantile (rules.checked_times).
     One Searcher serves every level: the options are tabulated once, and each level is a CP-SAT search
     over the same dominance-reduced options with that level's SLA. Levels are visited from low to
     high; a plan found at one level is optimal at every higher level it still meets (the constraint only
@@ -246,7 +252,8 @@ def frontier(
         case=case_name(p), model=p.model.name, cluster=p.cluster.name, gpus=p.gpus, isl=p.workload.isl,
         osl=p.workload.osl, precision=p.precision.value,
         expert_precision=p.experts.value if p.mixed_formats else None, max_ttft_s=p.sla.max_ttft_s if p.sla else None,
-        method=method, lowest_tokens_per_s_per_user=u_min, highest_tokens_per_s_per_user=u_max, points=out_points,
+        confidence=p.confidence, method=method, lowest_tokens_per_s_per_user=u_min,
+        highest_tokens_per_s_per_user=u_max, points=out_points,
         unreachable=unreachable, valid_layouts=len(curves) if all_layouts else None, layouts=curves,
         solves=search.searches, wall_s=time.perf_counter() - t0,
     )
@@ -284,9 +291,21 @@ def frontier_rows(f: Frontier) -> list[dict[str, object]]:
             "tokens_per_s_per_user": round(m.tokens_per_s_per_user, 4),
             "tokens_per_s_per_gpu": round(m.tokens_per_s_per_gpu, 4), "ttft_ms": round(m.ttft_ms, 2),
             "tpot_ms": round(m.tpot_ms, 4), "memory_per_gpu_gb": round(pt.memory.per_gpu_bytes / 1e9, 3),
-            "status": pt.solver.status,
+            "status": pt.solver.status, **_interval_columns(m),
         })
     return rows
+
+
+def _interval_columns(m) -> dict[str, object]:
+    """The interval ends of a point's figures as CSV columns (empty without an interval table)."""
+    out: dict[str, object] = {"interval_level": m.interval_level}
+    for name, pair, digits in (("tokens_per_s_per_gpu", m.tokens_per_s_per_gpu_interval, 4),
+                               ("ttft_ms", m.ttft_interval_ms, 2), ("tpot_ms", m.tpot_interval_ms, 4)):
+        lo, hi = pair if pair is not None else (None, None)
+        stem, unit = (name, "") if not name.endswith("_ms") else (name[:-3], "_ms")
+        out[f"{stem}_lo{unit}"] = None if lo is None else round(lo, digits)
+        out[f"{stem}_hi{unit}"] = None if hi is None else round(hi, digits)
+    return out
 
 
 # --- compare ---------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from readme_examples import NOT_IN_SUITE, REPO, Command, commands, differs, mask
 
 COMMANDS = commands()
 BLOCKS = python_blocks()
-SHIPPED_FIT = {"planner calibrate data/calibration.csv data/inferencemax.csv -o calibration.yaml": "planner/calibration.yaml"}
+SHIPPED_FIT = {"planner calibrate data/calibration.csv data/inferencemax.csv -o calibration.yaml":
+               "planner/calibration.yaml"}
 """Examples the suite does not run (readme_examples.NOT_IN_SUITE says why) and the shipped file standing in
 for what they write."""
 

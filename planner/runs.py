@@ -192,10 +192,11 @@ def parse_run(row: dict[str, str], calibration: Calibration) -> Run:
     if model.is_moe and moe_tp * ep != tp * adp and ep == 1 and moe_tp == 1:
         moe_tp = tp * adp  # 'not used' recorded for a plain TP MoE
     if (model.is_moe and backend == "vllm" and not (row.get("attention_dp_size") or "").strip("0 ")
-            and moe_tp == 1 and ep > tp and ep % tp == 0):
-        # vLLM's expert-parallel group is tensor_parallel_size x data_parallel_size: an EP wider than the TP
-        # with no attention-DP recorded is that data-parallel attention (vLLM --enable-expert-parallel)
-        adp = ep // tp
+            and moe_tp * ep > tp and moe_tp * ep % tp == 0):
+        # vLLM's MoE layers split their experts over tensor_parallel_size x data_parallel_size GPUs (by EP with
+        # --enable-expert-parallel, else by TP): a MoE group wider than the TP with no attention-DP recorded is
+        # that data-parallel attention
+        adp = moe_tp * ep // tp
     par = Parallel(tp=tp, attention_dp=adp, pp=pp, ep=ep, moe_tp=moe_tp)
     try:
         problem = Problem(

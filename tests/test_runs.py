@@ -429,11 +429,13 @@ def test_fit_recovers_what_runs_determine_and_keeps_what_they_leave_free():
 
 
 def test_a_vllm_expert_parallel_row_without_attention_dp_reads_as_vllm_runs_it():
-    """vLLM's EP group is TP x DP: a row with tp 2, moe_ep 4 and no attention_dp ran attention data-parallel
-    over 2 ranks (4 GPUs); recorded so by another engine, it breaks the moe_resplit rule."""
+    """vLLM's MoE group is TP x DP: a row with tp 2, moe_ep 4 (or tp 1, moe_tp 2) and no attention_dp ran attention
+    data-parallel over 2 ranks; recorded so by another engine, it breaks the moe_resplit rule."""
     row = _row(model_path="Qwen/Qwen3-235B-A22B-FP8", system="h200_sxm", backend="vllm", tp_size="2",
                attention_dp_size="", moe_tp_size="1", moe_ep_size="4")
     run = parse_run(row, Calibration())
     assert (run.parallel.tp, run.parallel.attention_dp, run.parallel.ep, run.parallel.moe_tp) == (2, 2, 4, 1)
+    run = parse_run({**row, "tp_size": "1", "moe_tp_size": "2", "moe_ep_size": "1"}, Calibration())  # no EP
+    assert (run.parallel.tp, run.parallel.attention_dp, run.parallel.ep, run.parallel.moe_tp) == (1, 2, 1, 2)
     with pytest.raises(SpecError, match="ep must divide"):
         parse_run({**row, "backend": "sglang"}, Calibration())

@@ -356,6 +356,7 @@ def build_plan(p: Problem, cand: Candidate, info: SolverInfo) -> Plan:
         isl=p.workload.isl, osl=p.workload.osl, precision=p.precision, kv_precision=p.kv_precision,
         gemm_math=p.gemm_math, label=cand.parallel.label, parallel=cand.parallel, batch=ev.batch, metrics=ev.metrics,
         memory=ev.memory, solver=info, sla=p.sla, notes=list(p.model.approximations),
+        spans_domains=cost.domain_spans(p, cand.parallel),
     )
 
 

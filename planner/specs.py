@@ -648,6 +648,17 @@ class SolverInfo(_Strict):
     )
 
 
+class DomainSpan(_Strict):
+    """A group of one replica that crosses scale-up domains, so that its communication runs over scale-out."""
+
+    group: Literal["tp", "moe_stage", "pipeline"] = Field(
+        description="The tp group (all-reduce, hierarchical), the MoE stage tp * attention_dp (token dispatch "
+        "and combine) or the pipeline replica (stage hand-offs)")
+    gpus: int = Field(description="GPUs of the group [GPUs]")
+    domains: int = Field(description="Scale-up domains it spans [domains]")
+    domain_gpus: int = Field(description="GPUs of one scale-up domain [GPUs]")
+
+
 class Plan(_Strict):
     """A deployment: layout, batching and predicted figures. The JSON contract of `planner solve`."""
 
@@ -668,6 +679,8 @@ class Plan(_Strict):
     solver: SolverInfo
     sla: SLA | None = None
     notes: list[str] = Field(default_factory=list, description="Parts of the model the cost model approximates")
+    spans_domains: list[DomainSpan] = Field(
+        default_factory=list, description="Groups of a replica that cross scale-up domains (empty: none does)")
 
 
 class Problem(_Input):

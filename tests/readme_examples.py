@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 NOT_IN_SUITE = {"planner calibrate data/calibration.csv -o calibration.yaml":
-                "the full fit of 992 runs takes about 4 minutes on 2 cores; the test suite puts the shipped "
+                "the full fit of 1,048 runs takes about 4 minutes on 2 cores; the test suite puts the shipped "
                 "calibration (that fit's result) in its place, fits subsets through the same command "
                 "(tests/test_runs.py), and this script runs it"}
 """Examples the test suite does not run, with the reason (`python tests/readme_examples.py` runs them all)."""

@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
 
 from _common import machine, publish, revision  # noqa: E402  (benchmarks/ is on sys.path)
 
-from planner.audit import Case, Outcome, check, random_cases  # noqa: E402
+from planner.audit import Case, Outcome, check, random_cases, spanning_tp_possible  # noqa: E402
 
 GRID_MODELS = (("llama-3.1-70b", 4000, 1000), ("qwen3-235b-a22b", 4000, 1000), ("deepseek-r1", 4000, 1000),
                ("gpt-moe-1.8t", 32768, 1024))
@@ -88,6 +88,8 @@ def report(outcomes: list[Outcome], title: str, command: str, wall_s: float, rev
     uncertified = [o for o in outcomes if o.cpsat.value is not None and o.cpsat.certified is not True]
     tc, to = [o.cpsat.wall_s for o in outcomes], [o.oracle.wall_s for o in outcomes]
     ratios = sorted(o.cpsat.wall_s / o.oracle.wall_s for o in outcomes if o.oracle.wall_s > 0)
+    spanning = sum("tp" in o.oracle.spans for o in outcomes)
+    offered = sum(o.oracle.value is not None and spanning_tp_possible(o.case) for o in outcomes)
     kinds: dict[str, int] = {}
     for o in outcomes:
         kinds[o.oracle.reason or "plan"] = kinds.get(o.oracle.reason or "plan", 0) + 1
@@ -103,6 +105,8 @@ def report(outcomes: list[Outcome], title: str, command: str, wall_s: float, rev
         f"- problems: **{n}**; with a plan (oracle): {plans}; without: "
         + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()) if k != "plan"),
         f"- **agreement: {n - len(disagree)} of {n}**; disagreements on feasibility: **{len(feas)}**",
+        f"- plans whose tp group spans scale-up domains (oracle): {spanning}, of {offered} problems with a plan "
+        "whose candidate lists offer one",
         f"- **false OPTIMAL: {len(false_opt)}**; **bound violations: {len(bound)}**; CP-SAT plans not certified: "
         f"{len(uncertified)}",
         f"- median time CP-SAT / oracle: **{statistics.median(tc) / statistics.median(to):.2f}x** "

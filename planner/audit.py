@@ -86,6 +86,8 @@ class Result:
     reason: str = ""  # why there is no plan (InfeasibleError.reason) or the error
     reachable: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
+    label: str = ""  # the plan's layout, e.g. 'TP16 PP1 DP1'
+    spans: tuple[str, ...] = ()  # groups of the plan crossing scale-up domains (Plan.spans_domains)
 
 
 def run(case: Case, method: str, time_limit_s: float = 60.0) -> Result:
@@ -101,7 +103,22 @@ def run(case: Case, method: str, time_limit_s: float = 60.0) -> Result:
     except PlannerError as e:
         return Result("error", reason=f"{type(e).__name__}: {e}", wall_s=time.perf_counter() - t0)
     return Result(plan.solver.status, plan.metrics.tokens_per_s_per_gpu, plan.solver.objective_bound,
-                  plan.solver.certified, wall_s=time.perf_counter() - t0)
+                  plan.solver.certified, wall_s=time.perf_counter() - t0, label=plan.label,
+                  spans=tuple(s.group for s in plan.spans_domains))
+
+
+def spanning_tp_possible(case: Case) -> bool:
+    """Some layout of the case's candidate lists has a tp group spanning scale-up domains that the layout rules
+    admit (whole domains, dividing the heads, within the GPUs): cross-domain TP is an option the search weighs."""
+    from planner.rules import layout_masks
+    from planner.space import Space
+
+    p = case.problem()
+    tp = np.array([t for t in Space.of(p).tp if t > p.cluster.scaleup_domain_gpus])
+    if not len(tp):
+        return False
+    masks = layout_masks(p, tp, 1, 1, 1)
+    return bool((~(masks["heads_divisible"] | masks["tp_spans_whole_domains"] | masks["gpu_budget"])).any())
 
 
 def _close(a: float, b: float) -> bool:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.specs import GB, Batch, Memory, Metrics, Parallel, Precision, Problem
+from planner.specs import GB, Batch, DomainSpan, Memory, Metrics, Parallel, Precision, Problem
 
 ACT_BYTES = 2.0
 """Bytes of one activation value moved between GPUs or kept as workspace (BF16) [bytes]."""
@@ -89,6 +89,26 @@ class Rates:
 def crosses_domain(p: Problem, gpus) -> np.ndarray:
     """True where a group of `gpus` GPUs cannot sit inside one scale-up domain."""
     return np.asarray(gpus) > p.cluster.scaleup_domain_gpus
+
+
+def domains_spanned(p: Problem, gpus) -> np.ndarray:
+    """Scale-up domains a group of `gpus` GPUs placed on whole domains occupies: ceil(gpus / domain) [domains]."""
+    return -(-np.asarray(gpus) // p.cluster.scaleup_domain_gpus)
+
+
+def domain_spans(p: Problem, par: Parallel) -> list[DomainSpan]:
+    """The groups of one replica that cross scale-up domains and so communicate over scale-out: the tp group
+    (its all-reduce runs hierarchically, `tp_allreduce_time`), the MoE stage when its attention-DP ranks
+    exchange tokens (`moe_exchange_time`), the pipeline replica when it hands activations between stages
+    (`pipeline_time`)."""
+    d = p.cluster.scaleup_domain_gpus
+    groups = (
+        ("tp", par.tp, True),
+        ("moe_stage", par.stage_gpus, p.model.is_moe and par.attention_dp > 1),
+        ("pipeline", par.replica_gpus, par.pp > 1),
+    )
+    return [DomainSpan(group=name, gpus=gpus, domains=int(domains_spanned(p, gpus)), domain_gpus=d)
+            for name, gpus, communicates in groups if communicates and bool(crosses_domain(p, gpus))]
 
 
 # --- architecture quantities -------------------------------------------------------------------
@@ -249,13 +269,38 @@ def attention_block_time(p: Problem, tp, m, c) -> np.ndarray:
     # LM head (BF16) for the decode tokens
     lm = md.vocab_size * md.hidden_size / tp
     t = t + _gemm(lm * EMBED_BYTES, 2 * m * lm, r)
-    # TP all-reduce after attention and after the FFN of every layer (ring, inside one domain)
-    ar_bytes = n * md.hidden_size * ACT_BYTES
-    allreduce = r.scaleup_latency + 2 * (tp - 1) / tp * ar_bytes / r.scaleup
-    t = t + np.where(tp > 1, 2 * md.num_layers * allreduce, 0.0)
+    # TP all-reduce after attention and after the FFN of every layer
+    t = t + 2 * md.num_layers * tp_allreduce_time(p, tp, n)
     # fixed launch and scheduler time, and the host's work per decoding request
     fixed = md.num_layers * k.layer_overhead_us * US + k.iteration_overhead_ms * 1e-3
     return t + fixed + m * k.request_step_overhead_us * US
+
+
+def tp_allreduce_time(p: Problem, tp, n) -> np.ndarray:
+    """One all-reduce of n tokens' hidden states (BF16) over a tp group, n tokens per rank [s]; 0 at tp = 1.
+
+    An alpha-beta model (a latency per step plus bytes over bandwidth) of the algorithms NCCL runs. Inside one
+    scale-up domain (tp <= domain) a ring over scale-up, as NCCL's ring all-reduce moves it:
+    lat_up + 2 (tp - 1) / tp * B / bw_up, with B = n * hidden * 2 bytes and lat_up charged once per
+    collective (the NVSwitch domain's per-collective latency). A group spanning k = tp / g domains, g = its GPUs
+    per domain = min(tp, domain) (whole domains: rules.tp_spans_whole_domains), runs hierarchically, as NCCL's
+    multi-node algorithms do (tree and NVLS-tree: reduce inside the node over NVLink, across nodes over the NICs,
+    one NIC per GPU) and Horovod's hierarchical all-reduce does literally: a reduce-scatter inside each domain
+    over scale-up, an all-reduce of each GPU's B / g shard with its peers in the other k - 1 domains over its own
+    NIC (a ring of 2 (k - 1) steps), then an all-gather inside the domain. The two in-domain phases move
+    what the in-domain ring moves, so
+    t = lat_up + 2 (g - 1) / g * B / bw_up + 2 (k - 1) * lat_out + 2 (k - 1) / k * B / (g * bw_out),
+    which is the ring exactly at k = 1; on 1-GPU domains (no scale-up link, g = 1) only the scale-out ring is
+    left. Rates.scaleup and Rates.scaleout are per-GPU, one-direction rates.
+    """
+    r, d = Rates.of(p), p.cluster.scaleup_domain_gpus
+    tp = np.asarray(tp)
+    nbytes = np.asarray(n, dtype=float) * p.model.hidden_size * ACT_BYTES
+    g = np.minimum(tp, d)
+    k = tp / g
+    inside = np.where(g > 1, r.scaleup_latency + 2 * (g - 1) / g * nbytes / r.scaleup, 0.0)  # none on 1-GPU domains
+    across = 2 * (k - 1) * r.scaleout_latency + 2 * (k - 1) / k * nbytes / (g * r.scaleout)
+    return np.where(tp > 1, inside + across, 0.0)
 
 
 def expected_active_experts(p: Problem, tokens, ep) -> np.ndarray:

@@ -132,6 +132,25 @@ def confidence_lines(p: Plan, problem: Problem) -> list[str]:
     return [f"confidence {level}%: {checked}; {costs}"]
 
 
+SPAN_EFFECT = {
+    "tp": "its all-reduce runs hierarchically over scale-out",
+    "moe_stage": "its token dispatch and combine run over scale-out",
+    "pipeline": "its stage hand-offs run over scale-out",
+}
+"""What crossing scale-up domains does to each group's communication."""
+
+
+def span_lines(p: Plan) -> list[str]:
+    """One line per group that crosses scale-up domains, e.g. 'TP16 spans 2 scale-up domains of 8 GPUs: ...'."""
+    out = []
+    for s in p.spans_domains:
+        name = {"tp": f"TP{s.gpus}", "moe_stage": f"the MoE stage ({s.gpus} GPUs)",
+                "pipeline": f"the pipeline replica (PP{p.parallel.pp}, {s.gpus} GPUs)"}[s.group]
+        unit = "GPU" if s.domain_gpus == 1 else "GPUs"
+        out.append(f"{name} spans {s.domains} scale-up domains of {s.domain_gpus} {unit}: {SPAN_EFFECT[s.group]}")
+    return out
+
+
 def memory_line(p: Plan) -> str:
     """The memory terms of one GPU of the busiest stage."""
     m = p.memory
@@ -177,15 +196,15 @@ def limits_line(p: Plan) -> list[str]:
 def solve_lines(plans: Sequence[Plan], problem: Problem) -> list[str]:
     """Everything `planner solve` prints for its plans (best first)."""
     best = plans[0]
-    return [sla_line(best, problem), table(PLAN_HEADERS, plan_rows(plans)), layout_line(best),
+    return [sla_line(best, problem), table(PLAN_HEADERS, plan_rows(plans)), layout_line(best), *span_lines(best),
             *interval_lines(best), *confidence_lines(best, problem), memory_line(best), *note_lines(best),
             *profile_lines(problem), solver_line(best), *limits_line(best)]
 
 
 def estimate_lines(plan: Plan, problem: Problem) -> list[str]:
     """Everything `planner estimate` prints for one plan."""
-    return [describe(plan), table(PLAN_HEADERS, plan_rows([plan])), layout_line(plan), *interval_lines(plan),
-            memory_line(plan), *note_lines(plan), *profile_lines(problem)]
+    return [describe(plan), table(PLAN_HEADERS, plan_rows([plan])), layout_line(plan), *span_lines(plan),
+            *interval_lines(plan), memory_line(plan), *note_lines(plan), *profile_lines(problem)]
 
 
 def frontier_table(f: Any) -> str:

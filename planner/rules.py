@@ -21,7 +21,8 @@ RULES: dict[str, str] = {
     "experts_divisible": "ep must divide the routed experts (ep = 1 for dense models)",
     "moe_resplit": "ep must divide tp * attention_dp, which MoE layers re-split as moe_tp * ep",
     "dense_no_attention_dp": "a dense model has attention_dp = 1 (replicas are dp)",
-    "tp_in_scaleup_domain": "the tp group must sit inside one scale-up (NVLink) domain",
+    "tp_spans_whole_domains": "a tp group larger than one scale-up domain must span whole domains (tp a multiple "
+                              "of the domain's GPUs)",
     "memory": "memory per GPU must fit the usable HBM",
     "chunk_keeps_up": "the prefill chunk must admit new requests as fast as they finish (load rho < 1)",
     "sla": "tokens/s/user must reach the SLA",
@@ -31,9 +32,17 @@ RULES: dict[str, str] = {
 
 LAYOUT_RULES: tuple[str, ...] = (
     "gpu_budget", "heads_divisible", "layers_divisible", "experts_divisible", "moe_resplit",
-    "dense_no_attention_dp", "tp_in_scaleup_domain",
+    "dense_no_attention_dp", "tp_spans_whole_domains",
 )
-"""Rules on the layout alone."""
+"""Rules on the layout alone.
+
+A group may span scale-up domains: that is an option the cost model charges at scale-out cost
+(cost.tp_allreduce_time, moe_exchange_time, pipeline_time), not a rule. tp_spans_whole_domains only asks a tp
+group that spans domains to fill each one: the hierarchical all-reduce assumes the same g ranks in each of its
+k domains (tp = k * domain), which is how engines run multi-node TP (SGLang and TensorRT-LLM: tp = nodes x
+GPUs per node), and a group of 1.5 domains (tp 12 on 8-GPU domains) would leave half a domain that the next
+replica could only use by straddling two domains as well. Groups inside one domain (any tp <= domain) and
+stages or replicas spanning domains (charged wholly at scale-out, whatever their size) need no such rule."""
 BATCH_RULES: tuple[str, ...] = ("memory", "chunk_keeps_up", "sla", "ttft")
 """Rules on a layout with its batch (micro-batch and chunk)."""
 
@@ -41,7 +50,7 @@ BATCH_RULES: tuple[str, ...] = ("memory", "chunk_keeps_up", "sla", "ttft")
 def layout_masks(p: Problem, tp, attention_dp, pp, ep, dp=1, moe_tp=None) -> dict[str, np.ndarray]:
     """Where each layout rule is broken, for broadcastable arrays of degrees [GPUs]. moe_tp None: derived
     (tp * attention_dp / ep), so only the divisibility of the stage by ep is checked."""
-    md = p.model
+    md, domain = p.model, p.cluster.scaleup_domain_gpus
     tp, adp, pp, ep, dp = (np.asarray(x) for x in (tp, attention_dp, pp, ep, dp))
     stage = tp * adp
     resplit = stage % ep != 0
@@ -54,7 +63,7 @@ def layout_masks(p: Problem, tp, attention_dp, pp, ep, dp=1, moe_tp=None) -> dic
         "experts_divisible": (md.num_experts % ep != 0) if md.is_moe else ep != 1,
         "moe_resplit": resplit,
         "dense_no_attention_dp": np.zeros(np.shape(adp), bool) if md.is_moe else adp != 1,
-        "tp_in_scaleup_domain": tp > p.cluster.scaleup_domain_gpus,
+        "tp_spans_whole_domains": (tp > domain) & (tp % domain != 0),
     }
 
 
@@ -147,6 +156,7 @@ def explain(p: Problem, par: Parallel, rule: str) -> str:
             f"moe_tp*ep = {par.moe_tp * par.ep} but tp*attention_dp = {par.stage_gpus}"
         ),
         "dense_no_attention_dp": f"attention_dp={par.attention_dp} on a dense model",
-        "tp_in_scaleup_domain": f"tp={par.tp} exceeds the {p.cluster.scaleup_domain_gpus}-GPU scale-up domain",
+        "tp_spans_whole_domains": (f"tp={par.tp} spans {par.tp / p.cluster.scaleup_domain_gpus:.3g} "
+                                   f"{p.cluster.scaleup_domain_gpus}-GPU scale-up domains"),
     }.get(rule, "")
     return f"{RULES[rule]} ({detail})" if detail else RULES[rule]

@@ -141,13 +141,13 @@ class SearchModel:
     # --- rules on one pool ------------------------------------------------------------------------
     def add_layout_rules(self, pool: Pool) -> None:
         """tp divides the heads, pp the layers, ep the experts and the stage; no attention-DP on a dense
-        model; tp inside one scale-up domain."""
+        model; a tp group spanning scale-up domains spans whole ones."""
         self._add_heads_divisible(pool)
         self._add_layers_divisible(pool)
         self._add_experts_divisible(pool)
         self._add_moe_resplit(pool)
         self._add_dense_no_attention_dp(pool)
-        self._add_tp_in_scaleup_domain(pool)
+        self._add_tp_spans_whole_domains(pool)
 
     def _add_heads_divisible(self, pool: Pool) -> None:
         """tp divides the attention heads."""
@@ -169,9 +169,9 @@ class SearchModel:
         """A dense model has attention_dp = 1."""
         self._forbid(pool, "dense_no_attention_dp", self._recorded(pool, "dense_no_attention_dp"))
 
-    def _add_tp_in_scaleup_domain(self, pool: Pool) -> None:
-        """The tp group sits inside one scale-up domain."""
-        self._forbid(pool, "tp_in_scaleup_domain", self._recorded(pool, "tp_in_scaleup_domain"))
+    def _add_tp_spans_whole_domains(self, pool: Pool) -> None:
+        """A tp group larger than one scale-up domain is a multiple of the domain's GPUs."""
+        self._forbid(pool, "tp_spans_whole_domains", self._recorded(pool, "tp_spans_whole_domains"))
 
     def add_memory(self, pool: Pool) -> None:
         """Weights, KV cache, activations, buffers and reserved memory fit the usable HBM of every GPU."""

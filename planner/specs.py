@@ -834,6 +834,17 @@ class ConfidenceInfo(_Strict):
         None, description="Share of tokens/s/GPU given up for the confidence: 1 - plan / central plan")
 
 
+class DomainSpan(_Strict):
+    """A group of one replica that crosses scale-up domains, so that its communication runs over scale-out."""
+
+    group: Literal["tp", "moe_stage", "pipeline"] = Field(
+        description="The tp group (all-reduce, hierarchical), the MoE stage tp * attention_dp (token dispatch "
+        "and combine) or the pipeline replica (stage hand-offs)")
+    gpus: int = Field(description="GPUs of the group [GPUs]")
+    domains: int = Field(description="Scale-up domains it spans [domains]")
+    domain_gpus: int = Field(description="GPUs of one scale-up domain [GPUs]")
+
+
 class Plan(_Strict):
     """A deployment: layout, batching and predicted figures. The JSON contract of `planner solve`."""
 
@@ -860,6 +871,8 @@ class Plan(_Strict):
     confidence: ConfidenceInfo | None = Field(
         None, description="The SLA checked at the pessimistic end of the error bars (solve --confidence)")
     notes: list[str] = Field(default_factory=list, description="Parts of the model the cost model approximates")
+    spans_domains: list[DomainSpan] = Field(
+        default_factory=list, description="Groups of a replica that cross scale-up domains (empty: none does)")
 
 
 class Problem(_Input):

@@ -596,3 +596,28 @@ def test_the_oracle_does_not_import_ortools():
 
     code = "import sys, planner.oracle, planner.search; sys.exit('ortools' in ' '.join(sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+# --- groups spanning scale-up domains -----------------------------------------------------------------------
+
+TP16_H200 = ("--model", "deepseek-r1", "--cluster", "h200-sxm", "--precision", "fp8", "--tp", "16", "--isl", "1000",
+             "--osl", "1000", "--concurrency", "64")
+
+
+def test_a_plan_says_which_groups_span_domains():
+    """TP16 over two 8-GPU nodes: the JSON plan names the group and its domains, the text says how it talks."""
+    plan = run_json("estimate", *TP16_H200)
+    assert plan["spans_domains"] == [{"group": "tp", "gpus": 16, "domains": 2, "domain_gpus": 8}]
+    text = run("estimate", *TP16_H200).stdout
+    assert "TP16 spans 2 scale-up domains of 8 GPUs: its all-reduce runs hierarchically over scale-out" in text
+    wide = run_json("estimate", "--model", "qwen3-235b-a22b", *TP16_H200[2:-2], "--attention-dp", "2", "--ep", "32",
+                    "--pp", "2", "--concurrency", "64")
+    assert [(s["group"], s["domains"]) for s in wide["spans_domains"]] == [("tp", 2), ("moe_stage", 4),
+                                                                          ("pipeline", 8)]
+    assert run_json("estimate", *TP16_H200[:7], "8", *TP16_H200[8:])["spans_domains"] == []
+
+
+def test_a_tp_group_of_part_domains_is_refused_in_one_line():
+    line = error_line("estimate", "--model", "mixtral-8x22b", "--cluster", "a100-sxm", "--precision", "bf16",
+                      "--tp", "12", "--isl", "4000", "--osl", "1000")
+    assert "must span whole domains" in line and "tp=12 spans 1.5 8-GPU scale-up domains" in line

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from planner import Parallel, cost
+from planner import Parallel, cost, rules
 from planner.search import make_problem
 from planner.space import Space
 from planner.specs import GB, PRECISION_ALIASES, Calibration, Factors, Precision, Workload
@@ -99,6 +99,55 @@ def test_expert_exchange_crosses_domain_is_slower():
     outside = cost.moe_exchange_time(p, 8, 8, True, 64)
     assert outside > 5 * inside
     assert cost.moe_exchange_time(p, 1, 8, False, 64) == 0  # pure TP attention: tokens already local
+
+
+def test_tp_allreduce_is_the_ring_inside_a_domain_and_hierarchical_across(monkeypatch):
+    """Inside one 8-GPU domain the all-reduce is the ring over NVLink; TP16 over two domains adds a scale-out
+    all-reduce of each GPU's 1/8 shard: slower, and the formula by hand."""
+    p = _p(model="deepseek-r1", cluster="h200-sxm", precision="fp8", gpus=16)
+    r, n = cost.Rates.of(p), 64
+    nbytes = n * p.model.hidden_size * 2  # 7168 BF16 values per token
+    for tp in (2, 4, 8):
+        ring = r.scaleup_latency + 2 * (tp - 1) / tp * nbytes / r.scaleup
+        assert cost.tp_allreduce_time(p, tp, n) == pytest.approx(ring, rel=1e-12)
+    assert cost.tp_allreduce_time(p, 1, n) == 0
+    g, k = 8, 2
+    by_hand = (r.scaleup_latency + 2 * (g - 1) / g * nbytes / r.scaleup  # reduce-scatter + all-gather on NVLink
+               + 2 * (k - 1) * r.scaleout_latency + 2 * (k - 1) / k * nbytes / g / r.scaleout)  # shards over NICs
+    assert cost.tp_allreduce_time(p, 16, n) == pytest.approx(by_hand, rel=1e-12)
+    assert cost.tp_allreduce_time(p, 16, n) > 2 * cost.tp_allreduce_time(p, 8, n)
+    assert cost.tp_allreduce_time(p, 64, n) > cost.tp_allreduce_time(p, 16, n)  # 8 domains: more steps
+    # a pass carries two of them per layer (after attention, after the FFN)
+    with_ar = cost.attention_block_time(p, 16, n, 0)
+    monkeypatch.setattr(cost, "tp_allreduce_time", lambda *a: 0.0)
+    assert with_ar - cost.attention_block_time(p, 16, n, 0) == pytest.approx(2 * 61 * by_hand, rel=1e-9)
+
+
+def test_allreduce_on_one_gpu_domains_is_the_scale_out_ring():
+    """A cluster without NVLink (L40S: domains of 1 GPU) all-reduces over scale-out only."""
+    p = _p(model="llama-3.1-70b", cluster="l40s", precision="fp8", gpus=8)
+    r, n, tp = cost.Rates.of(p), 32, 4
+    nbytes = n * p.model.hidden_size * 2
+    ring = 2 * (tp - 1) * r.scaleout_latency + 2 * (tp - 1) / tp * nbytes / r.scaleout
+    assert cost.tp_allreduce_time(p, tp, n) == pytest.approx(ring, rel=1e-12)
+
+
+def test_groups_spanning_domains_are_charged_scale_out_consistently():
+    """A stage or replica spans domains whenever its tp group does: MoE exchange and pipeline hand-offs then
+    run over scale-out too, and the plan names each group that crosses."""
+    p = _p(model="qwen3-235b-a22b", cluster="h200-sxm", precision="fp8", gpus=64)
+    par = Parallel(tp=16, attention_dp=2, ep=32, pp=2)
+    assert not rules.layout_violations(p, par)
+    assert cost.crosses_domain(p, par.tp) and cost.crosses_domain(p, par.stage_gpus)
+    assert cost.crosses_domain(p, par.replica_gpus)
+    spans = {s.group: s.domains for s in cost.domain_spans(p, par)}
+    assert spans == {"tp": 2, "moe_stage": 4, "pipeline": 8}
+    exchange = cost.moe_block_time(p, 16, 2, 32, 64) - cost.moe_gemm_work(p, 2, 64) / 16
+    assert exchange == pytest.approx(cost.moe_exchange_time(p, 2, 32, True, 64))
+    assert cost.domain_spans(p, Parallel(tp=8, ep=8)) == []  # one node: nothing crosses
+    # pure TP of a MoE model: the stage is the tp group, its combine is the TP all-reduce (no exchange)
+    assert [s.group for s in cost.domain_spans(p, Parallel(tp=16, ep=16))] == ["tp"]
+    assert cost.moe_exchange_time(p, 1, 16, True, 64) == 0
 
 
 def test_candidate_lists_contain_values_that_break_rules():

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner import solve
+from planner import cost, solve
 from planner.calibrate import (
     ANCHOR_FACTORS,
     MIN_ANCHOR_ROWS,
@@ -74,6 +74,28 @@ def test_missing_columns_are_named(tmp_path):
     path = _write(tmp_path, [{k: v for k, v in _row().items() if k != "tp_size"}])
     with pytest.raises(SpecError, match="missing columns tp_size"):
         read_rows(path)
+
+
+def test_tp16_over_two_h200_nodes_predicts():
+    """SGLang's two-node DeepSeek-R1 deployment, TP16 over two 8-GPU H200 nodes, is a layout like any other: it
+    parses and predicts, slower per token than TP8 in one node at the same batch (its all-reduces cross the
+    NICs). A tp group of one and a half nodes is refused with the rule named."""
+    r1 = dict(model_path="deepseek-ai/DeepSeek-R1", backend="sglang", precision="fp8", gemm_quant_mode="fp8",
+              moe_quant_mode="fp8", batch_size="32")
+    out = predict_rows([_row(**r1, tp_size="16", moe_tp_size="16", moe_ep_size="1"),
+                        _row(**r1, tp_size="8", moe_tp_size="8", moe_ep_size="1"),
+                        _row(model_path="mistralai/Mixtral-8x22B-v0.1", tp_size="12", moe_tp_size="12",
+                             moe_ep_size="1")], Calibration())
+    assert out[0]["error"] == "" and out[1]["error"] == ""
+    assert float(out[0]["pred_tpot_ms"]) > 0 and float(out[0]["pred_ttft_ms"]) > 0
+    run = parse_run(_row(**r1, tp_size="16", moe_tp_size="16", moe_ep_size="1"), Calibration())
+    assert run.parallel.tp == 16 and run.problem.cluster.scaleup_domain_gpus == 8
+    one_domain = run.problem.model_copy(update={"cluster": run.problem.cluster.model_copy(
+        update={"scaleup_domain_gpus": 16})})  # the same GPUs, were all 16 on one NVLink switch
+    m = run.concurrency
+    assert (cost.evaluate(run.problem, run.parallel, m, run.chunk).metrics.tpot_ms
+            > cost.evaluate(one_domain, run.parallel, m, run.chunk).metrics.tpot_ms + 1)  # the NICs cost > 1 ms
+    assert "must span whole domains" in out[2]["error"] and "tp=12 spans 1.5 8-GPU" in out[2]["error"]
 
 
 def test_closed_loop_little_law():

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner import InfeasibleError, cost, options, solve
-from planner.audit import Case, check, random_cases
+from planner.audit import Case, check, random_cases, spanning_tp_possible
 from planner.errors import SearchTooLargeError, TimeLimitError
 from planner.oracle import exhaustive
 from planner.rules import LAYOUT_RULES, violations
@@ -98,6 +98,17 @@ def test_the_random_subset_covers_every_kind_of_answer():
     """The subset is not all one kind: plans, SLAs and TTFT limits out of reach, models that do not fit."""
     kinds = {_random_outcome(i).oracle.reason or "plan" for i in range(len(RANDOM_CASES))}
     assert {"plan", "sla", "fit", "ttft"} <= kinds, kinds
+
+
+def test_the_random_subset_has_cross_domain_tp_that_wins_and_loses():
+    """Cross-domain TP is an option in the audit's cases: some plans (both methods agreeing, above) span scale-up
+    domains with their tp group, and some cases offer a spanning tp group that the optimum does without."""
+    outcomes = [_random_outcome(i) for i in range(len(RANDOM_CASES))]
+    wins = [o for o in outcomes if "tp" in o.oracle.spans]
+    loses = [o for o in outcomes if o.oracle.value is not None and "tp" not in o.oracle.spans
+             and spanning_tp_possible(o.case)]
+    assert wins and loses, (len(wins), len(loses))
+    assert all(o.cpsat.spans == o.oracle.spans for o in wins)  # the same layout class, not only the same value
 
 
 @pytest.mark.parametrize("instance", INSTANCES, ids=lambda i: f"{i[0]}-{i[1]}-{i[2]}-sla{i[6]}")
@@ -197,8 +208,8 @@ RULE_CASES = {
                                "experts_divisible"),
     "_add_moe_resplit": (("mixtral-8x7b", "gb200-nvl72", 32, 2000, 500, "fp8", 80, None), "moe_resplit"),
     "_add_layers_divisible": (("deepseek-r1", "h100-sxm", 32, 4000, 1000, "fp8", 5, None), "layers_divisible"),
-    "_add_tp_in_scaleup_domain": (("llama-3.1-70b", "h100-sxm", 16, 4000, 1000, "fp8", 150, None),
-                                  "tp_in_scaleup_domain"),
+    "_add_tp_spans_whole_domains": (("mixtral-8x22b", "a100-sxm", 12, 4000, 1000, "bf16", 20, None),
+                                    "tp_spans_whole_domains"),  # TP12 on 1.5 8-GPU domains
     # (dense_no_attention_dp is left out: on a dense model attention-DP ranks only duplicate dp replicas, so
     # lifting it never buys throughput; it keeps such duplicates out of the plans)
     "add_memory": (("llama-3.1-70b", "h100-sxm", 8, 32000, 1000, "fp8", 10, None), "memory"),

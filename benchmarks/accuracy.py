@@ -75,6 +75,7 @@ from planner.calibrate import (  # noqa: E402
     ENGINE_FACTORS,
     FORMAT_FACTORS,
     GENERATION_FACTORS,
+    MAX_EVALUATIONS,
     PRIORS,
     SHIPPED,
     Dataset,
@@ -120,6 +121,8 @@ from planner.validation import (  # noqa: E402
 DEFAULT_DATA = [ROOT / "data" / "calibration.csv", ROOT / "data" / "inferencemax.csv"]
 """The measured runs, in the repository: aiconfigurator's (data/calibration.csv) and InferenceMAX's
 (data/inferencemax.csv, whose disaggregated and speculative-decoding rows are left out with the reason)."""
+SHIPPED_BUDGET = MAX_EVALUATIONS
+"""Residual evaluations per fit of the shipped calibration (planner.calibrate.MAX_EVALUATIONS as shipped)."""
 TARGETS = {"tpot": 0.10, "ttft": 0.20, "thr": 0.10}
 """Held-out median |error| the issue asks for (TPOT, TTFT, tokens/s/GPU) [fraction]."""
 RATIO_BAND = (0.8, 1.25)
@@ -649,6 +652,13 @@ def excluded_rows(ds: Dataset, total: int) -> list[str]:
     return lines
 
 
+def planner_budget() -> int:
+    """The residual evaluations each fit may spend now (planner.calibrate.MAX_EVALUATIONS)."""
+    import planner.calibrate
+
+    return planner.calibrate.MAX_EVALUATIONS
+
+
 def write_heldout(path: Path, ds: Dataset, schemes: list[Scheme]) -> None:
     """Every run's measured TTFT/TPOT [ms] and its held-out predictions under each scheme, as CSV: the residuals
     error bars are made from (planner.uncertainty), without refitting the folds."""
@@ -691,6 +701,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="measured-run CSVs [default: data/calibration.csv data/inferencemax.csv]")
     ap.add_argument("--write-intervals", type=Path, default=None, metavar="CALIBRATION_YAML",
                     help="store the interval table of the LOMO held-out predictions in this calibration file")
+    ap.add_argument("--fit-evaluations", type=int, default=None, metavar="N",
+                    help="residual evaluations each fold's least-squares fit may spend [default: "
+                    "planner.calibrate.MAX_EVALUATIONS, the shipped fit's]; fewer make the folds faster and their "
+                    "fits less converged")
+    ap.add_argument("--no-anchoring", action="store_true", help="leave out section 7 (anchored to a few runs)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="processes the cross-validation folds and the anchoring run in [default: the CPU count]")
     args = ap.parse_args(argv)
@@ -704,6 +719,11 @@ def main(argv: list[str] | None = None) -> int:
     started, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     rev = revision() or "not a git checkout"
+    if args.fit_evaluations is not None:
+        import planner.calibrate
+
+        planner.calibrate.MAX_EVALUATIONS = args.fit_evaluations  # the fold processes fork with it
+    budget = planner_budget()
     rows = read_all(args.data)
     defaults = Calibration()
     ds = Dataset.of(rows, defaults)
@@ -732,7 +752,8 @@ def main(argv: list[str] | None = None) -> int:
     check_medians(ds_shipped, pred_shipped)
     if args.write_intervals is not None:
         write_intervals(ds, schemes[0], args.write_intervals, args.data, log)
-    anchored_lines = anchored_section(ds, args.data, schemes, args.jobs, log)
+    anchored_lines = (["Not run (`--no-anchoring`)."] if args.no_anchoring
+                      else anchored_section(ds, args.data, schemes, args.jobs, log))
     elapsed = time.perf_counter() - t0
 
     insample = [("shipped (in-sample)", ds_shipped, pred_shipped), ("defaults", ds, pred_default)]
@@ -751,6 +772,11 @@ def main(argv: list[str] | None = None) -> int:
                              for p in args.data) + f": {len(rows)} rows, {len(ds.runs)} usable runs. "
         f"Shipped calibration: {shipped_note}. Defaults: `Calibration()` ({defaults.source}).",
         "",
+        f"Fold fits: at most {budget} residual evaluations each"
+        + (" (`--fit-evaluations`; the shipped calibration's fit uses "
+           f"{SHIPPED_BUDGET}), so the held-out figures come from less converged fits than the shipped one."
+           if budget != SHIPPED_BUDGET
+           else ", as the shipped calibration's fit.") + " ",
         "Error of a run = |predicted / measured - 1|; cells give **median / 90th percentile** over the runs "
         "(numpy linear-interpolated percentile). Measured tokens/s/GPU = batch * osl / (TTFT + (osl - 1) * TPOT) "
         "/ GPUs (`Dataset.measured_throughput`); predicted tokens/s/GPU uses the same formula on predicted "

@@ -679,7 +679,7 @@ def write_intervals(ds: Dataset, scheme: Scheme, path: Path, data: list[Path], l
     """Store the interval table of a scheme's held-out predictions in the calibration at `path`."""
     from planner.calibrate import save_calibration
     from planner.render import interval_table_text
-    from planner.uncertainty import interval_table
+    from planner.uncertainty import interval_table, unseen_coverage
 
     folds = len(scheme.folds)
     source = (f"{scheme.name}: {folds} folds, each {scheme.by} predicted by a fit (from the unfitted factors) to "
@@ -688,7 +688,9 @@ def write_intervals(ds: Dataset, scheme: Scheme, path: Path, data: list[Path], l
     table = interval_table(ds, scheme.pred, source)
     cal = load_calibration(path)
     save_calibration(cal.model_copy(update={"intervals": table}), path)
-    log(f"interval table written to {path}:\n{interval_table_text(table)}")
+    unseen = unseen_coverage(ds, scheme.pred)
+    log(f"interval table written to {path}:\n{interval_table_text(table)}\n80% intervals held, on a model left out "
+        "of the table too: " + ", ".join(f"{k} {v:.0%}" for k, v in unseen.items()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -306,7 +306,7 @@ def predict_rows(rows: Iterable[dict[str, str]], calibration: Calibration | None
     if table is not None and runs:
         from planner.uncertainty import DEFAULT_LEVEL, intervals, run_regimes
 
-        bars = intervals(table, run_regimes(runs, pred), {"ttft": pred["ttft_ms"], "tpot": pred["tpot_ms"],
+        bars = intervals(table, run_regimes(runs), {"ttft": pred["ttft_ms"], "tpot": pred["tpot_ms"],
                                                           "tokens_per_s_per_gpu": pred["tokens_per_s_per_gpu"]})
     for k, (i, _) in enumerate(parsed):
         rows[i]["pred_ttft_ms"] = f"{pred['ttft_ms'][k]:.4g}"

@@ -90,12 +90,12 @@ def test_the_table_holds_the_quantiles_of_each_regime_or_the_pooled_ones(pairs, 
 
 def test_the_table_of_known_residuals_gives_their_quantiles():
     # 101 runs of one regime with residuals -0.5 .. 0.5: the quantile at p is p - 0.5
-    regime = np.full(101, 5)
+    regime = np.full(101, 1)
     r = np.linspace(-0.5, 0.5, 101)
     t = uncertainty.table_of(regime, {m: r for m in INTERVAL_METRICS}, "known", min_runs=50)
     for p in (0.0, 0.1, 0.5, 0.9, 0.97, 1.0):
-        assert uncertainty.quantile(t, "ttft", p, np.array([5]))[0] == pytest.approx(p - 0.5, abs=1e-4)
-    assert {row.regime for row in t.rows} == {"all", uncertainty.REGIMES[5]}
+        assert uncertainty.quantile(t, "ttft", p, np.array([1]))[0] == pytest.approx(p - 0.5, abs=1e-4)
+    assert {row.regime for row in t.rows} == {"all", uncertainty.REGIMES[1]}
     assert all(row.runs == 101 for row in t.rows)
 
 
@@ -356,3 +356,13 @@ def test_holdout_needs_two_groups():
         uncertainty.holdout_predictions(ds, "lomo")
     with pytest.raises(SpecError, match="unknown cross-validation"):
         uncertainty.holdout_predictions(ds, "kfold")
+
+
+def test_coverage_on_unseen_models_grows_with_the_level():
+    ds = Dataset.of(read_rows(REPO / "data" / "calibration.csv"), Calibration())
+    pred = calibrate.predict(ds, load_calibration(None))
+    low, high = (uncertainty.unseen_coverage(ds, pred, level) for level in (0.5, 0.95))
+    for k in INTERVAL_METRICS:
+        assert 0.2 < low[k] < high[k] <= 1.0
+    pooled = uncertainty.unseen_coverage(ds, pred, 0.8, regime=np.zeros(len(ds.runs), int))
+    assert all(0.5 < v < 1 for v in pooled.values())

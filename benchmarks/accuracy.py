@@ -326,7 +326,29 @@ def priors_table(cal: Calibration) -> list[str]:
 
 
 NO_NOTE = "NOT EXPLAINED: the data push this factor to its bound and no physical reason is known (a symptom)."
-BOUND_NOTES: dict[str, str] = {}
+BOUND_NOTES: dict[str, str] = {
+    "scaleup_efficiency": "the runs want TP collectives slower than 40% of the scale-up link. Not a bandwidth: "
+    "at decode sizes an all-reduce is latency-bound over its 2 (tp - 1) ring steps, which the alpha-beta model "
+    "charges as one latency per collective, and the factor absorbs the missing steps. A symptom of the "
+    "all-reduce latency model, left for a per-step alpha.",
+    "layer_overhead_us": "small-batch decode measures slower than roofline plus launch gaps: the fixed latency "
+    "of the many small kernels of a layer (quantisation, norms, rotary, routing, custom all-reduce) exceeds "
+    "40 us in these engines; the bound holds it at ~10 kernels x 4 us and the rest shows as error on "
+    "small-batch runs. A symptom of GEMMs modelled without their own fixed latency.",
+    "hbm_efficiency": "upper (Blackwell): weights read at 7.6 TB/s of 8 in these runs, near peak, so the "
+    "bytes the model charges (NVFP4 with block scales, attention in the checkpoint's format) may be too many; "
+    "lower (CDNA3, 16 MI300X runs of DeepSeek-R1 on SGLang): twice slower than the HBM roofline, which ROCm's "
+    "MoE and MLA kernels rather than the HBM explain; the generation's factor absorbs it because the engine "
+    "profile sglang@amd is fitted mostly to MI355X.",
+    "prefill_attention_efficiency": "long prompts' TTFT measures slower than FlashAttention at 15% of tensor peak "
+    "would give: the measured TTFT carries queueing the model does not capture (TTFT is the weak part), "
+    "and it lands here.",
+    "decode_attention_efficiency": "vLLM's decode reads the KV cache at the bound: most likely an FP8 KV cache in "
+    "runs the parser reads as BF16 (the rows do not record the KV format; vLLM's default is the activation "
+    "type), so the model charges twice the bytes.",
+    "admission_iterations": "SGLang's measured TTFT carries more than 12 iterations of wait beyond its prefill: "
+    "its scheduler's admission policy and the benchmark client's streaming; held at the bound.",
+}
 """Why the data put a factor at a bound, by factor (written after reading the fitted values)."""
 
 

@@ -158,9 +158,8 @@ def rewrite(text: str, results: dict[int, list[str]]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    import tempfile
-
     import shutil
+    import tempfile
 
     write = "--write" in argv
     skip_fit = "--skip-full-fit" in argv  # NOT_IN_SUITE examples: the shipped file in place, their output kept

@@ -84,6 +84,7 @@ from planner.calibrate import (  # noqa: E402
     fit_anchors,
     load_calibration,
     predict,
+    prior_centre,
     regimes,
 )
 from planner.runs import read_rows  # noqa: E402
@@ -309,11 +310,11 @@ def priors_table(cal: Calibration) -> list[str]:
 
     for name in FACTOR_NAMES:
         lo, hi = _bounds(name)
-        centre, spread, _why = PRIORS[name]
+        centre, (spread, _why) = prior_centre(name), PRIORS[name]
         cells = [name, f"{lo:g}-{hi:g}", f"{centre:g}", f"{spread:g}", show(name, getattr(cal.base, name), "base")]
         cells += [show(name, p.factors.get(name), p.label) for p in profs]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Why each prior: " + "; ".join(f"{n}: {PRIORS[n][2]}" for n in FACTOR_NAMES) + "."]
+    lines += ["", "Why each prior: " + "; ".join(f"{n}: {PRIORS[n][1]}" for n in FACTOR_NAMES) + "."]
     lines += ["", f"Profiles: engines on a GPU vendor fit {', '.join(ENGINE_FACTORS)}; generations fit "
               f"{', '.join(GENERATION_FACTORS)}; a format within a generation fits {', '.join(FORMAT_FACTORS)}."]
     if flagged:

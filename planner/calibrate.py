@@ -35,33 +35,38 @@ GENERATION_FACTORS = ("hbm_efficiency", "compute_efficiency", "scaleup_efficienc
 interconnect fractions."""
 FORMAT_FACTORS = ("compute_efficiency",)
 """Factors a math format sets within a generation: the GEMM efficiency of BF16, FP8 or FP4 tensor cores."""
-PRIORS: dict[str, tuple[float, float, str]] = {
-    "hbm_efficiency": (0.85, 0.1, "streaming reads reach 0.8-0.9 of peak HBM bandwidth on H100/B200/MI300X "
+PRIORS: dict[str, tuple[float, str]] = {
+    "hbm_efficiency": (0.1, "streaming reads reach 0.8-0.9 of peak HBM bandwidth on H100/B200/MI300X "
                        "(shared/reference/hardware.md notes: ~0.8 for large streaming reads)"),
-    "compute_efficiency": (0.7, 0.25, "cuBLAS/CUTLASS/hipBLASLt large GEMMs reach 0.6-0.8 of dense peak"),
-    "prefill_attention_efficiency": (0.5, 0.3, "FlashAttention-3 forward reaches ~0.75 of H100 BF16 peak at long "
+    "compute_efficiency": (0.25, "cuBLAS/CUTLASS/hipBLASLt large GEMMs reach 0.6-0.8 of dense peak"),
+    "prefill_attention_efficiency": (0.3, "FlashAttention-3 forward reaches ~0.75 of H100 BF16 peak at long "
                                      "sequences, FlashAttention-2 0.35-0.5 (Shah et al. 2024)"),
-    "decode_attention_efficiency": (0.7, 0.25, "paged-decode kernels (FlashInfer, TensorRT-LLM XQA) read the KV "
+    "decode_attention_efficiency": (0.25, "paged-decode kernels (FlashInfer, TensorRT-LLM XQA) read the KV "
                                     "cache at 0.6-0.8 of peak HBM bandwidth at long contexts"),
-    "mla_decode_efficiency": (0.6, 0.3, "FlashMLA: 660 TFLOP/s compute-bound on H800 of 989 BF16 peak = 0.67 "
+    "mla_decode_efficiency": (0.3, "FlashMLA: 660 TFLOP/s compute-bound on H800 of 989 BF16 peak = 0.67 "
                               "(deepseek-ai/FlashMLA README)"),
-    "moe_gemm_efficiency": (0.7, 0.3, "grouped expert GEMMs lose to dense ones on small per-expert batches and "
+    "moe_gemm_efficiency": (0.3, "grouped expert GEMMs lose to dense ones on small per-expert batches and "
                             "routing kernels"),
-    "scaleup_efficiency": (0.75, 0.2, "NCCL all-reduce bus bandwidth 360-480 GB/s on 8x H100 NVLink (450 GB/s "
+    "scaleup_efficiency": (0.2, "NCCL all-reduce bus bandwidth 360-480 GB/s on 8x H100 NVLink (450 GB/s "
                            "per direction)"),
-    "scaleout_efficiency": (0.7, 0.2, "NCCL over 400 Gb/s InfiniBand reaches ~0.7-0.9 of the NIC"),
-    "layer_overhead_us": (10.0, 1.0, "~10 small kernels per layer at 1-3 us launch gap and ramp each under "
+    "scaleout_efficiency": (0.2, "NCCL over 400 Gb/s InfiniBand reaches ~0.7-0.9 of the NIC"),
+    "layer_overhead_us": (1.0, "~10 small kernels per layer at 1-3 us launch gap and ramp each under "
                           "CUDA graphs"),
-    "collective_overhead_us": (8.0, 1.0, "one-shot custom all-reduce 5-10 us, NCCL launch ~10 us"),
-    "iteration_overhead_ms": (1.0, 1.5, "scheduler and sampling per iteration, 0.1-3 ms across engines"),
-    "request_step_overhead_us": (10.0, 1.5, "host time per decoding request: 5-30 us"),
-    "ttft_overhead_ms": (20.0, 1.5, "HTTP, tokenisation, admission and streaming: 5-50 ms"),
-    "admission_iterations": (1.5, 1.0, "half an iteration in flight plus one streamed behind, 1-3"),
-    "queue_burstiness": (0.5, 1.5, "between steady traffic (0) and synchronised waves (1)"),
+    "collective_overhead_us": (1.0, "one-shot custom all-reduce 5-10 us, NCCL launch ~10 us"),
+    "iteration_overhead_ms": (1.5, "scheduler and sampling per iteration, 0.1-3 ms across engines"),
+    "request_step_overhead_us": (1.5, "host time per decoding request: 5-30 us"),
+    "ttft_overhead_ms": (1.5, "HTTP, tokenisation, admission and streaming: 5-50 ms"),
+    "admission_iterations": (1.0, "half an iteration in flight plus one streamed behind, 1-3"),
+    "queue_burstiness": (1.5, "between steady traffic (0) and synchronised waves (1)"),
 }
-"""Prior of each factor: (centre, spread in log units, why). The base fit is pulled towards the centres with
-weight PRIOR_SCALE / spread per factor, so that factors the runs cannot tell apart settle on physics, not on
-trade-offs against each other."""
+"""Prior of each factor beside its centre (the Factors default): (spread in log units, why). The base fit is
+pulled towards the centres with weight PRIOR_SCALE / spread per factor, so that factors the runs cannot tell
+apart settle on physics, not on trade-offs against each other."""
+
+
+def prior_centre(name: str) -> float:
+    """The centre of a factor's prior: its Factors default (one place for the value)."""
+    return float(Factors.model_fields[name].default)
 BASE_SAMPLE = 400
 """Runs the base fit is made on (`base_sample`): every factor's Jacobian costs a prediction of each run, and
 the profiles refit their factors on all of their runs."""
@@ -254,8 +259,8 @@ def fit(ds: Dataset, start: Calibration | None = None, name: str = "fitted", sou
             "against its base); anchor those deployments again (fit_anchors)")
     sample = ds.subset(base_sample(ds))
     say(f"fitting the base factors on {len(sample.runs)} of the {len(ds.runs)} runs (every deployment's)")
-    centres = {n: PRIORS[n][0] for n in FACTOR_NAMES}
-    weights = {n: PRIOR_SCALE / PRIORS[n][1] for n in FACTOR_NAMES}
+    centres = {n: prior_centre(n) for n in FACTOR_NAMES}
+    weights = {n: PRIOR_SCALE / PRIORS[n][0] for n in FACTOR_NAMES}
     base.update(_fit(sample, FACTOR_NAMES, lambda v: calibration({**base, **v}, []), base, centres, weights))
     profiles: list[Profile] = []
 

@@ -86,6 +86,7 @@ from planner.calibrate import (  # noqa: E402
     predict,
     prior_centre,
     regimes,
+    row_source,
 )
 from planner.runs import read_rows  # noqa: E402
 from planner.specs import FACTOR_NAMES, Calibration, Factors  # noqa: E402
@@ -376,7 +377,7 @@ def coverage_lines(ds: Dataset, rows: list[dict[str, str]]) -> tuple[list[str], 
     """Rows predicted per source among those of modelled kinds (mode agg, no speculative decoding), and the
     overall share."""
     kinds = [((r.get("mode") or "agg") == "agg" and (r.get("spec_decoding") or "none") == "none") for r in rows]
-    src = ["inferencemax" if (r.get("source") or "").startswith("InferenceMAX") else "aiconfigurator" for r in rows]
+    src = [row_source(r) for r in rows]
     used = set(ds.index)
     lines = ["| source | rows | of modelled kinds (agg, no spec. decoding) | predicted | share |",
              "|---|---:|---:|---:|---:|"]

@@ -67,6 +67,8 @@ apart settle on physics, not on trade-offs against each other."""
 def prior_centre(name: str) -> float:
     """The centre of a factor's prior: its Factors default (one place for the value)."""
     return float(Factors.model_fields[name].default)
+
+
 BASE_SAMPLE = 400
 """Runs the base fit is made on (`base_sample`): every factor's Jacobian costs a prediction of each run, and
 the profiles refit their factors on all of their runs."""
@@ -114,6 +116,12 @@ def save_calibration(cal: Calibration, path: str | Path) -> None:
         raise SpecError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
+def row_source(row: dict[str, str]) -> str:
+    """Where a measured-run row was published: 'inferencemax' (InferenceMAX's rows carry a `source` column naming
+    it) or 'aiconfigurator' (calibration.csv's rows)."""
+    return "inferencemax" if (row.get("source") or "").startswith("InferenceMAX") else "aiconfigurator"
+
+
 @dataclass
 class Dataset:
     """Parsed runs with their measurements, grouped by problem for vectorised prediction."""
@@ -158,8 +166,7 @@ class Dataset:
     def sources(self) -> np.ndarray:
         """Where each run was published: 'inferencemax' (a row with InferenceMAX's `source` column) or
         'aiconfigurator' (calibration.csv's rows)."""
-        return np.array(["inferencemax" if (self.rows[i].get("source") or "").startswith("InferenceMAX")
-                         else "aiconfigurator" for i in self.index])
+        return np.array([row_source(self.rows[i]) for i in self.index])
 
     @property
     def generations(self) -> np.ndarray:

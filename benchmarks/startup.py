@@ -138,7 +138,7 @@ def load_note(load: tuple[float, float, float] | None) -> str:
 def report(ms: list[Measurement], planner_exe: str, python: str, where: str, warmup: int,
            started: dt.datetime, load: tuple[float, float, float] | None, rev: str) -> str:
     """The markdown report."""
-    full, imp, bare = ms
+    full, imp, bare = ms[:3]
     med = statistics.median
     cmd = shlex.join(["python", "benchmarks/startup.py", *sys.argv[1:]])
     head = ["command", "runs", "median s", "min s", "max s"]
@@ -169,8 +169,13 @@ def report(ms: list[Measurement], planner_exe: str, python: str, where: str, war
         f"{med(bare.times):.2f} s, imports of planner.cli {med(imp.times) - med(bare.times):.2f} s "
         f"(`import planner.cli` median {med(imp.times):.2f} s, {med(imp.times) / med(full.times):.0%} of the "
         "command)"
-        + (f", CP-SAT search {med(full.solver_s):.2f} s as printed, and {rest:.2f} s for the rest (catalog "
-           "loading, problem and model building, lazy imports, output)." if full.solver_s else "."),
+        + (f", the searches {med(full.solver_s):.2f} s as printed (the plan's; auto also runs the other mode's)"
+           f", and {rest:.2f} s for the rest (catalog loading, problem and model building, lazy imports, the "
+           "other mode's search, output)." if full.solver_s else "."),
+        "",
+        f"Target of issue 14: `planner {' '.join(SOLVE_ARGS)}` (serving auto, both modes searched) within 1.5 s "
+        f"with process start: median {med(full.times):.2f} s, "
+        + ("met." if med(full.times) <= 1.5 else "**not met**."),
     ]
     return "\n".join(lines) + "\n"
 
@@ -196,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         Measurement("planner " + " ".join(SOLVE_ARGS), [*cli, *SOLVE_ARGS]),
         Measurement('python -c "import planner.cli"', [python, "-c", "import planner.cli"]),
         Measurement('python -c "pass"', [python, "-c", "pass"]),
+        *(Measurement("planner " + " ".join(SOLVE_ARGS) + f" --serving {mode}", [*cli, *SOLVE_ARGS, "--serving", mode])
+          for mode in ("agg", "disagg")),
     ]
     with tempfile.TemporaryDirectory() as cwd:
         where = planner_location(python, cwd)

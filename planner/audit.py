@@ -38,6 +38,11 @@ class Case:
     precision: str
     sla: float  # [tokens/s/user]
     ttft: float | None  # [s]
+    serving: str = "agg"  # agg, disagg or auto
+    decode_cluster: str | None = None  # disagg: decode pool on another GPU type
+    decode_gpus: int | None = None  # its GPUs
+    chunks: tuple[int, ...] | None = None  # candidate lists (None: the defaults)
+    micro_batches: tuple[int, ...] | None = None
 
     def problem(self) -> Problem:
         """The Problem of this case (the shipped calibration)."""
@@ -51,6 +56,13 @@ class Case:
                 "--sla", f"{self.sla:g}tok/s"]
         if self.ttft is not None:
             args += ["--ttft", f"{self.ttft:g}s"]
+        if self.serving != "agg":
+            args += ["--serving", self.serving]
+        if self.decode_cluster is not None:
+            args += ["--decode-cluster", self.decode_cluster, "--decode-gpus", str(self.decode_gpus)]
+        for flag, values in (("--chunks", self.chunks), ("--micro-batches", self.micro_batches)):
+            if values is not None:
+                args += [flag, ",".join(str(v) for v in values)]
         return shlex.join(args)
 
 
@@ -72,6 +84,30 @@ def random_cases(n: int, seed: int, max_gpus: int = 128) -> list[Case]:
             precision=str(rng.choice(precisions)), sla=round(_log_uniform(rng, 5, 200), 1),
             ttft=round(_log_uniform(rng, 0.2, 20), 2) if rng.random() < 1 / 3 else None,
         ))
+    return out
+
+
+DISAGG_CHUNKS = (512, 2048, 8192)
+"""Prefill chunks of the random disaggregated cases: a short list keeps the oracle, which enumerates every
+worker count of both pools for every pair of options, quick [tokens]."""
+DISAGG_MICRO_BATCHES = (1, 4, 16, 64, 256)
+"""Decode micro-batches of the random disaggregated cases [requests]."""
+
+
+def random_disagg_cases(n: int, seed: int, max_gpus: int = 16, hetero_share: float = 1 / 3) -> list[Case]:
+    """`n` random disaggregated cases from `seed`: drawn as random_cases (up to `max_gpus` GPUs), on the short
+    candidate lists above; on `hetero_share` of them the decode pool runs on another cluster with 1-max_gpus
+    GPUs of its own."""
+    rng = np.random.default_rng(seed)
+    clusters = catalog.names("clusters")
+    out = []
+    for base in random_cases(n, seed, max_gpus):
+        hetero = rng.random() < hetero_share
+        other = str(rng.choice([c for c in clusters if c != base.cluster])) if hetero else None
+        out.append(Case(base.model, base.cluster, base.gpus, base.isl, base.osl, base.precision, base.sla,
+                        base.ttft, serving="disagg", decode_cluster=other,
+                        decode_gpus=int(rng.integers(1, max_gpus + 1)) if hetero else None,
+                        chunks=DISAGG_CHUNKS, micro_batches=DISAGG_MICRO_BATCHES))
     return out
 
 
@@ -97,7 +133,9 @@ def run(case: Case, method: str, time_limit_s: float = 60.0) -> Result:
     p = case.problem()
     t0 = time.perf_counter()
     try:
-        plan = solve(p, method=method, params=SolverParams(time_limit_s=time_limit_s))[0]
+        plan = solve(p, method=method, params=SolverParams(time_limit_s=time_limit_s), serving=case.serving,
+                     decode_cluster=case.decode_cluster, decode_gpus=case.decode_gpus, chunks=case.chunks,
+                     micro_batches=case.micro_batches)[0]
     except InfeasibleError as e:
         return Result("infeasible", reason=e.reason, reachable=dict(e.reachable), wall_s=time.perf_counter() - t0)
     except PlannerError as e:

@@ -320,13 +320,22 @@ def main() -> None:
               help="Plan so that the SLA and --ttft hold at this one-sided quantile of the held-out errors "
                    "(0.5 to below 1, e.g. 0.9 or 90%%), and say what it costs in tokens/s/GPU [default: at the "
                    "central estimate].")
+@click.option("--serving", type=click.Choice(search.SERVING_MODES), default="auto", show_default=True,
+              help="agg: every replica prefills and decodes; disagg: a prefill pool and a decode pool; auto: the "
+                   "better of the two, with the other's best on a line.")
+@click.option("--decode-cluster", default=None,
+              help="Decode pool on another GPU type (disaggregated): catalog name or YAML path.")
+@click.option("--decode-gpus", type=click.IntRange(min=1), default=None,
+              help="GPUs of the decode cluster [default: as many as --gpus].")
 @_search_options
-def solve(sla: float, ttft: float | None, top: int, confidence: float | None, method: str,
+def solve(sla: float, ttft: float | None, top: int, confidence: float | None, serving: str,
+          decode_cluster: str | None, decode_gpus: int | None, method: str,
           chunks: tuple[int, ...] | None, micro_batches: tuple[int, ...] | None, time_limit: float, as_json: bool,
           **kw: Any) -> None:
     """Best plan (layout, batch, chunk) maximising tokens/s/GPU at a minimum tokens/s/user.
 
-    With no options: GPT-MoE-1.8T on 64 GB200 NVL72 GPUs, 32768 input / 1024 output tokens, FP4.
+    With no options: GPT-MoE-1.8T on 64 GB200 NVL72 GPUs, 32768 input / 1024 output tokens, FP4, aggregated
+    or disaggregated, whichever serves more.
     """
     problem = _problem(kw, sla, ttft)
     if confidence is not None:
@@ -334,7 +343,8 @@ def solve(sla: float, ttft: float | None, top: int, confidence: float | None, me
 
         problem = with_confidence(problem, confidence)
     plans = search.solve(problem, method=method, top=top, chunks=chunks, micro_batches=micro_batches,
-                         params=_params(time_limit))
+                         params=_params(time_limit), serving=serving, decode_cluster=decode_cluster,
+                         decode_gpus=decode_gpus)
     if as_json:
         _dump(plans[0].model_dump(mode="json") if top == 1 else [p.model_dump(mode="json") for p in plans])
         return

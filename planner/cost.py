@@ -565,3 +565,183 @@ def evaluate(p: Problem, par: Parallel, m: int, chunk: int) -> Evaluation:
         reserved_bytes=g["reserved_bytes"],
     )
     return Evaluation(metrics, memory, Batch(concurrency=concurrency, chunk_tokens=chunk, micro_batch=m))
+
+
+# --- disaggregated serving: a prefill pool and a decode pool -------------------------------------
+#
+# A disaggregated deployment runs x prefill workers and y decode workers, each worker a replica layout of its
+# own (specs.Parallel with dp = 1) obeying every layout rule of an aggregated replica. Prefill workers only
+# prefill: a pass carries `chunk` prompt tokens per attention-DP rank and no decode token. Decode workers only
+# decode: every pass carries m decode requests per rank and micro-batch and no chunk. Each request's KV cache
+# moves once from its prefill worker to its decode worker. In the closed loop a decode pool of y workers
+# finishes y * decode_rate / osl requests per second, and as many new ones must be prefilled: the prefill
+# pool's load rho = that demand / (x * prefill_capacity) must stay within MAX_PREFILL_LOAD, and its queueing
+# stretches TTFT.
+
+
+def prefill_pass_time(p: Problem, par: Parallel | Layouts, chunk) -> np.ndarray:
+    """One pass of a prefill worker carrying `chunk` prompt tokens per attention-DP rank, no decode [s]."""
+    return pass_time(p, par, 0, chunk)
+
+
+def prefill_capacity(p: Problem, par: Parallel | Layouts, chunk, t_pass=None) -> np.ndarray:
+    """Prompts one prefill worker completes per second at full load: its adp ranks each carry `chunk` prompt
+    tokens per pass and its pp stages hold pp passes in flight, so adp * pp * chunk / (isl * pass) [requests/s]."""
+    t = prefill_pass_time(p, par, chunk) if t_pass is None else t_pass
+    return par.attention_dp * par.pp * np.asarray(chunk, dtype=float) / (p.workload.isl * t)
+
+
+def prefill_service_time(p: Problem, chunk, t_pass) -> np.ndarray:
+    """Time one prompt spends in passes: ceil(isl / chunk) passes carrying `chunk` tokens each, as the
+    aggregated model counts them (ttft_passes) [s]."""
+    return np.ceil(p.workload.isl / np.asarray(chunk, dtype=float) - 1e-9) * t_pass
+
+
+def prefill_held_prompts(p: Problem, par: Parallel | Layouts, chunk) -> np.ndarray:
+    """Prompts whose KV cache one GPU of a prefill worker holds, over all layers: pp passes in flight plus one
+    pass of finished prompts waiting for their transfer, each pass max(1, chunk / isl) prompts per rank,
+    on a GPU holding num_layers / pp layers: (pp + 1) * max(1, chunk / isl) / pp [prompts]."""
+    per_pass = np.maximum(1.0, np.asarray(chunk, dtype=float) / p.workload.isl)
+    pp = np.asarray(par.pp)
+    return (pp + 1) * per_pass / pp
+
+
+def prefill_memory_breakdown(p: Problem, par: Parallel | Layouts, chunk) -> dict[str, np.ndarray]:
+    """Per-GPU memory of a prefill worker's busiest stage [bytes]: weights, the KV cache of the prompts it holds
+    (prefill_held_prompts, at isl tokens), activations of one pass of `chunk` tokens, buffers, reserved."""
+    kv = prefill_held_prompts(p, par, chunk) * attended_layer_tokens(p, p.workload.isl) * kv_bytes_per_token_layer(
+        p, par.tp)
+    terms = {
+        "weights_bytes": weight_bytes_per_gpu(p, par.tp, par.attention_dp, par.pp),
+        "kv_cache_bytes": kv,
+        "activation_bytes": activation_bytes_per_gpu(p, par.tp, 0, chunk),
+        "comm_buffer_bytes": comm_buffer_bytes(p, par.replica_gpus),
+        "reserved_bytes": np.asarray(reserved_bytes(p)),
+    }
+    terms["per_gpu_bytes"] = sum(terms.values())
+    return terms
+
+
+def decode_pass_time(p: Problem, par: Parallel | Layouts, m) -> np.ndarray:
+    """One pass of a decode worker: m decode requests per attention-DP rank per micro-batch, no chunk; its
+    time per output token (TPOT) [s]."""
+    return pass_time(p, par, m, 0)
+
+
+def decode_rate(p: Problem, par: Parallel | Layouts, m, tpot=None) -> np.ndarray:
+    """Output tokens one decode worker produces per second: m * adp * pp requests, one token each per pass
+    [tokens/s]."""
+    t = decode_pass_time(p, par, m) if tpot is None else tpot
+    return np.asarray(m) * par.attention_dp * par.pp / t
+
+
+def decode_memory_breakdown(p: Problem, par: Parallel | Layouts, m) -> dict[str, np.ndarray]:
+    """Per-GPU memory of a decode worker's busiest stage: as an aggregated replica with no chunk [bytes]."""
+    return memory_breakdown(p, par, m, 0)
+
+
+def kv_request_bytes(p: Problem) -> float:
+    """KV cache of one request's prompt, every layer, one copy (heads unsplit; the MLA latent once) [bytes]."""
+    return float(attended_layer_tokens(p, p.workload.isl) * kv_bytes_per_token_layer(p, 1))
+
+
+def kv_send_bytes_per_gpu(p: Problem, tp, pp) -> np.ndarray:
+    """Bytes of one request's KV cache each GPU of a prefill worker sends: its share of one copy, split over the
+    tp * pp GPUs of the attention-DP rank that prefilled it [bytes]."""
+    return kv_request_bytes(p) / (np.asarray(tp) * np.asarray(pp))
+
+
+def kv_receive_bytes_per_gpu(p: Problem, tp, pp) -> np.ndarray:
+    """Bytes of one request's KV cache each GPU of a decode worker's rank receives: what it stores of the
+    request, its layers (num_layers / pp) and heads (the MLA latent whole, GQA heads split over tp) [bytes]."""
+    return attended_layer_tokens(p, p.workload.isl) * kv_bytes_per_token_layer(p, tp) / np.asarray(pp)
+
+
+def kv_link(p: Problem, same_domain) -> tuple[np.ndarray, np.ndarray]:
+    """(bandwidth [bytes/s], latency [s]) one GPU of problem p's cluster moves KV cache over: the scale-up
+    fabric when both pools sit in one scale-up domain, else its scale-out NIC."""
+    r = Rates.of(p)
+    same = np.asarray(same_domain, dtype=bool)
+    return np.where(same, r.scaleup, r.scaleout), np.where(same, r.scaleup_latency, r.scaleout_latency)
+
+
+def kv_send_time(p: Problem, tp, pp, same_domain) -> np.ndarray:
+    """Time a prefill worker's GPUs take to send one request's KV cache, latency included [s]."""
+    bw, lat = kv_link(p, same_domain)
+    return lat + kv_send_bytes_per_gpu(p, tp, pp) / bw
+
+
+def kv_receive_time(p: Problem, tp, pp, same_domain) -> np.ndarray:
+    """Time a decode worker's GPUs take to receive one request's KV cache (their link only) [s]."""
+    bw, _ = kv_link(p, same_domain)
+    return kv_receive_bytes_per_gpu(p, tp, pp) / bw
+
+
+def kv_transfer_time(send_s, receive_s) -> np.ndarray:
+    """One request's KV transfer: both sides move their bytes at once, so the slower side sets it:
+    max(send, receive), the send side carrying the link latency [s]."""
+    return np.maximum(np.asarray(send_s), np.asarray(receive_s))
+
+
+def queue_stretch(rho) -> np.ndarray:
+    """Mean prefill time stretched by the M/D/1 wait at load rho: 1 + rho / (2 (1 - rho)), infinite at
+    rho >= 1 (the aggregated model's stretch, ttft_passes) [x]."""
+    rho = np.asarray(rho, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(rho < 1, 1 + rho / (2 * np.maximum(1 - rho, 1e-300)), np.inf)
+
+
+def disagg_ttft(p: Problem, service_s, rho, transfer_s) -> np.ndarray:
+    """TTFT of a disaggregated deployment: the request overhead, the prefill passes stretched by the queueing
+    wait at the prefill pool's load rho (each worker an M/D/1 queue of its share of the demand), and the KV
+    transfer to the decode worker, which streams the first token [s]."""
+    return request_overhead(p) + np.asarray(service_s) * queue_stretch(rho) + np.asarray(transfer_s)
+
+
+MAX_PREFILL_LOAD = 0.8
+"""Highest load rho a prefill pool is planned at (the rule rate_matching): at 0.8 the M/D/1 wait is twice the
+prefill time; beyond it TTFT grows without bound (x5.5 the prefill time at 0.9, x50 at 0.99), and a pool
+sized closer to its capacity leaves no headroom for a burst [share]."""
+
+
+def max_prefill_load(p: Problem, service_s, transfer_s, limit_s: float | None) -> np.ndarray:
+    """The highest prefill load rho the rules allow: MAX_PREFILL_LOAD, or lower where disagg_ttft would pass
+    `limit_s` (None: no limit): with B = limit - overhead - transfer and s = service,
+    s (1 + rho / (2 (1 - rho))) <= B gives rho <= 2 q / (1 + 2 q), q = (B - s) / s; 0 where even an idle
+    pool misses the limit (B < s) [share]."""
+    s = np.asarray(service_s, dtype=float)
+    cap = np.full(np.broadcast(s, transfer_s).shape, MAX_PREFILL_LOAD)
+    if limit_s is None:
+        return cap
+    budget = limit_s - request_overhead(p) - np.asarray(transfer_s, dtype=float)
+    q = (budget - s) / s
+    return np.minimum(cap, np.where(q >= 0, 2 * q / (1 + 2 * np.maximum(q, 0)), 0.0))
+
+
+def disagg_metrics(pre: Problem, pre_par: Parallel | Layouts, chunk, workers_p, dec: Problem,
+                   dec_par: Parallel | Layouts, m, workers_d, same_domain) -> dict[str, np.ndarray]:
+    """Every figure of a disaggregated deployment: `workers_p` prefill workers of layout pre_par (chunk tokens
+    per pass per rank) on problem `pre`'s cluster, `workers_d` decode workers of dec_par (m requests per rank
+    per micro-batch) on `dec`'s (the same problem when both pools share one cluster), the KV moving over the
+    scale-up fabric where `same_domain`. Broadcastable arrays; the one float evaluation that the oracle, the
+    certificate and the plan use [s, requests/s, tokens/s, bytes].
+    """
+    t_pre = prefill_pass_time(pre, pre_par, chunk)
+    capacity = prefill_capacity(pre, pre_par, chunk, t_pre)
+    service = prefill_service_time(pre, chunk, t_pre)
+    tpot = decode_pass_time(dec, dec_par, m)
+    rate = decode_rate(dec, dec_par, m, tpot)
+    tokens = np.asarray(workers_d) * rate
+    demand = tokens / dec.workload.osl
+    rho = demand / (np.asarray(workers_p) * capacity)
+    send = kv_send_time(pre, pre_par.tp, pre_par.pp, same_domain)
+    receive = kv_receive_time(dec, dec_par.tp, dec_par.pp, same_domain)
+    transfer = kv_transfer_time(send, receive)
+    return {
+        "prefill_pass_s": t_pre, "prefill_capacity": capacity, "prefill_service_s": service,
+        "tpot_s": tpot, "decode_rate": rate, "tokens_per_s": tokens, "requests_per_s": demand, "prefill_load": rho,
+        "kv_send_s": send, "kv_receive_s": receive, "kv_transfer_s": transfer,
+        "ttft_s": disagg_ttft(pre, service, rho, transfer),
+        "prefill_gpus": np.asarray(workers_p) * pre_par.replica_gpus,
+        "decode_gpus": np.asarray(workers_d) * dec_par.replica_gpus,
+    }

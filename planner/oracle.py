@@ -70,3 +70,58 @@ def exhaustive(
         best.append((float(score[i, j]), Candidate(par, int(m[i, j]), int(c[i, j]), "OPTIMAL")))
     best.sort(key=lambda x: -x[0])
     return [cand for _, cand in best[:top]], time.perf_counter() - t0
+
+
+def exhaustive_disagg(dp, sp: Space, sd: Space, floor: float | None, limit_s: float | None,
+                      deadline: float | None = None):
+    """The disaggregated deployment with the most output tokens/s, by plain enumeration: every prefill layout
+    of the candidate lists (layout rules by planner.rules) with every chunk that fits in memory, every decode
+    layout with every micro-batch that fits and meets the SLA, and every pair of worker counts within the GPU
+    budget, each evaluated by cost.disagg_metrics (TTFT from the load directly). None when none is valid;
+    raises OutOfTime when `deadline` passes first. Shares with planner.disagg only the cost model and the
+    rule checker.
+    """
+    from planner.disagg import DisaggCandidate
+    from planner.rules import rate_matching_broken, sla_broken, ttft_broken
+
+    pre_p, dec_p = dp.prefill, dp.decode
+    budget_p = pre_p.gpus
+    budget_d = pre_p.gpus if dp.shared else dec_p.gpus
+    prefill = [(par, c) for par in layouts(pre_p, sp, budget_p) for c in sp.chunks
+               if float(cost.prefill_memory_breakdown(pre_p, par.model_copy(update={"dp": 1}), c)["per_gpu_bytes"])
+               <= cost.usable_bytes(pre_p)]
+    decode = []
+    for par in layouts(dec_p, sd, budget_d):
+        one = par.model_copy(update={"dp": 1})
+        for m in sd.micro_batches:
+            if float(cost.decode_memory_breakdown(dec_p, one, m)["per_gpu_bytes"]) > cost.usable_bytes(dec_p):
+                continue
+            if floor and bool(sla_broken(cost.decode_pass_time(dec_p, one, m), floor)):
+                continue
+            decode.append((one, m))
+    if not prefill or not decode:
+        return None
+    lay = cost.Layouts(*(np.array([getattr(d, f) for d, _ in decode])[None, :, None]
+                         for f in ("tp", "attention_dp", "pp", "ep", "dp")))
+    m = np.array([mb for _, mb in decode])[None, :, None]
+    gd = lay.replica_gpus
+    ys = np.arange(1, budget_d // int(gd.min()) + 1)[None, None, :]
+    best, found = 0.0, None
+    for n, (par, c) in enumerate(prefill):
+        if deadline is not None and time.perf_counter() > deadline:
+            raise OutOfTime(n, len(prefill))
+        one = par.model_copy(update={"dp": 1})
+        xs = np.arange(1, budget_p // par.replica_gpus + 1)[:, None, None]
+        gp = xs * par.replica_gpus
+        used = gp + ys * gd
+        fits = (used <= budget_p) if dp.shared else ((gp <= budget_p) & (ys * gd <= budget_d))
+        g = cost.disagg_metrics(pre_p, one, c, xs, dec_p, lay, m, ys, dp.same_domain(used))
+        ok = fits & ~rate_matching_broken(g["prefill_load"]) & ~ttft_broken(g["ttft_s"], limit_s)
+        tokens = np.where(ok, np.broadcast_to(g["tokens_per_s"], ok.shape), -np.inf)
+        i = np.unravel_index(int(np.argmax(tokens)), tokens.shape)
+        if tokens[i] > best:
+            best = float(tokens[i])
+            d, mb = decode[i[1]]
+            found = DisaggCandidate(one.model_copy(update={"dp": int(xs.ravel()[i[0]])}), int(c),
+                                    d.model_copy(update={"dp": int(ys.ravel()[i[2]])}), int(mb), "OPTIMAL")
+    return found

@@ -151,8 +151,8 @@ def span_lines(p: Plan) -> list[str]:
     return out
 
 
-def memory_line(p: Plan) -> str:
-    """The memory terms of one GPU of the busiest stage."""
+def memory_line(p: Any) -> str:
+    """The memory terms of one GPU of the busiest stage (of a Plan, or of one pool of a disaggregated plan)."""
     m = p.memory
     return (f"memory/GPU: weights {m.weights_bytes / GB:.1f} + KV {m.kv_cache_bytes / GB:.1f} + activations "
             f"{m.activation_bytes / GB:.1f} + buffers {m.comm_buffer_bytes / GB:.1f} + reserved "
@@ -177,7 +177,7 @@ def solver_line(p: Plan) -> str:
     info = p.solver
     bound = (f", bound {info.objective_bound:.1f} tok/s/GPU, gap {info.gap:.2%}"
              if info.objective_bound is not None and info.gap is not None else "")
-    space = f"{info.candidates:,} (layout, batch) options"
+    space = f"{info.candidates:,} (layout, batch) options" if info.candidates is not None else "options"
     if info.evaluated is not None:
         space += f", {info.evaluated:,} evaluated"
     if info.model_options is not None:
@@ -193,12 +193,55 @@ def limits_line(p: Plan) -> list[str]:
     return [f"a larger batch of this layout would break: {', '.join(broken)}"] if broken else []
 
 
+def pool_lines(p: Plan) -> list[str]:
+    """A disaggregated plan's pools, its KV transfer and each pool's memory (none for an aggregated plan)."""
+    if p.serving != "disagg" or p.prefill is None or p.decode is None or p.kv_transfer is None:
+        return []
+    pre, dec, kv = p.prefill, p.decode, p.kv_transfer
+    pm, dm = pre.metrics, dec.metrics
+
+    def workers(pool: Any) -> str:
+        unit = "worker" if pool.workers == 1 else "workers"
+        each = "GPU" if pool.gpus_per_worker == 1 else "GPUs"
+        return (f"{pool.workers} {unit} x {pool.label} on {pool.cluster} ({pool.gpus_per_worker} {each} each, "
+                f"{pool.gpus} GPUs)")
+
+    return [
+        f"prefill: {workers(pre)}; {pre.batch.chunk_tokens} prompt tokens per pass per attention-DP rank; a prompt "
+        f"takes {duration(pm.prefill_service_ms or 0.0)} in passes; load {pm.load:.2f} of "
+        f"{pm.prefill_capacity_requests_per_s or 0.0:,.2f} prompts/s per worker",
+        f"decode: {workers(dec)}; {dec.batch.micro_batch} requests per attention-DP rank per micro-batch "
+        f"({dec.batch.concurrency} in flight per worker); TPOT {dm.tpot_ms or 0.0:.1f} ms; "
+        f"{dm.tokens_per_s or 0.0:,.0f} tokens/s per worker",
+        f"KV transfer: {kv.bytes_per_request / GB:.2f} GB per request over {kv.link} in {duration(kv.transfer_ms)} "
+        f"(TTFT {duration(p.metrics.ttft_ms)} = prefill with queueing + transfer + request overhead)",
+        f"prefill {memory_line(pre)}",
+        f"decode {memory_line(dec)}",
+        *span_lines(p),
+    ]
+
+
+def alternative_lines(p: Plan) -> list[str]:
+    """serving auto: the other mode's best plan, or why it has none."""
+    a = p.alternative
+    if a is None:
+        return []
+    if a.reason is not None:
+        return [f"{a.serving}: no plan ({a.reason})"]
+    return [f"{a.serving} best: {a.label}, {a.tokens_per_s_per_gpu:,.1f} tok/s/GPU at "
+            f"{a.tokens_per_s_per_user:.1f} tok/s/user, TTFT {duration(a.ttft_ms or 0.0)}"]
+
+
 def solve_lines(plans: Sequence[Plan], problem: Problem) -> list[str]:
     """Everything `planner solve` prints for its plans (best first)."""
     best = plans[0]
-    return [sla_line(best, problem), table(PLAN_HEADERS, plan_rows(plans)), layout_line(best), *span_lines(best),
-            *interval_lines(best), *confidence_lines(best, problem), memory_line(best), *note_lines(best),
-            *profile_lines(problem), solver_line(best), *limits_line(best)]
+    head = [sla_line(best, problem), table(PLAN_HEADERS, plan_rows(plans))]
+    if best.serving == "disagg":
+        return [*head, *pool_lines(best), *note_lines(best), *profile_lines(problem), solver_line(best),
+                *alternative_lines(best)]
+    return [*head, layout_line(best), *span_lines(best), *interval_lines(best), *confidence_lines(best, problem),
+            memory_line(best), *note_lines(best), *profile_lines(problem), solver_line(best), *limits_line(best),
+            *alternative_lines(best)]
 
 
 def estimate_lines(plan: Plan, problem: Problem) -> list[str]:

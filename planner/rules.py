@@ -116,6 +116,25 @@ def replicas_needed(tokens_per_s: float, rate, most: int) -> np.ndarray:
     return np.maximum(n, 1).astype(np.int64)
 
 
+FLOAT_REL_TOL = 1e-12
+"""Relative slack of the disaggregated rules' float checks: the oracle evaluates a grid at once, the plan one
+deployment, and numpy's order of operations may differ between the two in the last bits."""
+
+
+def rate_matching_broken(rho) -> np.ndarray:
+    """Where a prefill pool's load rho exceeds the highest the rules allow (cost.MAX_PREFILL_LOAD)."""
+    from planner.cost import MAX_PREFILL_LOAD
+
+    return np.asarray(rho) > MAX_PREFILL_LOAD * (1 + FLOAT_REL_TOL)
+
+
+def ttft_broken(ttft_s, limit_s: float | None) -> np.ndarray:
+    """Where a TTFT [s] exceeds the limit [s] (never without one)."""
+    if limit_s is None:
+        return np.zeros(np.shape(ttft_s), bool)
+    return np.asarray(ttft_s) > limit_s * (1 + FLOAT_REL_TOL)
+
+
 def batch_ok(p: Problem, metrics: Mapping[str, np.ndarray], use_sla: bool = True, use_ttft: bool = True
              ) -> np.ndarray:
     """Where every batch rule holds."""

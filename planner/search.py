@@ -443,6 +443,10 @@ def plan_of(p: Problem, cand: Candidate, searcher: Searcher, wall_s: float) -> P
     return plan.model_copy(update={"solver": plan.solver.model_copy(update={"gap": gap})})
 
 
+SERVING_MODES = ("agg", "disagg", "auto")
+"""Serving modes `solve` takes: aggregated, disaggregated, or the better of the two."""
+
+
 def solve(
     problem: Problem | None = None,
     *,
@@ -452,6 +456,9 @@ def solve(
     micro_batches: tuple[int, ...] | None = None,
     params=None,
     confidence: float | None = None,
+    serving: str = "agg",
+    decode_cluster: str | Path | ClusterSpec | None = None,
+    decode_gpus: int | None = None,
     **problem_args,
 ) -> list[Plan]:
     """The `top` best distinct layouts (best first) maximising tokens/s/GPU under the SLA.
@@ -463,7 +470,79 @@ def solve(
     `confidence` compares it with the best plan at the central estimate (a second search). Raises
     InfeasibleError saying what is reachable when no plan exists, TimeLimitError or SearchTooLargeError
     when the time limit does not allow an answer.
+
+    serving: 'agg' (every replica prefills and decodes), 'disagg' (a prefill and a decode pool, planner.disagg:
+    one plan) or 'auto' (both searched; the better plan first, the other mode's best in its `alternative`; with
+    top > 1 the best disagg plan ranks among the agg layouts). decode_cluster / decode_gpus: a decode pool on
+    another GPU type (disagg only), its own GPU count (default: as many as `gpus`).
     """
+    if serving not in SERVING_MODES:
+        raise SpecError(f"unknown serving mode {serving!r}: agg, disagg or auto")
+    if serving == "agg" and (decode_cluster is not None or decode_gpus is not None):
+        raise SpecError("--decode-cluster and --decode-gpus plan a disaggregated decode pool: give --serving "
+                        "disagg or auto")
+    if serving == "agg":
+        return _solve_agg(problem, method, top, chunks, micro_batches, params, confidence, **problem_args)
+    from planner import disagg
+
+    p = problem or make_problem(**problem_args)
+    if confidence is not None:
+        p = uncertainty.with_confidence(p, confidence)
+    if top < 1:
+        raise SpecError(f"top must be at least 1, got {top}")
+    started = time.perf_counter()
+    limit = (params.time_limit_s if params is not None else DEFAULT_TIME_LIMIT_S)
+    deadline = started + limit
+    hetero = decode_cluster is not None
+    if serving == "disagg" or hetero:
+        if serving == "auto":  # another GPU type decodes: only a disaggregated plan can use both
+            serving = "disagg"
+        if top > 1:
+            raise SpecError("--top lists aggregated layouts; a disaggregated search returns its one best plan")
+        return [disagg.solve_disagg(disagg.make_disagg(p, decode_cluster, decode_gpus), method=method,
+                                    chunks=chunks, micro_batches=micro_batches, params=params, deadline=deadline)]
+    agg_plans, agg_error = [], None
+    try:
+        agg_plans = _solve_agg(p, method, top, chunks, micro_batches, params, None)
+    except InfeasibleError as e:
+        agg_error = e
+    if p.confidence is not None:  # the error bars are fitted on aggregated runs only
+        if agg_error is not None:
+            raise agg_error
+        why = "--confidence checks aggregated plans only (its error bars come from aggregated runs)"
+        return [agg_plans[0].model_copy(update={"alternative": disagg.alternative_of(None, "disagg", why)}),
+                *agg_plans[1:]]
+    try:
+        dis = disagg.solve_disagg(disagg.make_disagg(p), method=method, chunks=chunks, micro_batches=micro_batches,
+                                  params=params, deadline=deadline)
+    except InfeasibleError as e:
+        if agg_error is not None:
+            raise InfeasibleError(f"no plan, aggregated or disaggregated: agg: {agg_error}; disagg: {e}",
+                                  agg_error.reason, agg_error.reachable) from None
+        best = agg_plans[0].model_copy(update={"alternative": disagg.alternative_of(None, "disagg", str(e))})
+        return [best, *agg_plans[1:]]
+    if agg_error is not None:
+        return [dis.model_copy(update={"alternative": disagg.alternative_of(None, "agg", str(agg_error))})]
+    agg_best = agg_plans[0]
+    if dis.metrics.tokens_per_s_per_gpu > agg_best.metrics.tokens_per_s_per_gpu:
+        ranked = [dis.model_copy(update={"alternative": disagg.alternative_of(agg_best, "agg")}), *agg_plans]
+    else:
+        agg_best = agg_best.model_copy(update={"alternative": disagg.alternative_of(dis, "disagg")})
+        ranked = sorted([agg_best, *agg_plans[1:], dis], key=lambda q: -q.metrics.tokens_per_s_per_gpu)
+    return ranked[:top]
+
+
+def _solve_agg(
+    problem: Problem | None,
+    method: Method,
+    top: int,
+    chunks: tuple[int, ...] | None,
+    micro_batches: tuple[int, ...] | None,
+    params,
+    confidence: float | None,
+    **problem_args,
+) -> list[Plan]:
+    """The aggregated search of `solve`."""
     p = problem or make_problem(**problem_args)
     if confidence is not None:
         p = uncertainty.with_confidence(p, confidence)

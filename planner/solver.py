@@ -103,9 +103,10 @@ class SearchModel:
 
     # --- pools ----------------------------------------------------------------------------------
     def add_pool(self, table: Table, rows: np.ndarray, name: str = "pool",
-                 replicas: Literal["most", "free"] = "most", max_replicas: int = 0) -> Pool:
+                 replicas: Literal["most", "free"] = "most", max_replicas: int | np.ndarray = 0) -> Pool:
         """A pool choosing exactly one of the options `rows` of `table`. replicas "most": the chosen
-        layout's dp (GPUs given // replica GPUs); "free": an integer 0..max_replicas chosen by the model."""
+        layout's dp (GPUs given // replica GPUs); "free": an integer 0..max_replicas (one bound for all, or one
+        per option) chosen by the model."""
         if any(p.name == name for p in self.pools):
             raise ValueError(f"a pool named {name!r} is already in the model")
         rows = np.asarray(rows, dtype=np.int64)
@@ -113,10 +114,12 @@ class SearchModel:
         self.model.add_exactly_one(chosen)
         pool = Pool(name=name, table=table, rows=rows, chosen=chosen)
         if replicas == "free":
-            pool.per_option_replicas = [self.model.new_int(0, max_replicas, f"{name}.replicas[{int(k)}]") for k in rows]
-            for lit, n in zip(chosen, pool.per_option_replicas):
-                self.model.add_linear([n], [1], 0, 0, enforce=[not_(lit)])  # no replicas of an option not chosen
-            pool.replicas = self.model.new_int(0, max_replicas, f"{name}.replicas")
+            most = np.broadcast_to(np.asarray(max_replicas, dtype=np.int64), rows.shape)
+            pool.per_option_replicas = [self.model.new_int(0, int(hi), f"{name}.replicas[{int(k)}]")
+                                        for k, hi in zip(rows, most)]
+            for lit, n, hi in zip(chosen, pool.per_option_replicas, most):
+                self.model.add_linear([n, lit], [1, -int(hi)], -INT_MAX, 0)  # none of an option not chosen
+            pool.replicas = self.model.new_int(0, int(most.max()) if len(most) else 0, f"{name}.replicas")
             self.model.add_linear([pool.replicas, *pool.per_option_replicas], [1] + [-1] * len(rows), 0, 0)
         self.pools.append(pool)
         return pool
@@ -215,6 +218,41 @@ class SearchModel:
         """A pool with free replicas runs at least `at_least` of them."""
         assert pool.replicas is not None, "a pool with free replicas"
         self.model.add_linear([pool.replicas], [1], at_least, INT_MAX)
+
+    def add_pool_budget(self, pool: Pool, gpus: int) -> None:
+        """A pool's replicas alone use at most `gpus` GPUs (a pool on a cluster of its own)."""
+        self.add_gpu_budget([pool], gpus)
+
+    def add_kv_domain(self, pools: list[Pool], domain_gpus: int) -> int:
+        """A Boolean `same_domain`: true only when the pools' replicas together fit one scale-up domain
+        (`domain_gpus`), where the KV cache moves over the scale-up fabric; its literal."""
+        z = self.model.new_bool("kv.same_domain")
+        used = _sum(*(p.total(p.table.replica_gpus_of(p.rows)) for p in pools))
+        self.model.add_linear(*used, 0, domain_gpus, enforce=[z])
+        return z
+
+    def add_rate_matching(self, prefill: Pool, decode: Pool, demand: np.ndarray, klass: np.ndarray,
+                          effective: np.ndarray, same_domain: int | None) -> None:
+        """The prefill pool keeps up with the decode pool, within the TTFT limit.
+
+        The decode options of receive class j (`klass` [per decode option]) ask for sum(demand_d * y_d) prompts
+        per second (`demand` [per decode option, integer rate units, rounded up]); the prefill pool serves
+        sum(E[p, j, link] * x_p), where `effective` [prefill option, receive class, link] holds each prefill
+        worker's capacity times the highest load at which TTFT stays within the limit for that class and link
+        (cost.max_prefill_load; rounded down). One constraint per class: only the chosen decode option's class
+        asks for any. Over scale-out (link 0) unless `same_domain` (a literal, None: never) holds, where the
+        scale-up figures (link 1, never lower) apply. Enforced by the rule literal 'rate_matching'."""
+        assert prefill.per_option_replicas is not None and decode.per_option_replicas is not None
+        rule = self.rule_literal("rate_matching")
+        for j in sorted(set(int(c) for c in klass)):
+            mine = [i for i, c in enumerate(klass) if int(c) == j]
+            asked = [decode.per_option_replicas[i] for i in mine]
+            coeffs = [-int(demand[i]) for i in mine]
+            links = ((0, [rule]),) if same_domain is None else ((1, [rule]), (0, [rule, not_(same_domain)]))
+            for z, enforce in links:
+                served = [int(e) for e in effective[:, j, z]]
+                self.model.add_linear([*prefill.per_option_replicas, *asked], served + coeffs, 0, INT_MAX,
+                                      enforce=enforce)
 
     # --- objectives -------------------------------------------------------------------------------
     def maximize_throughput(self, pool: Pool, reference: float | None = None) -> None:

@@ -845,6 +845,72 @@ class DomainSpan(_Strict):
     domain_gpus: int = Field(description="GPUs of one scale-up domain [GPUs]")
 
 
+Serving = Literal["agg", "disagg"]
+"""How a deployment serves: aggregated (every replica prefills and decodes) or disaggregated (a prefill pool
+and a decode pool on separate GPUs, the KV cache moving between them)."""
+
+
+class PoolBatch(_Strict):
+    """Batching of one worker of a pool: the chunk of a prefill worker, the decode batch of a decode worker."""
+
+    chunk_tokens: PositiveInt | None = Field(
+        None, description="Prefill: prompt tokens per pass per attention-DP rank [tokens]")
+    micro_batch: PositiveInt | None = Field(
+        None, description="Decode: requests per attention-DP rank per pipeline micro-batch [requests]")
+    concurrency: PositiveInt | None = Field(None, description="Decode: requests in flight per worker [requests]")
+
+
+class PoolMetrics(_Strict):
+    """Predicted figures of one worker of a pool, and the pool's load."""
+
+    pass_ms: float = Field(description="One pass of the worker [ms]")
+    prefill_capacity_requests_per_s: float | None = Field(
+        None, description="Prefill: prompts one worker completes per second at full load [requests/s]")
+    prefill_service_ms: float | None = Field(None, description="Prefill: one prompt's passes, no queueing [ms]")
+    load: float | None = Field(None, description="Prefill: the pool's load rho = demand / capacity (< 1 by rule)")
+    tpot_ms: float | None = Field(None, description="Decode: time per output token [ms]")
+    tokens_per_s: float | None = Field(None, description="Decode: output tokens one worker produces per second "
+                                       "[tokens/s]")
+    requests_per_s: float = Field(description="Requests one worker completes per second [requests/s]")
+
+
+class PoolPlan(_Strict):
+    """One pool of a disaggregated plan: its workers' layout, count, batch, memory and figures."""
+
+    role: Literal["prefill", "decode"]
+    cluster: str
+    label: str = Field(description="Layout of one worker, e.g. 'TP4 EP4 PP1'")
+    parallel: Parallel = Field(description="Layout of one worker; dp = the pool's workers")
+    workers: PositiveInt = Field(description="Workers of the pool [workers]")
+    gpus_per_worker: PositiveInt = Field(description="GPUs of one worker [GPUs]")
+    gpus: PositiveInt = Field(description="GPUs of the pool = workers * gpus_per_worker [GPUs]")
+    batch: PoolBatch
+    memory: Memory
+    metrics: PoolMetrics
+
+
+class KVTransfer(_Strict):
+    """How one request's KV cache moves from its prefill worker to its decode worker."""
+
+    bytes_per_request: float = Field(description="One copy of a prompt's KV cache, every layer [bytes]")
+    link: Literal["scale-up", "scale-out"] = Field(
+        description="scale-up when both pools sit in one scale-up domain, else the GPUs' scale-out NICs")
+    send_ms: float = Field(description="Time the prefill worker's GPUs send it, latency included [ms]")
+    receive_ms: float = Field(description="Time the decode worker's GPUs receive it [ms]")
+    transfer_ms: float = Field(description="max(send, receive): part of TTFT [ms]")
+
+
+class Alternative(_Strict):
+    """The best plan of the serving mode `auto` did not choose, or why it has none."""
+
+    serving: Serving
+    label: str | None = None
+    tokens_per_s_per_gpu: float | None = Field(None, description="Its tokens/s/GPU [tokens/s/GPU]")
+    tokens_per_s_per_user: float | None = None
+    ttft_ms: float | None = None
+    reason: str | None = Field(None, description="Why it has no plan (None: it has one)")
+
+
 class Plan(_Strict):
     """A deployment: layout, batching and predicted figures. The JSON contract of `planner solve`."""
 
@@ -873,6 +939,13 @@ class Plan(_Strict):
     notes: list[str] = Field(default_factory=list, description="Parts of the model the cost model approximates")
     spans_domains: list[DomainSpan] = Field(
         default_factory=list, description="Groups of a replica that cross scale-up domains (empty: none does)")
+    serving: Serving = Field("agg", description="agg: every replica prefills and decodes; disagg: a prefill "
+                             "and a decode pool (then parallel, batch and memory are the decode pool's)")
+    prefill: PoolPlan | None = Field(None, description="disagg: the prefill pool")
+    decode: PoolPlan | None = Field(None, description="disagg: the decode pool")
+    kv_transfer: KVTransfer | None = Field(None, description="disagg: the KV cache's move between the pools")
+    alternative: Alternative | None = Field(
+        None, description="serving auto: the other mode's best plan, or why it has none")
 
 
 class Problem(_Input):

@@ -84,8 +84,12 @@ def test_solve_default_table():
     out = result.stdout
     for text in ("gpt-moe-1.8t", "gb200-nvl72", "64 x", "isl 32768", "osl 1024", "fp4 weights", "OPTIMAL"):
         assert text in out, text
-    assert re.search(r"\bTP\d+\b.*\bPP\d+ DP\d+\b", out), "no layout label in the table"
-    assert re.search(r"layout: tp=\d+ attention_dp=\d+ pp=\d+ ep=\d+ moe_tp=\d+ dp=\d+", out)
+    assert re.search(r"\bTP\d+\b.*\bPP\d+\b", out), "no layout label in the table"
+    # serving auto: the better mode's plan, the other's best on a line
+    agg = re.search(r"layout: tp=\d+ attention_dp=\d+ pp=\d+ ep=\d+ moe_tp=\d+ dp=\d+", out)
+    dis = re.search(r"^prefill: \d+ workers? x .*\n^decode: \d+ workers? x ", out, re.MULTILINE)
+    assert bool(agg) != bool(dis)
+    assert re.search(r"^(agg|disagg) best: ", out, re.MULTILINE)
     assert result.stderr == ""
 
 
@@ -413,7 +417,7 @@ def test_model_does_not_fit_names_fewest_gpus():
 
 
 def test_infeasible_chunks_are_not_reported_as_memory():
-    line = error_line("solve", *SMALL, "--chunks", "1")
+    line = error_line("solve", *SMALL, "--chunks", "1", "--serving", "agg")
     assert "fits on 1 " not in line
     assert "chunk" in line
 
@@ -580,7 +584,7 @@ def test_a_space_too_large_is_refused_at_once(args, text):
 def test_a_quarter_million_gpus_get_a_plan():
     """The audit's 262,144 GPUs: CP-SAT said 'no plan' where the oracle found one."""
     p = run_json("solve", "--model", "llama-3.1-8b", "--cluster", "h100-sxm", "--gpus", "262144", "--isl", "1000",
-                 "--osl", "200", "--precision", "fp8", "--sla", "20tok/s")
+                 "--osl", "200", "--precision", "fp8", "--sla", "20tok/s", "--serving", "agg")
     assert p["solver"]["status"] == "OPTIMAL" and p["solver"]["certified"] is True
     assert p["gpus_used"] == 262144
 

@@ -369,8 +369,26 @@ def solve(sla: float, ttft: float | None, top: int, confidence: float | None, se
               help="Predict every row of a measured-run CSV (calibration.csv's columns) instead.")
 @click.option("--out", "csv_out", type=click.Path(dir_okay=False), default=None,
               help="With --csv: write the rows with predictions here [default: stdout].")
+@click.option("--serving", type=click.Choice(["agg", "disagg"]), default="agg", show_default=True,
+              help="agg: the layout above; disagg: the --prefill-* and --decode-* pools.")
+@click.option("--prefill-tp", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--prefill-attention-dp", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--prefill-pp", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--prefill-ep", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--prefill-workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--decode-tp", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--decode-attention-dp", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--decode-pp", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--decode-ep", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--decode-workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--decode-micro-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="disagg: decode requests per attention-DP rank per micro-batch.")
+@click.option("--decode-cluster", default=None, help="disagg: the decode pool's GPU type [default: --cluster].")
+@click.option("--decode-gpus", type=click.IntRange(min=1), default=None,
+              help="disagg: GPUs of the decode cluster [default: what the decode pool uses].")
 def estimate(as_json: bool, tp: int, attention_dp: int, pp: int, ep: int, moe_tp: int | None, dp: int,
-             concurrency: int | None, chunk: int, csv_in: str | None, csv_out: str | None, **kw: Any) -> None:
+             concurrency: int | None, chunk: int, csv_in: str | None, csv_out: str | None, serving: str,
+             decode_cluster: str | None, decode_gpus: int | None, **kw: Any) -> None:
     """Evaluate one given plan with the cost model (no search), or predict the rows of a CSV.
 
     --gpus defaults here to the GPUs the plan uses (dp * tp * attention_dp * pp). With --csv, each
@@ -383,6 +401,12 @@ def estimate(as_json: bool, tp: int, attention_dp: int, pp: int, ep: int, moe_tp
         return
     if csv_out is not None:
         raise click.UsageError("--out goes with --csv")
+    pools = {k: kw.pop(k) for k in list(kw) if k.startswith(("prefill_", "decode_"))}
+    if serving == "disagg":
+        _estimate_disagg(kw, pools, chunk, decode_cluster, decode_gpus, as_json)
+        return
+    if decode_cluster is not None or decode_gpus is not None:
+        raise click.UsageError("--decode-cluster and --decode-gpus go with --serving disagg")
     if moe_tp is None and (tp * attention_dp) % ep:
         raise click.BadParameter(f"ep={ep} does not divide tp*attention_dp={tp * attention_dp}; give --moe-tp",
                                  param_hint="'--ep'")
@@ -391,6 +415,31 @@ def estimate(as_json: bool, tp: int, attention_dp: int, pp: int, ep: int, moe_tp
     gpus_given = ctx.get_parameter_source("gpus") != click.core.ParameterSource.DEFAULT
     problem = _problem(kw, gpus=kw["gpus"] if gpus_given else par.gpus_used)
     plan = search.estimate(problem, parallel=par, concurrency=concurrency, chunk=chunk)
+    if as_json:
+        _dump(plan.model_dump(mode="json"))
+        return
+    _echo(render.estimate_lines(plan, problem))
+
+
+def _estimate_disagg(kw: dict, pools: dict, chunk: int, decode_cluster: str | None, decode_gpus: int | None,
+                     as_json: bool) -> None:
+    """`estimate --serving disagg`: the given prefill and decode pools (--gpus and --decode-gpus default to what
+    the pools use)."""
+    from planner import disagg
+
+    def layout(pool: str) -> Parallel:
+        tp, adp, ep = pools[f"{pool}_tp"], pools[f"{pool}_attention_dp"], pools[f"{pool}_ep"]
+        if (tp * adp) % ep:
+            raise click.BadParameter(f"ep={ep} does not divide tp*attention_dp={tp * adp}", param_hint=f"'--{pool}-ep'")
+        return Parallel(tp=tp, attention_dp=adp, pp=pools[f"{pool}_pp"], ep=ep, dp=pools[f"{pool}_workers"])
+
+    pre, dec = layout("prefill"), layout("decode")
+    ctx = click.get_current_context()
+    gpus_given = ctx.get_parameter_source("gpus") != click.core.ParameterSource.DEFAULT
+    own = pre.gpus_used if decode_cluster else pre.gpus_used + dec.gpus_used
+    problem = _problem(kw, gpus=kw["gpus"] if gpus_given else own)
+    dp = disagg.make_disagg(problem, decode_cluster, decode_gpus or (dec.gpus_used if decode_cluster else None))
+    plan = disagg.estimate(dp, pre, chunk, dec, pools["decode_micro_batch"])
     if as_json:
         _dump(plan.model_dump(mode="json"))
         return

@@ -16,6 +16,7 @@ an aggregated plan, all pools' GPUs count).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -674,6 +675,40 @@ def solve_disagg(dp: DisaggProblem, *, method: str = "cpsat", chunks: tuple[int,
     if found is None:
         raise diagnose(s, floor)
     return plan_of(s, found, wall, candidates)
+
+
+def estimate(dp: DisaggProblem, prefill: Parallel, chunk: int, decode: Parallel, micro_batch: int) -> Plan:
+    """Evaluate one given disaggregated deployment: prefill.dp prefill workers of that layout carrying `chunk`
+    prompt tokens per pass and rank, decode.dp decode workers with `micro_batch` requests per rank and
+    micro-batch. Raises InvalidLayoutError naming a broken layout rule, a pool that does not fit in memory or
+    the GPUs given, or a prefill pool that cannot keep up at all (load >= 1; a load above MAX_PREFILL_LOAD is
+    evaluated, the search would not plan it)."""
+    from planner.errors import InvalidLayoutError
+
+    if chunk < 1 or micro_batch < 1:
+        raise InvalidLayoutError("the prefill chunk and the decode micro-batch must be positive")
+    broken = deployment_violations(dp, prefill, chunk, decode, micro_batch, None, None)
+    for rule in broken:
+        pool, _, name = rule.rpartition(".")
+        if name in ("gpu_budget", "rate_matching"):
+            continue
+        p, par = (dp.prefill, prefill) if pool == "prefill" else (dp.decode, decode)
+        raise InvalidLayoutError(f"invalid {pool} layout {_short(par)}: {rules.explain(p, par, name)}", name)
+    info = SolverInfo(method="estimate", status="EVALUATED", wall_s=0.0)
+    plan = build_plan(dp, prefill, chunk, decode, micro_batch, info)
+    if "gpu_budget" in broken:
+        raise InvalidLayoutError(f"the pools use {plan.prefill.gpus} + {plan.decode.gpus} GPUs, more than the "
+                                 f"{dp.prefill.gpus if dp.shared else f'{dp.prefill.gpus} + {dp.decode.gpus}'} "
+                                 "given", "gpu_budget")
+    if plan.metrics.prefill_load >= 1:
+        need = math.ceil(plan.metrics.requests_per_s / plan.prefill.metrics.prefill_capacity_requests_per_s)
+        raise InvalidLayoutError(
+            f"the prefill pool cannot keep up: the decode pool asks {plan.metrics.requests_per_s:.3g} prompts/s, "
+            f"{prefill.dp} prefill workers serve "
+            f"{plan.prefill.metrics.prefill_capacity_requests_per_s * prefill.dp:.3g} (load "
+            f"{plan.metrics.prefill_load:.2f}); use at least {need} prefill workers or fewer decode requests",
+            "rate_matching")
+    return plan
 
 
 def alternative_of(plan: Plan | None, serving: str, reason: str | None = None) -> Alternative:

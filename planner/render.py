@@ -65,7 +65,10 @@ def formats(p: Plan) -> str:
 
 def describe(p: Plan) -> str:
     """'gpt-moe-1.8t on 64 x gb200-nvl72, fp4 weights / fp8 KV cache, isl 32768 / osl 1024 tokens'."""
-    return (f"{p.model} on {p.gpus} x {p.cluster}, {formats(p)} / {p.kv_precision.value} KV cache, "
+    where = f"{p.gpus} x {p.cluster}"
+    if p.serving == "disagg" and p.prefill and p.decode and p.prefill.cluster != p.decode.cluster:
+        where = f"{p.prefill.cluster} (prefill) + {p.decode.cluster} (decode), {p.gpus} GPUs given"
+    return (f"{p.model} on {where}, {formats(p)} / {p.kv_precision.value} KV cache, "
             f"isl {p.isl} / osl {p.osl} tokens")
 
 
@@ -246,6 +249,9 @@ def solve_lines(plans: Sequence[Plan], problem: Problem) -> list[str]:
 
 def estimate_lines(plan: Plan, problem: Problem) -> list[str]:
     """Everything `planner estimate` prints for one plan."""
+    if plan.serving == "disagg":
+        return [describe(plan), table(PLAN_HEADERS, plan_rows([plan])), *pool_lines(plan), *note_lines(plan),
+                *profile_lines(problem)]
     return [describe(plan), table(PLAN_HEADERS, plan_rows([plan])), layout_line(plan), *span_lines(plan),
             *interval_lines(plan), memory_line(plan), *note_lines(plan), *profile_lines(problem)]
 

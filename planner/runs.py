@@ -170,12 +170,18 @@ def _specs(model_ref: str, system: str):
     return load_model(model_ref), load_cluster(system)
 
 
+def row_mode(row: dict[str, str]) -> str:
+    """A row's serving mode: 'agg' (the default when the column is missing or empty) or what it records."""
+    return (row.get("mode") or "agg").strip().lower() or "agg"
+
+
 def parse_run(row: dict[str, str], calibration: Calibration) -> Run:
     """The problem, layout and batching a row describes; PlannerError with the reason otherwise."""
-    mode = (row.get("mode") or "agg").strip().lower() or "agg"
+    mode = row_mode(row)
     if mode != "agg":
-        raise SpecError(f"mode '{mode}': a disaggregated run (prefill and decode on separate pools); only "
-                        "aggregated runs (mode agg) are predicted")
+        raise SpecError(f"mode '{mode}': a disaggregated run (prefill and decode on separate pools); the fit "
+                        "and this prediction take aggregated runs (mode agg); disaggregated ones are predicted by "
+                        "parse_disagg_run")
     spec = (row.get("spec_decoding") or "none").strip().lower() or "none"
     if spec != "none":
         raise SpecError(f"spec_decoding '{spec}': speculative decoding is not modelled; only runs without it "
@@ -219,6 +225,129 @@ def parse_run(row: dict[str, str], calibration: Calibration) -> Run:
         raise SpecError("batch_size must be a positive number")
     chunks = calibration.engine_chunk_tokens
     return Run(problem, par, concurrency, chunks.get(backend, chunks.get("*", 8192)))
+
+
+@dataclass(frozen=True)
+class DisaggRun:
+    """One measured disaggregated deployment, parsed: x prefill workers of one layout, y decode workers of
+    another (Parallel.dp = the worker counts), the client concurrency over the whole deployment, the prefill
+    chunk per pass and rank, and the decode engines' batch limit per worker (None: not recorded)."""
+
+    problem: Problem
+    prefill: Parallel
+    decode: Parallel
+    concurrency: int  # [requests] in flight over the deployment
+    chunk: int  # [tokens] per prefill pass and attention-DP rank
+    decode_batch: int | None  # [requests] per decode worker
+
+
+def _pool_layout(row: dict[str, str], pool: str, model) -> Parallel:
+    """The layout of one worker of a pool (columns prefill_* or decode_*), dp = its workers."""
+    tp, pp = _int(row, f"{pool}_tp_size"), _int(row, f"{pool}_pp_size")
+    adp = _int(row, f"{pool}_attention_dp_size")
+    ep = _int(row, f"{pool}_moe_ep_size") if model.is_moe else 1
+    moe_tp = _int(row, f"{pool}_moe_tp_size") if model.is_moe else tp * adp
+    if model.is_moe and moe_tp * ep != tp * adp and ep == 1 and moe_tp == 1:
+        moe_tp = tp * adp
+    return Parallel(tp=tp, attention_dp=adp, pp=pp, ep=ep, moe_tp=moe_tp, dp=_int(row, f"{pool}_num_workers"))
+
+
+def parse_disagg_run(row: dict[str, str], calibration: Calibration) -> DisaggRun:
+    """The problem, both pools' layouts and the batching a disaggregated row describes (mode disagg, the
+    prefill_* and decode_* columns of ../shared/validation/disagg.csv); PlannerError with the reason otherwise."""
+    if row_mode(row) != "disagg":
+        raise SpecError(f"mode '{row_mode(row)}': not a disaggregated run")
+    spec = (row.get("spec_decoding") or "none").strip().lower() or "none"
+    if spec != "none":
+        raise SpecError(f"spec_decoding '{spec}': speculative decoding is not modelled; only runs without it "
+                        "(spec_decoding none) are predicted")
+    model, cluster = _specs((row.get("model_path") or "").strip(), (row.get("system") or "").strip())
+    backend = (row.get("backend") or "*").strip().lower() or "*"
+    weights = _precision(row.get("gemm_quant_mode")) or _precision(row.get("precision")) or Precision.bf16
+    experts = _precision(row.get("moe_quant_mode")) if model.is_moe else None
+    weights, experts = _as_served(model, weights, experts)
+    pre, dec = _pool_layout(row, "prefill", model), _pool_layout(row, "decode", model)
+    for col in ("isl", "osl"):
+        if _int(row, col, 0) < 1:
+            raise SpecError(f"column {col} must be a positive number")
+    try:
+        problem = Problem(
+            model=model, cluster=cluster, gpus=pre.gpus_used + dec.gpus_used,
+            workload=Workload(isl=_int(row, "isl", 0), osl=_int(row, "osl", 0), burstiness=None, closed_loop=True),
+            precision=weights, expert_precision=experts if experts not in (None, weights) else None,
+            kv_precision=_kv_precision(backend, weights, experts, cluster), calibration=calibration, backend=backend,
+        )
+    except ValidationError as e:
+        raise SpecError(validation_message(e)) from None
+    for name, par in (("prefill", pre), ("decode", dec)):
+        broken = [r for r in layout_violations(problem, par) if r != "gpu_budget"]
+        if broken:
+            raise SpecError(f"{name} layout {par.label}: {explain(problem, par, broken[0])}")
+    m = re.search(r"silicon_concurrency=(\d+)", row.get("silicon_data_source") or "")
+    concurrency = int(m.group(1)) if m else _int(row, "batch_size", default=0)
+    if concurrency < 1:
+        raise SpecError("batch_size must be a positive number")
+    chunks = calibration.engine_chunk_tokens
+    chunk = chunks.get(backend, chunks.get("*", 8192))
+    prompts = _int(row, "prefill_batch_size", default=0)
+    if prompts:  # the prefill engines' batch limit: that many prompts per pass
+        chunk = max(chunk, prompts * problem.workload.isl) if prompts > 1 else max(chunk, problem.workload.isl)
+    decode_batch = _int(row, "decode_batch_size", default=0) or None
+    return DisaggRun(problem, pre, dec, concurrency, chunk, decode_batch)
+
+
+_BISECTION_STEPS = 50
+"""Bisection steps of the disaggregated closed loop (a relative precision of 1e-15 of the batch)."""
+
+
+def predict_disagg(run: DisaggRun) -> dict[str, float]:
+    """Predicted TTFT [ms], TPOT [ms] and tokens/s/GPU of a measured disaggregated deployment.
+
+    The client keeps B requests in flight. m decode requests per decode rank (y workers of adp * pp ranks)
+    decode at TPOT(m) (cost.decode_pass_time) and finish X = y * adp * pp * m / ((osl - 1) * TPOT) requests
+    per second, which the prefill pool prefills at load rho = X / (x * capacity) with the TTFT of
+    cost.disagg_ttft. Little's law over the loop, B = X * (TTFT + (osl - 1) * TPOT), fixes m (found by
+    bisection: the left side grows with m). The decode engines hold at most their batch limit (decode_batch,
+    where recorded) and as many requests as their KV cache fits; clients beyond wait for a slot, and the wait
+    (Little's law) joins TTFT.
+    """
+    p, pre, dec = run.problem, run.prefill, run.decode
+    one_p, one_d = pre.model_copy(update={"dp": 1}), dec.model_copy(update={"dp": 1})
+    osl = p.workload.osl
+    ranks = dec.attention_dp * dec.pp
+    n = run.concurrency / (dec.dp * ranks)  # clients per decode rank
+    mem1 = cost.decode_memory_breakdown(p, one_d, 1.0)
+    w = p.workload
+    per_request = float(cost.kv_cache_bytes_per_gpu(p, dec.tp, 1.0)) * (w.isl + w.osl / 2) / (w.isl + w.osl)
+    room = cost.usable_bytes(p) - float(mem1["per_gpu_bytes"] - mem1["kv_cache_bytes"])
+    most = max(np.floor(room / per_request), 1.0)
+    if run.decode_batch:
+        most = min(most, max(run.decode_batch / ranks, 1.0))
+    same = bool(p.cluster.scaleup_domain_gpus >= pre.gpus_used + dec.gpus_used)
+
+    def loop(m: float) -> dict[str, np.ndarray]:
+        return cost.disagg_metrics(p, one_p, run.chunk, pre.dp, p, one_d, m, dec.dp, same)
+
+    def in_flight(m: float) -> float:
+        g = loop(m)
+        ttft = min(float(g["ttft_s"]), 1e6)
+        return m * (1 + ttft / (max(osl - 1, 1) * float(g["tpot_s"])))
+
+    lo, hi = 1e-6, min(n, most)
+    if in_flight(hi) <= n:
+        m = hi
+    else:
+        for _ in range(_BISECTION_STEPS):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if in_flight(mid) <= n else (lo, mid)
+        m = lo
+    g = loop(m)
+    tpot, ttft = float(g["tpot_s"]), min(float(g["ttft_s"]), 1e6)
+    served = m * (1 + ttft / (max(osl - 1, 1) * tpot))
+    ttft += max(n - served, 0.0) / m * max(osl - 1, 1) * tpot  # clients beyond the slots wait for one
+    gpus = pre.gpus_used + dec.gpus_used
+    thr = run.concurrency * osl / (ttft + (osl - 1) * tpot) / gpus
+    return {"ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3, "tokens_per_s_per_gpu": thr, "decoding_per_rank": m}
 
 
 def _layouts(runs: list[Run]) -> SimpleNamespace:
@@ -294,11 +423,25 @@ def predict_all(runs: list[Run]) -> dict[str, np.ndarray]:
 def predict_rows(rows: Iterable[dict[str, str]], calibration: Calibration | None = None) -> list[dict[str, str]]:
     """Every input row, in order, with the PREDICTED_COLUMNS: pred_ttft_ms, pred_tpot_ms,
     pred_tokens_per_s_per_gpu, their interval ends at uncertainty.DEFAULT_LEVEL where the calibration has an
-    interval table, and error."""
+    interval table (aggregated rows), and error. Rows of mode disagg are predicted as disaggregated deployments
+    (parse_disagg_run, predict_disagg)."""
     rows = [{**r, **dict.fromkeys(PREDICTED_COLUMNS, "")} for r in rows]
-    parsed, errors = parse_all(rows, calibration or Calibration())
+    disagg = [i for i, r in enumerate(rows) if row_mode(r) == "disagg"]
+    for i in disagg:  # disaggregated deployments, one closed loop each; no interval table covers them
+        try:
+            pred = predict_disagg(parse_disagg_run(rows[i], calibration or Calibration()))
+        except PlannerError as e:
+            rows[i]["error"] = str(e)
+            continue
+        rows[i]["pred_ttft_ms"] = f"{pred['ttft_ms']:.4g}"
+        rows[i]["pred_tpot_ms"] = f"{pred['tpot_ms']:.4g}"
+        rows[i]["pred_tokens_per_s_per_gpu"] = f"{pred['tokens_per_s_per_gpu']:.4g}"
+    skip = set(disagg)
+    parsed, errors = parse_all([r for i, r in enumerate(rows) if i not in skip], calibration or Calibration())
+    index = [i for i in range(len(rows)) if i not in skip]
+    parsed = [(index[i], run) for i, run in parsed]
     for i, reason in errors.items():
-        rows[i]["error"] = reason
+        rows[index[i]]["error"] = reason
     runs = [run for _, run in parsed]
     pred = predict_all(runs)
     table = (calibration or Calibration()).intervals

@@ -271,3 +271,49 @@ def test_cli_bad_serving_options_end_in_one_line(args, words):
     assert r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], r.stderr
+
+
+# --- estimate ------------------------------------------------------------------------------------------------
+
+
+def test_estimate_of_a_solved_plan_reproduces_it():
+    p = make_problem(**SMALL)
+    plan = solve(p, serving="disagg")[0]
+    again = disagg.estimate(disagg.make_disagg(p), plan.prefill.parallel, plan.prefill.batch.chunk_tokens,
+                            plan.decode.parallel, plan.decode.batch.micro_batch)
+    assert again.metrics == plan.metrics and again.label == plan.label
+
+
+def test_cli_estimate_disagg_errors_name_the_problem():
+    base = ["estimate", "--model", "llama-3.1-8b", "--cluster", "h100-sxm", "--isl", "1024", "--osl", "256",
+            "--precision", "fp8", "--serving", "disagg"]
+    r = run(*base, "--decode-workers", "4", "--decode-micro-batch", "192", "--chunk", "8192")
+    assert r.exit_code == 2 and "prefill pool cannot keep up" in r.stderr and "at least 3 prefill workers" in r.stderr
+    r = run(*base, "--decode-tp", "3")
+    assert r.exit_code == 2 and "decode layout" in r.stderr and "heads" in r.stderr
+    r = run(*base, "--decode-cluster", "b200", "--decode-tp", "2", "--json")
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["decode"]["cluster"] == "b200" and data["kv_transfer"]["link"] == "scale-out"
+
+
+def test_measured_disagg_rows_are_predicted_in_a_closed_loop():
+    """estimate --csv predicts mode-disagg rows: Little's law over the deployment holds for each prediction
+    (clients = throughput x (TTFT + (osl - 1) TPOT)), and a row whose layout breaks a rule names it."""
+    from planner.runs import predict_rows
+
+    base = {"model_path": "deepseek-ai/DeepSeek-R1", "system": "h200_sxm", "backend": "sglang", "precision": "fp8",
+            "mode": "disagg", "isl": "4000", "osl": "1000", "batch_size": "256", "prefill_num_workers": "2",
+            "prefill_tp_size": "8", "decode_num_workers": "1", "decode_tp_size": "1", "decode_moe_ep_size": "8",
+            "decode_attention_dp_size": "8", "prefill_moe_ep_size": "1", "prefill_moe_tp_size": "8",
+            "decode_moe_tp_size": "1", "gemm_quant_mode": "", "moe_quant_mode": "", "backend_version": "",
+            "tp_size": "", "pp_size": "", "attention_dp_size": "", "moe_tp_size": "", "moe_ep_size": ""}
+    bad = {**base, "prefill_tp_size": "12", "prefill_moe_tp_size": "12"}
+    out = predict_rows([base, bad])
+    ok, refused = out
+    assert ok["error"] == "" and float(ok["pred_tpot_ms"]) > 0
+    ttft, tpot = float(ok["pred_ttft_ms"]) / 1e3, float(ok["pred_tpot_ms"]) / 1e3
+    gpus = 2 * 8 + 8
+    x = float(ok["pred_tokens_per_s_per_gpu"]) * gpus / 1000  # requests/s
+    assert x * (ttft + 999 * tpot) == pytest.approx(256, rel=2e-3)  # the CSV keeps 4 significant digits
+    assert "prefill layout" in refused["error"] and "heads" in refused["error"]

@@ -102,6 +102,51 @@ def account(fg, h100, study_ttfts: list[float], study_below: list[bool], ratios:
     ]
 
 
+DISAGG_SLAS = (10.0, 20.0, 30.0, 40.0)
+"""tokens/s/user levels of the disaggregated comparison."""
+
+
+def _best(system: dict, ttft: float | None, sla: float, serving: str):
+    """The best plan of one mode at one SLA, or None."""
+    try:
+        return solve(make_problem(**CASE, **system, min_tokens_per_s_per_user=sla, max_ttft_s=ttft),
+                     serving=serving)[0]
+    except InfeasibleError:
+        return None
+
+
+def disagg_section() -> list[str]:
+    """Section 6: the study rerun with disaggregated serving (planner solve --serving agg / disagg): which mode
+    each system's best plan uses per TTFT limit and SLA, and the GB200/H100 ratio with the better mode each."""
+    out = ["## 6. With disaggregated serving (`planner solve --serving auto`)", "",
+           "Each cell: tokens/s/GPU of the best aggregated / disaggregated plan (`-`: none), the better one's "
+           "layout in the last column.", "",
+           "| system | TTFT limit | SLA tok/s/user | agg | disagg | winner |", "|---|---|---:|---:|---:|---|"]
+    ratio_rows = []
+    for name, system in (("GB200 NVL72 FP4", GB200), ("H100 FP8", H100)):
+        for ttft in (TTFT, None):
+            for sla in DISAGG_SLAS:
+                a, d = _best(system, ttft, sla, "agg"), _best(system, ttft, sla, "disagg")
+                va = a.metrics.tokens_per_s_per_gpu if a else None
+                vd = d.metrics.tokens_per_s_per_gpu if d else None
+                win = max((x for x in (a, d) if x), key=lambda x: x.metrics.tokens_per_s_per_gpu, default=None)
+                limit = f"{ttft:g} s" if ttft else "none"
+                out.append(f"| {name} | {limit} | {sla:g} | {f'{va:.2f}' if va else '-'} | "
+                           f"{f'{vd:.2f}' if vd else '-'} | {f'{win.serving}: {win.label}' if win else 'no plan'} |")
+                if sla == 20.0:
+                    ratio_rows.append((name, ttft, win))
+    out += ["", "GB200/H100 at 20 tokens/s/user, each with its better mode:", ""]
+    for ttft in (TTFT, None):
+        gb, hb = (w for n, t, w in ratio_rows if t == ttft)
+        limit = f"TTFT <= {ttft:g} s" if ttft else "no TTFT limit"
+        if gb and hb:
+            out.append(f"- {limit}: {gb.metrics.tokens_per_s_per_gpu / hb.metrics.tokens_per_s_per_gpu:.1f}x "
+                       f"(GB200 {gb.serving}, H100 {hb.serving})")
+        else:
+            out.append(f"- {limit}: {'H100' if gb else 'GB200'} has no plan")
+    return out + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "study.md")
@@ -220,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             + (f"; H100 has no plan at TTFT {', '.join(f'{t:g} s' for t, r in ratios if not r and t)}"
                if any(not r for _, r in ratios) else "") + " |",
             "", "## 5. Where and why ours differs", "", *account(fg, h, study_ttfts, study_below, ratios),
+            "", *disagg_section(),
             "", "![frontier](study-frontier.png)", "", "![ratio](study-ratio.png)", "",
             f"Wall time of this script: {time.perf_counter() - t_start:.0f} s.", ""]
     if finite:

@@ -19,6 +19,7 @@ exits with status 1 on any disagreement, false optimum or bound violation.
     python benchmarks/solver_vs_oracle.py --random 1000 --seed 1   # -> results/solver_vs_oracle_random.md
     python benchmarks/solver_vs_oracle.py                          # the grid -> results/solver_vs_oracle.md
     python benchmarks/solver_vs_oracle.py --quick                  # 4 grid rows, a smoke run
+    python benchmarks/solver_vs_oracle.py --disagg 200 --seed 1    # disaggregated -> results/solver_vs_oracle_disagg.md
 """
 
 from __future__ import annotations
@@ -39,7 +40,14 @@ if str(ROOT) not in sys.path:
 
 from _common import machine, publish, revision  # noqa: E402  (benchmarks/ is on sys.path)
 
-from planner.audit import Case, Outcome, check, random_cases, spanning_tp_possible  # noqa: E402
+from planner.audit import (  # noqa: E402
+    Case,
+    Outcome,
+    check,
+    random_cases,
+    random_disagg_cases,
+    spanning_tp_possible,
+)
 
 GRID_MODELS = (("llama-3.1-70b", 4000, 1000), ("qwen3-235b-a22b", 4000, 1000), ("deepseek-r1", 4000, 1000),
                ("gpt-moe-1.8t", 32768, 1024))
@@ -139,10 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--random", type=int, default=0, metavar="N", help="N random problems instead of the grid")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="4 grid rows")
+    ap.add_argument("--disagg", type=int, default=0, metavar="N",
+                    help="N random disaggregated problems (a third on two clusters; planner.audit.random_disagg_cases)")
     ap.add_argument("--time-limit", type=float, default=60.0, help="per search [s]")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    if args.random:
+    if args.disagg:
+        cases = random_disagg_cases(args.disagg, args.seed)
+        title = f"CP-SAT vs the exhaustive oracle: {args.disagg} random disaggregated problems (seed {args.seed})"
+        name = "disagg"
+    elif args.random:
         cases = random_cases(args.random, args.seed)
         title, name = f"CP-SAT vs the exhaustive oracle: {args.random} random problems (seed {args.seed})", "random"
     else:
@@ -160,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{len(cases)}] {o.cpsat.wall_s:6.3f} s / {o.oracle.wall_s:6.3f} s  {case.command()}{flag}",
               file=sys.stderr, flush=True)
     command = "python benchmarks/solver_vs_oracle.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    publish(out, report(outcomes, title, command.strip(), time.perf_counter() - t0, rev, per_row=not args.random))
+    publish(out, report(outcomes, title, command.strip(), time.perf_counter() - t0, rev,
+                        per_row=not (args.random or args.disagg)))
     bad = [o for o in outcomes if not o.agree or o.false_optimum or o.bound_violated]
     return 1 if bad else 0
 

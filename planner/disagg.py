@@ -630,8 +630,11 @@ def plan_of(s: DisaggSearcher, cand: DisaggCandidate, wall_s: float, candidates:
 def diagnose(s: DisaggSearcher, floor: float | None) -> InfeasibleError:
     """Why no disaggregated plan exists: a pool fits on no layout, the SLA is beyond every decode worker, or the
     TTFT limit is beyond every prefill worker even idle (each saying what is reachable)."""
-    pre, dec = s.tables
     dp = s.dp
+    if dp.shared and dp.prefill.gpus < 2:
+        return InfeasibleError("a disaggregated plan needs at least 2 GPUs, one per pool; 1 given", "layout",
+                               {"gpus": 2})
+    pre, dec = s.tables
     fit_p = np.flatnonzero(pre.broken == 0)
     fit_d = np.flatnonzero(dec.broken == 0)
     if not len(fit_p) or not len(fit_d):
@@ -655,7 +658,7 @@ def diagnose(s: DisaggSearcher, floor: float | None) -> InfeasibleError:
             return InfeasibleError(f"TTFT limit {limit * 1e3:.0f} ms is unreachable disaggregated: the lowest TTFT a "
                                    f"prefill worker reaches, idle, is {lowest:.0f} ms", "ttft", {"ttft_ms": lowest})
     return InfeasibleError(
-        f"no disaggregated plan fits {dp.gpus} GPUs: the prefill and decode workers that meet the SLA"
+        f"no disaggregated plan fits the {dp.gpus} GPUs given: the prefill and decode workers that meet the SLA"
         f"{' and TTFT' if limit is not None else ''} need more GPUs together", "layout")
 
 

@@ -509,7 +509,7 @@ def solve(
     if p.confidence is not None:  # the error bars are fitted on aggregated runs only
         if agg_error is not None:
             raise agg_error
-        why = "--confidence checks aggregated plans only (its error bars come from aggregated runs)"
+        why = "--confidence checks aggregated plans only: its error bars come from aggregated runs"
         return [agg_plans[0].model_copy(update={"alternative": disagg.alternative_of(None, "disagg", why)}),
                 *agg_plans[1:]]
     try:

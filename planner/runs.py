@@ -293,7 +293,18 @@ def parse_disagg_run(row: dict[str, str], calibration: Calibration) -> DisaggRun
     if prompts:  # the prefill engines' batch limit: that many prompts per pass
         chunk = max(chunk, prompts * problem.workload.isl) if prompts > 1 else max(chunk, problem.workload.isl)
     decode_batch = _int(row, "decode_batch_size", default=0) or None
+    for name, par in (("prefill", pre), ("decode", dec)):
+        one = par.model_copy(update={"dp": 1})
+        weights = float(cost.weight_bytes_per_gpu(problem, one.tp, one.attention_dp, one.pp))
+        if weights + cost.reserved_bytes(problem) > cost.usable_bytes(problem):
+            raise SpecError(f"{name} worker {_short_label(one)} cannot hold the weights: {weights / 1e9:.0f} GB per "
+                            f"GPU at {problem.precision_label}, {cost.usable_bytes(problem) / 1e9:.0f} GB usable on "
+                            f"{cluster.name} (the row's layout is not what ran)")
     return DisaggRun(problem, pre, dec, concurrency, chunk, decode_batch)
+
+
+def _short_label(par: Parallel) -> str:
+    return par.label.removesuffix(" DP1")
 
 
 _BISECTION_STEPS = 50

@@ -627,6 +627,13 @@ def _study_options(f: Callable) -> Callable:
     return _search_options(f)
 
 
+def _serving_option(what: str) -> Callable:
+    """--serving of a study command (default auto, as for solve); `what` says what auto picks per."""
+    return click.option("--serving", type=click.Choice(search.SERVING_MODES), default="auto", show_default=True,
+                        help=f"agg: every replica prefills and decodes; disagg: a prefill pool and a decode pool; "
+                             f"auto: both, the better one {what}, the other's figure alongside.")
+
+
 def _write_csv(path: str, rows: list[dict[str, Any]]) -> None:
     import csv
 
@@ -650,18 +657,21 @@ def _check_plot_path(path: str | None) -> None:
 @main.command()
 @_problem_options
 @_study_options
+@_serving_option("at each level")
 @click.option("--confidence", default=None, callback=_callback(parse_confidence),
               help="Every SLA level and --ttft hold at this one-sided quantile of the held-out errors (0.5 to "
                    "below 1, e.g. 0.9) [default: at the central estimate].")
 def frontier(ttft: float | None, points: int, sla_range: tuple[float, float] | None, chunks: tuple[int, ...] | None,
              micro_batches: tuple[int, ...] | None, method: str, time_limit: float, csv_out: str | None,
-             plot_out: str | None, all_layouts: bool, quiet: bool, confidence: float | None, as_json: bool,
-             **kw: Any) -> None:
+             plot_out: str | None, all_layouts: bool, quiet: bool, serving: str, confidence: float | None,
+             as_json: bool, **kw: Any) -> None:
     """Best tokens/s/GPU at each tokens/s/user: the throughput/interactivity frontier.
 
     Sweeps the SLA from the lowest to the highest reachable interactivity (or --sla-range) and
-    solves at each level; '*' marks where the optimal layout changes. With no options: the
-    study's case (GPT-MoE-1.8T, 64 GB200 NVL72 GPUs, 32768/1024 tokens, FP4).
+    solves at each level; '*' marks where the optimal layout changes. With --serving auto (the default)
+    both serving modes are searched at every level: the table shows the better plan, its mode and the
+    other mode's tokens/s/GPU, and --plot draws both curves. With no options: the study's case
+    (GPT-MoE-1.8T, 64 GB200 NVL72 GPUs, 32768/1024 tokens, FP4).
     """
     from planner import studies
 
@@ -675,7 +685,7 @@ def frontier(ttft: float | None, points: int, sla_range: tuple[float, float] | N
     try:
         f = studies.frontier(problem, points=points, sla_range=sla_range, chunks=chunks,
                              micro_batches=micro_batches, method=method, params=_params(time_limit),
-                             all_layouts=all_layouts, progress=bar)
+                             all_layouts=all_layouts, progress=bar, serving=serving)
     finally:
         bar.close()
     if csv_out:
@@ -709,15 +719,17 @@ def _cases(kw: dict[str, Any]) -> list[dict[str, Any]]:
 @_study_options
 @click.option("--at", "at", default="20tok/s", show_default=True, callback=_callback(parse_sla),
               help="The SLA at which the cases are compared (ratio to the first case).")
+@_serving_option("per case and level")
 def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, float] | None,
             chunks: tuple[int, ...] | None, micro_batches: tuple[int, ...] | None, method: str, time_limit: float,
-            csv_out: str | None, plot_out: str | None, all_layouts: bool, quiet: bool, as_json: bool,
+            csv_out: str | None, plot_out: str | None, all_layouts: bool, quiet: bool, serving: str, as_json: bool,
             **kw: Any) -> None:
     """Frontiers of several cases on one chart and one table, with the ratio at one SLA.
 
     Repeat --cluster, --model, --precision, --expert-precision or --gpus for the cases: e.g. --cluster gb200-nvl72
     --precision fp4 --cluster h100-sxm --precision fp8 compares two (options pair up in order; one
-    given once applies to every case).
+    given once applies to every case). With --serving auto (the default) each case's best at --at and at
+    each level is the better serving mode's, marked with its mode; --plot draws both modes' curves.
     """
     from planner import studies
 
@@ -727,7 +739,7 @@ def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, 
     try:
         result = studies.compare(problems, at=at, points=points, sla_range=sla_range, chunks=chunks,
                                  micro_batches=micro_batches, method=method, params=_params(time_limit),
-                                 all_layouts=all_layouts, progress=bar)
+                                 all_layouts=all_layouts, progress=bar, serving=serving)
     finally:
         bar.close()
     if csv_out:
@@ -755,20 +767,25 @@ def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, 
               help="Maximum time to first token, e.g. 5s or 500ms.")
 @click.option("--max-gpus", type=click.IntRange(min=1, max=1 << 20), default=65536, show_default=True,
               help="Most GPUs to consider.")
+@_serving_option("(fewer GPUs)")
 @_search_options
 def size(demand: tuple[float | None, float | None], sla: float, ttft: float | None, chunks: tuple[int, ...] | None,
-         micro_batches: tuple[int, ...] | None, method: str, max_gpus: int, time_limit: float, as_json: bool,
-         **kw: Any) -> None:
+         micro_batches: tuple[int, ...] | None, method: str, max_gpus: int, serving: str, time_limit: float,
+         as_json: bool, **kw: Any) -> None:
     """Fewest GPUs (whole nodes) that serve a demand at an SLA, and the plan: replicas, layout, batch.
 
-    --gpus is ignored: the sizing finds the count. Demand in tokens/s counts output tokens.
+    --gpus is ignored: the sizing finds the count. Demand in tokens/s counts output tokens. With --serving
+    auto (the default) both serving modes are sized and the one needing fewer GPUs is shown, with the
+    other's count; a disaggregated sizing is the fewest whole nodes whose best disaggregated plan serves
+    the demand.
     """
     from planner import studies
 
     problem = _problem(kw, sla, ttft)
     req, tok = demand
     result = studies.size(problem, demand_requests_per_s=req, demand_tokens_per_s=tok, chunks=chunks,
-                          micro_batches=micro_batches, method=method, params=_params(time_limit), max_gpus=max_gpus)
+                          micro_batches=micro_batches, method=method, params=_params(time_limit), max_gpus=max_gpus,
+                          serving=serving)
     if as_json:
         _dump(result.model_dump(mode="json"))
         return

@@ -256,20 +256,58 @@ def estimate_lines(plan: Plan, problem: Problem) -> list[str]:
             *interval_lines(plan), memory_line(plan), *note_lines(plan), *profile_lines(problem)]
 
 
+def other_throughput(p: Plan) -> str:
+    """serving auto: the other mode's tokens/s/GPU, or '-' when it has no plan."""
+    a = p.alternative
+    return f"{a.tokens_per_s_per_gpu:.1f}" if a is not None and a.tokens_per_s_per_gpu is not None else "-"
+
+
 def frontier_table(f: Any) -> str:
-    """One row per SLA level; '*' where the optimal layout changes."""
+    """One row per SLA level; '*' where the optimal layout changes. After tok/s/GPU: its interval (when the
+    points have one); the serving mode (unless agg only) and, under auto, the other mode's tok/s/GPU."""
     rows = [[f"{pt.target_tokens_per_s_per_user:.1f}", "*" if pt.new_layout else ""] + plan_rows([pt])[0][1:]
             for pt in f.points]
-    levels = {pt.metrics.interval_level for pt in f.points if pt.metrics.tokens_per_s_per_gpu_interval}
-    if len(levels) != 1:
-        return table(FRONTIER_HEADERS, rows)
     heads = list(FRONTIER_HEADERS)
     at = heads.index("tok/s/GPU") + 1
-    heads.insert(at, f"{next(iter(levels)):.0%} interval")
-    for row, pt in zip(rows, f.points):
-        pair = pt.metrics.tokens_per_s_per_gpu_interval
-        row.insert(at, f"{pair[0]:.1f}–{pair[1]:.1f}" if pair else "-")
+    columns: list[tuple[str, Any]] = []
+    levels = {pt.metrics.interval_level for pt in f.points if pt.metrics.tokens_per_s_per_gpu_interval}
+    if len(levels) == 1:
+        def interval(pt: Plan) -> str:
+            pair = pt.metrics.tokens_per_s_per_gpu_interval
+            return f"{pair[0]:.1f}–{pair[1]:.1f}" if pair else "-"
+
+        columns.append((f"{next(iter(levels)):.0%} interval", interval))
+    if f.serving != "agg":
+        columns.append(("serving", lambda pt: pt.serving))
+    if f.serving == "auto":
+        columns.append(("other tok/s/GPU", other_throughput))
+    for k, (head, cell) in enumerate(columns):
+        heads.insert(at + k, head)
+        for row, pt in zip(rows, f.points):
+            row.insert(at + k, cell(pt))
     return table(heads, rows)
+
+
+def mode_spans(f: Any) -> list[tuple[str, float, float]]:
+    """(serving mode, first level, last level) of each run of consecutive points one mode wins [tokens/s/user]."""
+    out: list[tuple[str, float, float]] = []
+    for pt in f.points:
+        x = pt.target_tokens_per_s_per_user
+        if out and out[-1][0] == pt.serving:
+            out[-1] = (pt.serving, out[-1][1], x)
+        else:
+            out.append((pt.serving, x, x))
+    return out
+
+
+def winner_line(f: Any) -> list[str]:
+    """serving auto: which mode wins at which SLA levels, and each mode's reach (none otherwise)."""
+    if f.serving != "auto" or not f.points:
+        return []
+    spans = ", ".join(f"{m} {a:.1f}" + (f"..{b:.1f}" if b != a else "") for m, a, b in mode_spans(f))
+    reach = "; ".join(f"{c.serving} reaches {c.lowest_tokens_per_s_per_user:.1f}..{c.highest_tokens_per_s_per_user:.1f}"
+                      if c.error is None else f"{c.serving}: no plan ({c.error})" for c in f.modes)
+    return [f"best mode by SLA level (tokens/s/user): {spans}; {reach}"]
 
 
 def frontier_summary(f: Any) -> str:
@@ -278,9 +316,10 @@ def frontier_summary(f: Any) -> str:
     proof = "every point OPTIMAL" if statuses == {"OPTIMAL"} else "some points only FEASIBLE (time limit)"
     limit = f", TTFT <= {f.max_ttft_s:g} s" if f.max_ttft_s else ""
     at = f" at the {f.confidence * 100:g}th percentile" if f.confidence is not None else ""
+    modes = {"agg": "", "disagg": ", disaggregated", "auto": ", agg and disagg"}[f.serving]
     return (f"frontier{limit}: {f.lowest_tokens_per_s_per_user:.1f} .. {f.highest_tokens_per_s_per_user:.1f} "
             f"tokens/s/user reachable{at}; {len(f.points)} SLA levels, {f.solves} searches in {f.wall_s:.1f} s "
-            f"({f.method}, {proof})")
+            f"({f.method}{modes}, {proof})")
 
 
 def frontier_lines(f: Any, all_layouts: bool) -> list[str]:
@@ -288,6 +327,7 @@ def frontier_lines(f: Any, all_layouts: bool) -> list[str]:
     out = [describe(f.points[0]) if f.points else f.case, frontier_summary(f)]
     if f.points:
         out.append(frontier_table(f))
+    out += winner_line(f)
     if f.unreachable:
         out.append(f"unreachable (above {f.highest_tokens_per_s_per_user:.1f} tokens/s/user): "
                    + ", ".join(f"{x:g}" for x in f.unreachable))
@@ -301,47 +341,75 @@ def compare_lines(result: Any, isl: int, osl: int, ttft: float | None, at: float
     out = [f"isl {isl} / osl {osl} tokens" + (f", TTFT <= {ttft:g} s" if ttft else "")
            + f"; compared at {at:g} tokens/s/user"]
     by_case = {f.case: f for f in result.frontiers}
+    modes, auto = result.serving != "agg", result.serving == "auto"
     rows = []
     for r in result.rows:
         f, pt = by_case.get(r.case), r.plan
         reach = f"{f.lowest_tokens_per_s_per_user:.1f}..{f.highest_tokens_per_s_per_user:.1f}" if f else "-"
         rows.append([r.case, reach, pt.label if pt else "unreachable",
                      f"{pt.metrics.tokens_per_s_per_user:.1f}" if pt else "-",
-                     f"{r.tokens_per_s_per_gpu:.2f}" if pt else "-",
-                     f"{r.ratio:.2f}x" if r.ratio is not None else "-", f"{f.wall_s:.1f} s" if f else "-"])
-    out.append(table(["case", "tok/s/user reachable", f"best layout at {at:g}", "tok/s/user", "tok/s/GPU",
-                      "ratio", "sweep"], rows))
+                     f"{r.tokens_per_s_per_gpu:.2f}" if pt else "-"]
+                    + ([r.serving or "-"] if modes else [])
+                    + ([f"{r.other_tokens_per_s_per_gpu:.2f}" if r.other_tokens_per_s_per_gpu is not None else "-"]
+                       if auto else [])
+                    + [f"{r.ratio:.2f}x" if r.ratio is not None else "-", f"{f.wall_s:.1f} s" if f else "-"])
+    out.append(table(["case", "tok/s/user reachable", f"best layout at {at:g}", "tok/s/user", "tok/s/GPU"]
+                     + (["serving"] if modes else []) + (["other tok/s/GPU"] if auto else []) + ["ratio", "sweep"],
+                     rows))
     out += [f"{r.case}: no plan: {r.error}" for r in result.rows if r.error]
     base = result.rows[0]
     out += [f"{base.case} serves {1 / r.ratio:.2f}x the tokens/s/GPU of {r.case} at {at:g} tokens/s/user"
             for r in result.rows[1:] if r.ratio]
     keep = [k for k in range(len(result.levels)) if any(row[k] is not None for row in result.grid)]
-    out.append("best tokens/s/GPU at each tokens/s/user ('-': unreachable):")
+    marks = result.grid_serving if auto else [[None] * len(row) for row in result.grid]
+
+    def cell(value: float | None, mode: str | None) -> str:
+        return "-" if value is None else f"{value:.2f}" + (" d" if mode == "disagg" else "")
+
+    out.append("best tokens/s/GPU at each tokens/s/user ('-': unreachable" + ("; d: disaggregated" if auto else "")
+               + "):")
     out.append(table(["case"] + [f"{result.levels[k]:g}" for k in keep],
-                     [[r.case] + [f"{row[k]:.2f}" if row[k] is not None else "-" for k in keep]
-                      for r, row in zip(result.rows, result.grid)]))
+                     [[r.case] + [cell(row[k], mode[k]) for k in keep]
+                      for r, row, mode in zip(result.rows, result.grid, marks)]))
     return out
 
 
 def size_lines(result: Any, problem: Problem, sla: float, ttft: float | None) -> list[str]:
-    """Everything `planner size` prints."""
+    """Everything `planner size` prints: an aggregated sizing's replicas and layout, or a disaggregated one's
+    pools; under auto, what the other mode needs."""
     plan = result.plan
     limit = f", TTFT <= {duration(ttft * 1000)}" if ttft else ""
     unit = result.node_unit
+    dis = result.serving == "disagg"
+    what = plan.label if dis else (f"{result.replicas} replica{'s' if result.replicas != 1 else ''} of "
+                                   f"{plan.label.rsplit(' DP', 1)[0]}")
+    body = pool_lines(plan) if dis else [layout_line(plan)]
+    considered = "workers" if dis else "replicas"
     return [
         f"{plan.model} on {problem.cluster.name}, {formats(plan)}, isl {plan.isl} / osl {plan.osl} tokens",
         f"demand {result.demand_requests_per_s:,.4g} requests/s = {result.demand_tokens_per_s:,.0f} output "
         f"tokens/s at >= {sla:g} tokens/s/user{limit}",
-        f"fewest GPUs: {result.gpus} ({result.nodes} {unit}{'s' if result.nodes != 1 else ''} of "
-        f"{result.gpus_per_node} GPUs; GPUs are counted in whole {unit}s), {result.gpus_used} in use: "
-        f"{result.replicas} replica{'s' if result.replicas != 1 else ''} of {plan.label.rsplit(' DP', 1)[0]}",
+        f"fewest GPUs{' (disaggregated)' if dis else ''}: {result.gpus} ({result.nodes} {unit}"
+        f"{'s' if result.nodes != 1 else ''} of {result.gpus_per_node} GPUs; GPUs are counted in whole {unit}s), "
+        f"{result.gpus_used} in use: {what}",
         table(PLAN_HEADERS, plan_rows([plan])),
-        layout_line(plan),
+        *body,
         f"capacity {result.capacity_tokens_per_s:,.0f} tokens/s ({result.capacity_requests_per_s:,.4g} "
-        f"requests/s), {result.utilization:.0%} used by the demand; replicas of up to "
+        f"requests/s), {result.utilization:.0%} used by the demand; {considered} of up to "
         f"{result.max_replica_gpus} GPUs considered; {result.wall_s:.1f} s",
+        *size_alternative_lines(result),
         *note_lines(plan),
     ]
+
+
+def size_alternative_lines(result: Any) -> list[str]:
+    """serving auto: the GPUs the other mode needs, or why it has no sizing."""
+    a = result.alternative
+    if a is None:
+        return []
+    if a.reason is not None:
+        return [f"{a.serving}: {a.reason}"]
+    return [f"{a.serving} needs {a.gpus} GPUs ({a.gpus_used} in use: {a.label})"]
 
 
 def model_rows(specs: Sequence[Any]) -> str:

@@ -241,8 +241,12 @@ def prefill_rows(dp: DisaggProblem, pre: PoolOptions, receive: np.ndarray, limit
 
 def _positions(rates: np.ndarray, threshold, ymax: int) -> set[int]:
     """The indices of the fastest rate (sorted `rates`) at or below threshold(y), for every y in 1..ymax, where
-    threshold is non-increasing in y: found by bisecting y wherever the index may change (O(indices * log
-    ymax) evaluations instead of ymax)."""
+    threshold is non-increasing in y: every y at once up to 4096, beyond by bisecting y wherever the index may
+    change (O(indices * log ymax) evaluations instead of ymax)."""
+    if ymax <= 4096:  # few enough to evaluate every y at once
+        pos = np.searchsorted(rates, threshold(np.arange(1, ymax + 1)), side="right") - 1
+        return {int(q) for q in np.unique(pos[pos >= 0])}
+
     def pos(y: int) -> int:
         return int(np.searchsorted(rates, float(threshold(np.asarray(y))), side="right")) - 1
 
@@ -396,6 +400,8 @@ class DisaggSearcher:
     deadline: float | None = None
     started: float = field(default_factory=time.perf_counter)
     _tables: tuple[PoolOptions, PoolOptions] | None = None
+    _classes: tuple[np.ndarray, np.ndarray] | None = None
+    _prefill_rows: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from planner.solver import SolverParams
@@ -436,8 +442,12 @@ class DisaggSearcher:
         from planner.solver import SearchModel
 
         pre, dec = self.tables
-        klass, receive = receive_classes(dec)
-        prows = prefill_rows(self.dp, pre, receive, limit)
+        if self._classes is None:
+            self._classes = receive_classes(dec)
+        klass, receive = self._classes
+        if limit not in self._prefill_rows:  # the same for every SLA level of a frontier
+            self._prefill_rows[limit] = prefill_rows(self.dp, pre, receive, limit)
+        prows = self._prefill_rows[limit]
         drows = decode_rows(self.dp, dec, klass, floor, pre, prows, receive, limit)
         if not len(prows) or not len(drows):
             return None

@@ -433,8 +433,14 @@ class DisaggSearcher:
         _, limit = self.limits(floor, use_ttft)
         if self.method == "exhaustive":
             from planner.oracle import exhaustive_disagg
+            from planner.space import OutOfTime
 
-            found = exhaustive_disagg(self.dp, self.space_p, self.space_d, floor, limit, self.deadline + 1.0)
+            try:
+                found = exhaustive_disagg(self.dp, self.space_p, self.space_d, floor, limit, self.deadline + 1.0)
+            except OutOfTime as e:
+                raise TimeLimitError(f"the disaggregated enumeration did not finish within the time limit of "
+                                     f"{self.params.time_limit_s:g} s ({e.done:,} of {e.total:,} prefill options)",
+                                     limit_s=self.params.time_limit_s) from None
             return self._certify(found, floor, limit, None) if found else None
         return self._cpsat(floor, limit)
 

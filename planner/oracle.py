@@ -101,27 +101,34 @@ def exhaustive_disagg(dp, sp: Space, sd: Space, floor: float | None, limit_s: fl
             decode.append((one, m))
     if not prefill or not decode:
         return None
-    lay = cost.Layouts(*(np.array([getattr(d, f) for d, _ in decode])[None, :, None]
-                         for f in ("tp", "attention_dp", "pp", "ep", "dp")))
-    m = np.array([mb for _, mb in decode])[None, :, None]
-    gd = lay.replica_gpus
-    ys = np.arange(1, budget_d // int(gd.min()) + 1)[None, None, :]
+    ys = np.arange(1, budget_d // min(d.replica_gpus for d, _ in decode) + 1)[None, None, :]
     best, found = 0.0, None
     for n, (par, c) in enumerate(prefill):
-        if deadline is not None and time.perf_counter() > deadline:
-            raise OutOfTime(n, len(prefill))
         one = par.model_copy(update={"dp": 1})
         xs = np.arange(1, budget_p // par.replica_gpus + 1)[:, None, None]
         gp = xs * par.replica_gpus
-        used = gp + ys * gd
-        fits = (used <= budget_p) if dp.shared else ((gp <= budget_p) & (ys * gd <= budget_d))
-        g = cost.disagg_metrics(pre_p, one, c, xs, dec_p, lay, m, ys, dp.same_domain(used))
-        ok = fits & ~rate_matching_broken(g["prefill_load"]) & ~ttft_broken(g["ttft_s"], limit_s)
-        tokens = np.where(ok, np.broadcast_to(g["tokens_per_s"], ok.shape), -np.inf)
-        i = np.unravel_index(int(np.argmax(tokens)), tokens.shape)
-        if tokens[i] > best:
-            best = float(tokens[i])
-            d, mb = decode[i[1]]
-            found = DisaggCandidate(one.model_copy(update={"dp": int(xs.ravel()[i[0]])}), int(c),
-                                    d.model_copy(update={"dp": int(ys.ravel()[i[2]])}), int(mb), "OPTIMAL")
+        step = max(1, ORACLE_BLOCK // (xs.size * ys.size))  # decode options per block: bounded temporaries
+        for a in range(0, len(decode), step):
+            if deadline is not None and time.perf_counter() > deadline:
+                raise OutOfTime(n, len(prefill))
+            block = decode[a:a + step]
+            lay = cost.Layouts(*(np.array([getattr(d, f) for d, _ in block])[None, :, None]
+                                 for f in ("tp", "attention_dp", "pp", "ep", "dp")))
+            m = np.array([mb for _, mb in block])[None, :, None]
+            used = gp + ys * lay.replica_gpus
+            fits = (used <= budget_p) if dp.shared else ((gp <= budget_p) & (ys * lay.replica_gpus <= budget_d))
+            g = cost.disagg_metrics(pre_p, one, c, xs, dec_p, lay, m, ys, dp.same_domain(used))
+            ok = fits & ~rate_matching_broken(g["prefill_load"]) & ~ttft_broken(g["ttft_s"], limit_s)
+            tokens = np.where(ok, np.broadcast_to(g["tokens_per_s"], ok.shape), -np.inf)
+            i = np.unravel_index(int(np.argmax(tokens)), tokens.shape)
+            if tokens[i] > best:
+                best = float(tokens[i])
+                d, mb = block[i[1]]
+                found = DisaggCandidate(one.model_copy(update={"dp": int(xs.ravel()[i[0]])}), int(c),
+                                        d.model_copy(update={"dp": int(ys.ravel()[i[2]])}), int(mb), "OPTIMAL")
     return found
+
+
+ORACLE_BLOCK = 1 << 18
+"""(prefill workers, decode option, decode workers) combinations the disaggregated oracle evaluates per numpy
+call: bounds its temporaries to tens of MB [combinations]."""

@@ -515,6 +515,11 @@ def solve(
     try:
         dis = disagg.solve_disagg(disagg.make_disagg(p), method=method, chunks=chunks, micro_batches=micro_batches,
                                   params=params, deadline=deadline)
+    except TimeLimitError as e:  # the aggregated plan stands, and says the other search did not finish
+        if agg_error is not None:
+            raise
+        best = agg_plans[0].model_copy(update={"alternative": disagg.alternative_of(None, "disagg", str(e))})
+        return [best, *agg_plans[1:]]
     except InfeasibleError as e:
         if agg_error is not None:
             raise InfeasibleError(f"no plan, aggregated or disaggregated: agg: {agg_error}; disagg: {e}",

@@ -478,6 +478,8 @@ def solve(
     """
     if serving not in SERVING_MODES:
         raise SpecError(f"unknown serving mode {serving!r}: agg, disagg or auto")
+    if decode_gpus is not None and decode_cluster is None:
+        raise SpecError("--decode-gpus needs --decode-cluster (one cluster shares its --gpus between the pools)")
     if serving == "agg" and (decode_cluster is not None or decode_gpus is not None):
         raise SpecError("--decode-cluster and --decode-gpus plan a disaggregated decode pool: give --serving "
                         "disagg or auto")

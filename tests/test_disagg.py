@@ -171,8 +171,12 @@ def test_fewer_prefill_workers_would_break_a_rule():
 
 
 def test_plan_json_has_both_pools_and_the_kv_transfer():
+    import jsonschema
+
     plan = solve(make_problem(**SMALL), serving="disagg")[0]
     data = json.loads(plan.model_dump_json())
+    schema = json.loads(run("schema").stdout)
+    jsonschema.validate(data, schema)  # the contract `planner schema` publishes covers disaggregated plans
     assert data["serving"] == "disagg"
     for pool in ("prefill", "decode"):
         assert set(data[pool]["parallel"]) >= {"tp", "pp", "ep", "attention_dp", "dp"}
@@ -264,10 +268,13 @@ def test_cli_hetero_json():
     (["--serving", "disagg", "--top", "3"], "--top"),
     (["--serving", "disagg", "--decode-cluster", "no-such-gpu"], "no-such-gpu"),
     (["--serving", "sometimes"], "sometimes"),
+    (["--decode-gpus", "4"], "--decode-cluster"),
+    (["--serving", "disagg", "--confidence", "0.9"], "aggregated plans only"),
+    (["--serving", "disagg", "--gpus", "1"], "at least 2 GPUs"),
 ])
 def test_cli_bad_serving_options_end_in_one_line(args, words):
     r = run("solve", *CLI_SMALL, *args)
-    assert r.exit_code == 2 and r.exception is None or isinstance(r.exception, SystemExit)
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.exception  # no traceback
     assert r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], r.stderr

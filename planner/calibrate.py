@@ -21,7 +21,17 @@ import yaml
 
 from planner.catalog import parse_yaml
 from planner.errors import SpecError
-from planner.runs import Run, _group_key, parse_all, predict_all, run_throughput
+from planner.runs import (
+    DisaggRun,
+    Run,
+    _group_key,
+    parse_all,
+    parse_disagg_run,
+    predict_all,
+    predict_disagg_all,
+    row_mode,
+    run_throughput,
+)
 from planner.specs import FACTOR_NAMES, Calibration, Factors, Problem, Profile
 
 ENGINE_FACTORS = ("iteration_overhead_ms", "layer_overhead_us", "queue_burstiness", "prefill_attention_efficiency",
@@ -33,6 +43,9 @@ engine on AMD runs other kernels (ROCm: aiter, RCCL), so profiles are per (engin
 GENERATION_FACTORS = ("hbm_efficiency", "compute_efficiency", "scaleup_efficiency")
 """Factors a GPU generation sets (one die family: H100 and H200 share Hopper's): achieved memory, math and
 interconnect fractions."""
+DISAGG_FACTORS = ("disagg_handoff_ms",)
+"""Factors only disaggregated serving reads: fitted per engine and GPU vendor on disaggregated runs
+(`fit_disagg`), never by the aggregated fit."""
 FORMAT_FACTORS = ("compute_efficiency",)
 """Factors a math format sets within a generation: the GEMM efficiency of BF16, FP8 or FP4 tensor cores."""
 PRIORS: dict[str, tuple[float, str]] = {
@@ -58,6 +71,8 @@ PRIORS: dict[str, tuple[float, str]] = {
     "ttft_overhead_ms": (1.5, "HTTP, tokenisation, admission and streaming: 5-50 ms"),
     "admission_iterations": (1.0, "half an iteration in flight plus one streamed behind, 1-3"),
     "queue_burstiness": (1.5, "between steady traffic (0) and synchronised waves (1)"),
+    "disagg_handoff_ms": (1.5, "router hand-off, KV transfer set-up (NIXL/UCX) and the decode engine's admission "
+                          "and first step: tens of ms in disaggregated engines"),
 }
 """Prior of each factor beside its centre (the Factors default): (spread in log units, why). The base fit is
 pulled towards the centres with weight PRIOR_SCALE / spread per factor, so that factors the runs cannot tell
@@ -79,7 +94,9 @@ MIN_PROFILE_ROWS = 30
 """Fewest runs an engine profile is fitted on."""
 MIN_GENERATION_ROWS = 15
 """Fewest runs a generation or format profile is fitted on (three or one factor, pulled towards the base)."""
-ANCHOR_FACTORS = FACTOR_NAMES
+AGG_FACTORS: tuple[str, ...] = tuple(n for n in FACTOR_NAMES if n not in DISAGG_FACTORS)
+"""Factors the aggregated fit (`fit`) moves: every factor an aggregated run reads."""
+ANCHOR_FACTORS = AGG_FACTORS
 """Factors a deployment's own profile (`fit_anchors`) moves: all of them, each held near the starting
 calibration's value by ANCHOR_PRIOR_WEIGHT (a deployment is one engine on one GPU with one model: any
 factor can differ there)."""
@@ -266,9 +283,9 @@ def fit(ds: Dataset, start: Calibration | None = None, name: str = "fitted", sou
             "against its base); anchor those deployments again (fit_anchors)")
     sample = ds.subset(base_sample(ds))
     say(f"fitting the base factors on {len(sample.runs)} of the {len(ds.runs)} runs (every deployment's)")
-    centres = {n: prior_centre(n) for n in FACTOR_NAMES}
-    weights = {n: PRIOR_SCALE / PRIORS[n][0] for n in FACTOR_NAMES}
-    base.update(_fit(sample, FACTOR_NAMES, lambda v: calibration({**base, **v}, []), base, centres, weights))
+    centres = {n: prior_centre(n) for n in AGG_FACTORS}
+    weights = {n: PRIOR_SCALE / PRIORS[n][0] for n in AGG_FACTORS}
+    base.update(_fit(sample, AGG_FACTORS, lambda v: calibration({**base, **v}, []), base, centres, weights))
     profiles: list[Profile] = []
 
     def fit_profile(keys: dict[str, str], names: tuple[str, ...], mask: np.ndarray, least: int) -> None:
@@ -499,3 +516,128 @@ def _holdout_checks(ds: Dataset, start: Calibration, start_pred: dict[str, np.nd
         b, a = (error_table(sub, {k: v[mask] for k, v in pred.items()})[0][3:] for pred in (start_pred, held))
         out.append(HoldoutCheck(key, runs, int(holdout_folds(runs).max()) + 1, tuple(b), tuple(a)))
     return out
+
+
+# --- disaggregated runs ------------------------------------------------------------------------------------
+
+MIN_DISAGG_ROWS = 20
+"""Fewest disaggregated runs of one engine and GPU vendor its hand-off is fitted on."""
+
+
+@dataclass
+class DisaggSet:
+    """Parsed disaggregated runs (mode disagg, no speculative decoding) with their measurements."""
+
+    rows: list[dict[str, str]]
+    index: list[int]
+    runs: list[DisaggRun]
+    ttft_ms: np.ndarray
+    tpot_ms: np.ndarray
+    errors: dict[int, str]
+
+    @classmethod
+    def of(cls, rows: Iterable[dict[str, str]], calibration: Calibration | None = None) -> DisaggSet:
+        """The disaggregated rows with positive measured TTFT and TPOT; the others of them in `errors`."""
+        rows = list(rows)
+        keep, errors = [], {}
+        for i, row in enumerate(rows):
+            if row_mode(row) != "disagg":
+                continue
+            try:
+                run = parse_disagg_run(row, calibration or Calibration())
+                ttft, tpot = float(row["silicon_ttft_ms"]), float(row["silicon_tpot_ms"])
+            except SpecError as e:
+                errors[i] = str(e)
+                continue
+            except (KeyError, TypeError, ValueError):
+                errors[i] = "no measured silicon_ttft_ms / silicon_tpot_ms"
+                continue
+            if not (ttft > 0 and tpot > 0 and math.isfinite(ttft) and math.isfinite(tpot)):
+                errors[i] = "measured TTFT/TPOT not positive"
+                continue
+            keep.append((i, run, ttft, tpot))
+        return cls(rows, [k[0] for k in keep], [k[1] for k in keep], np.array([k[2] for k in keep]),
+                   np.array([k[3] for k in keep]), errors)
+
+    def subset(self, mask: np.ndarray) -> DisaggSet:
+        idx = np.flatnonzero(mask)
+        return DisaggSet(self.rows, [self.index[i] for i in idx], [self.runs[i] for i in idx], self.ttft_ms[idx],
+                         self.tpot_ms[idx], self.errors)
+
+    def column(self, what: str) -> np.ndarray:
+        """Per run: 'backend', 'vendor', 'model' or 'system' (the cluster's catalog name)."""
+        get = {"backend": lambda p: p.backend, "vendor": lambda p: p.cluster.vendor, "model": lambda p: p.model.name,
+               "system": lambda p: p.cluster.name}[what]
+        return np.array([get(r.problem) for r in self.runs])
+
+
+def predict_disagg_set(ds: DisaggSet, calibration: Calibration) -> dict[str, np.ndarray]:
+    """Predicted ttft_ms, tpot_ms, tokens_per_s_per_gpu of every disaggregated run under `calibration`."""
+    rebound: dict[tuple, Problem] = {}
+
+    def under(run: DisaggRun) -> DisaggRun:
+        key = _group_key(run)
+        if key not in rebound:
+            rebound[key] = run.problem.model_copy(update={"calibration": calibration})
+        return DisaggRun(rebound[key], run.prefill, run.decode, run.concurrency, run.chunk, run.decode_batch)
+
+    return predict_disagg_all([under(run) for run in ds.runs])
+
+
+def fit_disagg(ds: DisaggSet, start: Calibration, log: Callable[[str], None] | None = None) -> Calibration:
+    """`start` with DISAGG_FACTORS fitted per (engine, GPU vendor) on its disaggregated runs (at least
+    MIN_DISAGG_ROWS), each a bounded robust least squares of log TTFT errors pulled towards its prior
+    (PRIORS); the fitted values join that engine's profile (a new profile where it has none). Aggregated
+    factors are left as they are: a disaggregated run's TPOT and its decode rate are theirs."""
+    say = log or (lambda _msg: None)
+    cal = start
+    backends, vendors = ds.column("backend"), ds.column("vendor")
+    for backend, vendor in sorted(set(zip(backends, vendors))):
+        mask = (backends == backend) & (vendors == vendor)
+        label = Profile(backend=backend, vendor=vendor).label
+        if mask.sum() < MIN_DISAGG_ROWS:
+            say(f"disaggregated {label}: {int(mask.sum())} runs, keeps {', '.join(DISAGG_FACTORS)} as it is")
+            continue
+        say(f"fitting {', '.join(DISAGG_FACTORS)} of {label} on {int(mask.sum())} disaggregated runs")
+        sub = ds.subset(mask)
+        values = _fit_disagg_factors(sub, cal, backend, vendor)
+        cal = _with_engine_factors(cal, backend, vendor, values, int(mask.sum()))
+    return cal
+
+
+def _with_engine_factors(cal: Calibration, backend: str, vendor: str, values: dict[str, float],
+                         rows: int) -> Calibration:
+    """cal with `values` in the (backend, vendor) engine profile."""
+    profiles, found = [], False
+    for prof in cal.profiles:
+        if (prof.backend, prof.vendor, prof.model, prof.system, prof.generation, prof.math) == (
+                backend, vendor, "*", "*", "*", "*"):
+            prof = prof.model_copy(update={"factors": {**prof.factors, **values}})
+            found = True
+        profiles.append(prof)
+    if not found:
+        profiles.append(Profile(backend=backend, vendor=vendor, factors=values, rows=rows))
+    return cal.model_copy(update={"profiles": profiles})
+
+
+def _fit_disagg_factors(ds: DisaggSet, cal: Calibration, backend: str, vendor: str) -> dict[str, float]:
+    from scipy.optimize import least_squares
+
+    fields = Factors.model_fields
+    names = DISAGG_FACTORS
+    lo = np.array([max(_bound(fields[n], "ge"), 1e-3) for n in names])
+    hi = np.array([_bound(fields[n], "le") for n in names])
+    r0 = ds.runs[0].problem
+    now = cal.factors_for(r0.cluster.name, backend, "*", r0.cluster.generation, vendor, r0.gemm_math)
+    x0 = np.clip(np.log([max(getattr(now, n), 1e-3) for n in names]), np.log(lo), np.log(hi))
+    centre = np.log([max(prior_centre(n), 1e-3) for n in names])
+    weight = np.array([PRIOR_SCALE / PRIORS[n][0] for n in names])
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        trial = _with_engine_factors(cal, backend, vendor, dict(zip(names, np.exp(x))), len(ds.runs))
+        pred = predict_disagg_set(ds, trial)
+        return np.concatenate([np.log(pred["ttft_ms"] / ds.ttft_ms), weight * (x - centre)])
+
+    sol = least_squares(residuals, x0, bounds=(np.log(lo), np.log(hi)), loss="soft_l1", f_scale=0.3,
+                        diff_step=1e-2, max_nfev=MAX_EVALUATIONS)
+    return {n: round(float(v), 4) for n, v in zip(names, np.exp(sol.x))}

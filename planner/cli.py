@@ -481,12 +481,16 @@ def _estimate_csv(path: Path, out: Path | None, calibration: str | None) -> None
               help="Error bars: from held-out errors, leaving one model (lomo) or one system (loso) out, one more "
                    "fit per model or system (minutes each on calibration.csv); the starting calibration's "
                    "(keep); or none [default: keep with --anchor, else none].")
+@click.option("--disagg-only", is_flag=True,
+              help="Fit only the disaggregated factors (the pools' hand-off), on DATA's disaggregated rows, on top of "
+                   "the starting calibration.")
 def calibrate(data: tuple[str, ...], output: str, calibration: str | None, name: str | None, anchor: bool,
-              intervals: str | None) -> None:
+              intervals: str | None, disagg_only: bool) -> None:
     """Fit the efficiency factors to measured runs and print the error before and after.
 
     DATA is one or more CSVs with calibration.csv's columns and the measured silicon_ttft_ms,
-    silicon_tpot_ms (rows of other modes, e.g. disagg, are left out with the reason).
+    silicon_tpot_ms. Aggregated rows fit every aggregated factor; disaggregated rows (mode disagg, the prefill_*
+    and decode_* columns of disagg.csv) then fit the pools' hand-off per engine (--disagg-only: that alone).
     Base factors are fitted on all runs, then per-engine and per-system profiles where a group has
     enough runs. With --anchor, a few runs of your own deployment instead tune that deployment's
     profile on top of the starting calibration. Use the result with --calibration FILE on any command.
@@ -499,9 +503,12 @@ def calibrate(data: tuple[str, ...], output: str, calibration: str | None, name:
         load_calibration,
         save_calibration,
     )
-    from planner.runs import read_rows
+    from planner.runs import read_rows, row_mode
 
     start = load_calibration(calibration)
+    if disagg_only:
+        _calibrate_disagg(data, start, output, name)
+        return
     intervals = intervals or ("keep" if anchor else "none")
     if intervals in ("lomo", "loso") and anchor:
         raise click.UsageError("--intervals lomo/loso goes with a full fit, not --anchor (use --intervals keep)")
@@ -533,6 +540,9 @@ def calibrate(data: tuple[str, ...], output: str, calibration: str | None, name:
         table = holdout_table(ds, intervals, start, log=lambda msg: click.echo(f"  {msg}", err=True))
         cal = cal.model_copy(update={"intervals": table})
         click.echo(render.interval_table_text(table))
+    all_rows = [row for path in data for row in read_rows(Path(path))]
+    if not anchor and any(row_mode(r) == "disagg" for r in all_rows):
+        cal = _fit_disagg_rows(all_rows, cal, names)
     save_calibration(cal, output)
     click.echo(f"median absolute errors before -> after the fit, on the runs it was fitted to; calibration written "
                f"to {output}", err=True)
@@ -549,6 +559,47 @@ def calibrate(data: tuple[str, ...], output: str, calibration: str | None, name:
         click.echo(f"held-out check, {who} ({check.runs} runs, {how}): median |err| TPOT {render.pct(b_tpot)} -> "
                    f"{render.pct(a_tpot)}, TTFT {render.pct(b_ttft)} -> {render.pct(a_ttft)}, tok/s/GPU "
                    f"{render.pct(b_thr)} -> {render.pct(a_thr)} (start -> anchored)")
+
+
+def _fit_disagg_rows(rows: list[dict[str, str]], cal: Any, names: str) -> Any:
+    """cal with the disaggregated factors fitted on the disaggregated rows; prints their errors before -> after."""
+    import numpy as np
+
+    from planner.calibrate import DisaggSet, fit_disagg, predict_disagg_set
+
+    ds = DisaggSet.of(rows, cal)
+    click.echo(f"{len(ds.runs)} disaggregated runs to fit, {len(ds.errors)} disaggregated rows left out", err=True)
+    if not ds.runs:
+        return cal
+    before = predict_disagg_set(ds, cal)
+    fitted = fit_disagg(ds, cal, log=lambda msg: click.echo(f"  {msg}", err=True))
+    after = predict_disagg_set(ds, fitted)
+
+    def err(pred: dict, key: str, measured: np.ndarray) -> float:
+        return float(np.median(np.abs(pred[key] / measured - 1)))
+
+    click.echo(render.table(["disaggregated runs", "TPOT |err|", "TTFT |err|"], [[
+        str(len(ds.runs)), f"{err(before, 'tpot_ms', ds.tpot_ms):.1%} -> {err(after, 'tpot_ms', ds.tpot_ms):.1%}",
+        f"{err(before, 'ttft_ms', ds.ttft_ms):.1%} -> {err(after, 'ttft_ms', ds.ttft_ms):.1%}"]]))
+    source = f"{fitted.source}; disaggregated factors fitted on {names}".lstrip("; ")
+    return fitted.model_copy(update={"source": source})
+
+
+def _calibrate_disagg(data: tuple[str, ...], start: Any, output: str, name: str | None) -> None:
+    """`planner calibrate --disagg-only`: the disaggregated factors alone, on top of `start`."""
+    from planner.calibrate import save_calibration
+    from planner.runs import read_rows, row_mode
+
+    rows = [row for path in data for row in read_rows(Path(path))]
+    if not any(row_mode(r) == "disagg" for r in rows):
+        raise click.UsageError(f"{', '.join(data)}: no disaggregated rows (mode disagg) to fit")
+    names = " ".join(Path(path).name for path in data)
+    cal = _fit_disagg_rows(rows, start, names)
+    if name:
+        cal = cal.model_copy(update={"name": name})
+    save_calibration(cal, output)
+    click.echo(f"median absolute errors before -> after, on the disaggregated runs fitted to; calibration written "
+               f"to {output}", err=True)
 
 
 @main.command()

@@ -691,11 +691,17 @@ def queue_stretch(rho) -> np.ndarray:
         return np.where(rho < 1, 1 + rho / (2 * np.maximum(1 - rho, 1e-300)), np.inf)
 
 
+def disagg_overhead(p: Problem) -> float:
+    """Fixed time of a disaggregated request before its first token outside its prefill passes and KV bytes: the
+    request overhead and the hand-off between the pools (Factors.disagg_handoff_ms) [s]."""
+    return request_overhead(p) + p.factors.disagg_handoff_ms * 1e-3
+
+
 def disagg_ttft(p: Problem, service_s, rho, transfer_s) -> np.ndarray:
-    """TTFT of a disaggregated deployment: the request overhead, the prefill passes stretched by the queueing
-    wait at the prefill pool's load rho (each worker an M/D/1 queue of its share of the demand), and the KV
-    transfer to the decode worker, which streams the first token [s]."""
-    return request_overhead(p) + np.asarray(service_s) * queue_stretch(rho) + np.asarray(transfer_s)
+    """TTFT of a disaggregated deployment: the fixed overhead (disagg_overhead), the prefill passes stretched by
+    the queueing wait at the prefill pool's load rho (each worker an M/D/1 queue of its share of the demand),
+    and the KV transfer to the decode worker, which streams the first token [s]."""
+    return disagg_overhead(p) + np.asarray(service_s) * queue_stretch(rho) + np.asarray(transfer_s)
 
 
 MAX_PREFILL_LOAD = 0.8
@@ -706,14 +712,14 @@ sized closer to its capacity leaves no headroom for a burst [share]."""
 
 def max_prefill_load(p: Problem, service_s, transfer_s, limit_s: float | None) -> np.ndarray:
     """The highest prefill load rho the rules allow: MAX_PREFILL_LOAD, or lower where disagg_ttft would pass
-    `limit_s` (None: no limit): with B = limit - overhead - transfer and s = service,
+    `limit_s` (None: no limit): with B = limit - disagg_overhead - transfer and s = service,
     s (1 + rho / (2 (1 - rho))) <= B gives rho <= 2 q / (1 + 2 q), q = (B - s) / s; 0 where even an idle
     pool misses the limit (B < s) [share]."""
     s = np.asarray(service_s, dtype=float)
     cap = np.full(np.broadcast(s, transfer_s).shape, MAX_PREFILL_LOAD)
     if limit_s is None:
         return cap
-    budget = limit_s - request_overhead(p) - np.asarray(transfer_s, dtype=float)
+    budget = limit_s - disagg_overhead(p) - np.asarray(transfer_s, dtype=float)
     q = (budget - s) / s
     return np.minimum(cap, np.where(q >= 0, 2 * q / (1 + 2 * np.maximum(q, 0)), 0.0))
 

@@ -217,7 +217,7 @@ def pool_lines(p: Plan) -> list[str]:
         f"({dec.batch.concurrency} in flight per worker); TPOT {dm.tpot_ms or 0.0:.1f} ms; "
         f"{dm.tokens_per_s or 0.0:,.0f} tokens/s per worker",
         f"KV transfer: {kv.bytes_per_request / GB:.2f} GB per request over {kv.link} in {duration(kv.transfer_ms)} "
-        f"(TTFT {duration(p.metrics.ttft_ms)} = prefill with queueing + transfer + request overhead)",
+        f"(TTFT {duration(p.metrics.ttft_ms)} = prefill with queueing + transfer + hand-off and request overhead)",
         f"prefill {memory_line(pre)}",
         f"decode {memory_line(dec)}",
         *span_lines(p),

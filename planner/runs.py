@@ -312,7 +312,33 @@ _BISECTION_STEPS = 50
 
 
 def predict_disagg(run: DisaggRun) -> dict[str, float]:
-    """Predicted TTFT [ms], TPOT [ms] and tokens/s/GPU of a measured disaggregated deployment.
+    """Predicted TTFT [ms], TPOT [ms], tokens/s/GPU and decoding requests per rank of one measured disaggregated
+    deployment (predict_disagg_all)."""
+    return {k: float(v[0]) for k, v in predict_disagg_all([run]).items()}
+
+
+def predict_disagg_all(runs: list[DisaggRun]) -> dict[str, np.ndarray]:
+    """`_predict_disagg_group` for any disaggregated runs: grouped by problem, vectorised within a group, in
+    input order."""
+    out = {k: np.empty(len(runs)) for k in ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu", "decoding_per_rank")}
+    groups: dict[tuple, list[int]] = {}
+    for k, run in enumerate(runs):
+        groups.setdefault(_group_key(run), []).append(k)
+    for members in groups.values():
+        pred = _predict_disagg_group([runs[k] for k in members])
+        for key in out:
+            out[key][members] = pred[key]
+    return out
+
+
+def _pool_layouts(pars: list[Parallel]) -> cost.Layouts:
+    f = np.array
+    return cost.Layouts(tp=f([q.tp for q in pars]), attention_dp=f([q.attention_dp for q in pars]),
+                        pp=f([q.pp for q in pars]), ep=f([q.ep for q in pars]), dp=np.ones(len(pars), np.int64))
+
+
+def _predict_disagg_group(runs: list[DisaggRun]) -> dict[str, np.ndarray]:
+    """Predicted TTFT [ms], TPOT [ms] and tokens/s/GPU of measured disaggregated deployments sharing one problem.
 
     The client keeps B requests in flight. m decode requests per decode rank (y workers of adp * pp ranks)
     decode at TPOT(m) (cost.decode_pass_time) and finish X = y * adp * pp * m / ((osl - 1) * TPOT) requests
@@ -322,42 +348,45 @@ def predict_disagg(run: DisaggRun) -> dict[str, float]:
     where recorded) and as many requests as their KV cache fits; clients beyond wait for a slot, and the wait
     (Little's law) joins TTFT.
     """
-    p, pre, dec = run.problem, run.prefill, run.decode
-    one_p, one_d = pre.model_copy(update={"dp": 1}), dec.model_copy(update={"dp": 1})
+    p = runs[0].problem
+    lp, ld = _pool_layouts([r.prefill for r in runs]), _pool_layouts([r.decode for r in runs])
+    chunk = np.array([r.chunk for r in runs], dtype=float)
+    x = np.array([r.prefill.dp for r in runs], dtype=float)
+    y = np.array([r.decode.dp for r in runs], dtype=float)
+    b = np.array([r.concurrency for r in runs], dtype=float)
     osl = p.workload.osl
-    ranks = dec.attention_dp * dec.pp
-    n = run.concurrency / (dec.dp * ranks)  # clients per decode rank
-    mem1 = cost.decode_memory_breakdown(p, one_d, 1.0)
+    steps = max(osl - 1, 1)
+    ranks = ld.attention_dp * ld.pp
+    n = b / (y * ranks)  # clients per decode rank
+    mem1 = cost.decode_memory_breakdown(p, ld, 1.0)
     w = p.workload
-    per_request = float(cost.kv_cache_bytes_per_gpu(p, dec.tp, 1.0)) * (w.isl + w.osl / 2) / (w.isl + w.osl)
-    room = cost.usable_bytes(p) - float(mem1["per_gpu_bytes"] - mem1["kv_cache_bytes"])
-    most = max(np.floor(room / per_request), 1.0)
-    if run.decode_batch:
-        most = min(most, max(run.decode_batch / ranks, 1.0))
-    same = bool(p.cluster.scaleup_domain_gpus >= pre.gpus_used + dec.gpus_used)
+    per_request = cost.kv_cache_bytes_per_gpu(p, ld.tp, 1.0) * (w.isl + w.osl / 2) / (w.isl + w.osl)
+    room = cost.usable_bytes(p) - (mem1["per_gpu_bytes"] - mem1["kv_cache_bytes"])
+    most = np.maximum(np.floor(room / per_request), 1.0)
+    limit = np.array([r.decode_batch or np.inf for r in runs], dtype=float)
+    most = np.minimum(most, np.maximum(limit / ranks, 1.0))
+    gpus = x * lp.replica_gpus + y * ld.replica_gpus
+    same = p.cluster.scaleup_domain_gpus >= gpus
 
-    def loop(m: float) -> dict[str, np.ndarray]:
-        return cost.disagg_metrics(p, one_p, run.chunk, pre.dp, p, one_d, m, dec.dp, same)
+    def loop(m: np.ndarray) -> dict[str, np.ndarray]:
+        return cost.disagg_metrics(p, lp, chunk, x, p, ld, m, y, same)
 
-    def in_flight(m: float) -> float:
+    def in_flight(m: np.ndarray) -> np.ndarray:
         g = loop(m)
-        ttft = min(float(g["ttft_s"]), 1e6)
-        return m * (1 + ttft / (max(osl - 1, 1) * float(g["tpot_s"])))
+        return m * (1 + np.minimum(g["ttft_s"], 1e6) / (steps * g["tpot_s"]))
 
-    lo, hi = 1e-6, min(n, most)
-    if in_flight(hi) <= n:
-        m = hi
-    else:
-        for _ in range(_BISECTION_STEPS):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if in_flight(mid) <= n else (lo, mid)
-        m = lo
+    top = np.minimum(n, most)
+    lo, hi = np.full(len(runs), 1e-6), top.copy()
+    for _ in range(_BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        ok = in_flight(mid) <= n
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+    m = np.where(in_flight(top) <= n, top, lo)
     g = loop(m)
-    tpot, ttft = float(g["tpot_s"]), min(float(g["ttft_s"]), 1e6)
-    served = m * (1 + ttft / (max(osl - 1, 1) * tpot))
-    ttft += max(n - served, 0.0) / m * max(osl - 1, 1) * tpot  # clients beyond the slots wait for one
-    gpus = pre.gpus_used + dec.gpus_used
-    thr = run.concurrency * osl / (ttft + (osl - 1) * tpot) / gpus
+    tpot, ttft = g["tpot_s"], np.minimum(g["ttft_s"], 1e6)
+    served = m * (1 + ttft / (steps * tpot))
+    ttft = ttft + np.maximum(n - served, 0.0) / m * steps * tpot  # clients beyond the slots wait for one
+    thr = b * osl / (ttft + (osl - 1) * tpot) / gpus
     return {"ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3, "tokens_per_s_per_gpu": thr, "decoding_per_rank": m}
 
 
@@ -438,15 +467,18 @@ def predict_rows(rows: Iterable[dict[str, str]], calibration: Calibration | None
     (parse_disagg_run, predict_disagg)."""
     rows = [{**r, **dict.fromkeys(PREDICTED_COLUMNS, "")} for r in rows]
     disagg = [i for i, r in enumerate(rows) if row_mode(r) == "disagg"]
-    for i in disagg:  # disaggregated deployments, one closed loop each; no interval table covers them
+    ok, druns = [], []
+    for i in disagg:  # disaggregated deployments, a closed loop each; no interval table covers them
         try:
-            pred = predict_disagg(parse_disagg_run(rows[i], calibration or Calibration()))
+            druns.append(parse_disagg_run(rows[i], calibration or Calibration()))
+            ok.append(i)
         except PlannerError as e:
             rows[i]["error"] = str(e)
-            continue
-        rows[i]["pred_ttft_ms"] = f"{pred['ttft_ms']:.4g}"
-        rows[i]["pred_tpot_ms"] = f"{pred['tpot_ms']:.4g}"
-        rows[i]["pred_tokens_per_s_per_gpu"] = f"{pred['tokens_per_s_per_gpu']:.4g}"
+    dpred = predict_disagg_all(druns)
+    for k, i in enumerate(ok):
+        rows[i]["pred_ttft_ms"] = f"{dpred['ttft_ms'][k]:.4g}"
+        rows[i]["pred_tpot_ms"] = f"{dpred['tpot_ms'][k]:.4g}"
+        rows[i]["pred_tokens_per_s_per_gpu"] = f"{dpred['tokens_per_s_per_gpu'][k]:.4g}"
     skip = set(disagg)
     parsed, errors = parse_all([r for i, r in enumerate(rows) if i not in skip], calibration or Calibration())
     index = [i for i in range(len(rows)) if i not in skip]

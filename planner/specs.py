@@ -535,6 +535,11 @@ class Factors(_Input):
         "prefill passes: HTTP and tokenisation in the front end, admission by the scheduler, detokenising "
         "and streaming the first token back [ms]"
     )
+    disagg_handoff_ms: float = Field(
+        30.0, ge=0, le=500, description="Disaggregated serving: fixed time a request spends between its last "
+        "prefill pass and its first token besides the KV bytes' transfer: the router's hand-off, the transfer's "
+        "set-up (NIXL/UCX registration and metadata), the decode engine's admission and first step [ms]"
+    )
     admission_iterations: float = Field(
         1.5, ge=0, le=12, description="Engine iterations a request's first token waits besides its prefill "
         "passes: the rest of the iteration in flight when it arrives (1/2 on average), iterations the scheduler "

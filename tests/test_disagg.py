@@ -324,3 +324,38 @@ def test_measured_disagg_rows_are_predicted_in_a_closed_loop():
     x = float(ok["pred_tokens_per_s_per_gpu"]) * gpus / 1000  # requests/s
     assert x * (ttft + 999 * tpot) == pytest.approx(256, rel=2e-3)  # the CSV keeps 4 significant digits
     assert "prefill layout" in refused["error"] and "heads" in refused["error"]
+
+
+# --- calibration on disaggregated runs ---------------------------------------------------------------------
+
+
+def test_fit_disagg_recovers_a_known_handoff():
+    """Runs 'measured' by the model itself with a 150 ms hand-off for SGLang: the fit, from the 30 ms prior,
+    finds it (within the prior's pull), leaves every aggregated factor as it was, and touches no other engine."""
+    import csv as _csv
+    from pathlib import Path
+
+    from planner.calibrate import AGG_FACTORS, DisaggSet, fit_disagg, predict_disagg_set
+    from planner.specs import Calibration, Profile
+
+    with open(Path(__file__).resolve().parent.parent / "data" / "disagg.csv", newline="") as f:
+        rows = [r for r in _csv.DictReader(f) if r["backend"] == "sglang"][:60]
+    start = Calibration()
+    truth = start.model_copy(update={"profiles": [Profile(backend="sglang", vendor="nvidia",
+                                                          factors={"disagg_handoff_ms": 150.0})]})
+    ds = DisaggSet.of(rows, start)
+    assert len(ds.runs) >= 20
+    pred = predict_disagg_set(ds, truth)
+    ds.ttft_ms, ds.tpot_ms = pred["ttft_ms"], pred["tpot_ms"]
+    fitted = fit_disagg(ds, start)
+    prof = next(p for p in fitted.profiles if p.backend == "sglang")
+    assert prof.factors["disagg_handoff_ms"] == pytest.approx(150.0, rel=0.15)
+    assert fitted.base == start.base and all(n not in prof.factors for n in AGG_FACTORS)
+
+
+def test_calibrate_disagg_only_needs_disaggregated_rows():
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parent.parent / "data" / "calibration.csv"
+    r = run("calibrate", str(data), "--disagg-only", "-o", "x.yaml")
+    assert r.exit_code == 2 and "no disaggregated rows" in r.stderr

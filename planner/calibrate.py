@@ -25,6 +25,7 @@ from planner.runs import (
     DisaggRun,
     Run,
     _group_key,
+    measured_times,
     parse_all,
     parse_disagg_run,
     predict_all,
@@ -139,6 +140,12 @@ def row_source(row: dict[str, str]) -> str:
     return "inferencemax" if (row.get("source") or "").startswith("InferenceMAX") else "aiconfigurator"
 
 
+def _columns(keep: list[tuple]) -> tuple[list[int], list, np.ndarray, np.ndarray]:
+    """(row index, run, measured TTFT [ms], measured TPOT [ms]) tuples as the columns of a Dataset or DisaggSet."""
+    return ([k[0] for k in keep], [k[1] for k in keep], np.array([k[2] for k in keep], dtype=float),
+            np.array([k[3] for k in keep], dtype=float))
+
+
 @dataclass
 class Dataset:
     """Parsed runs with their measurements, grouped by problem for vectorised prediction."""
@@ -158,16 +165,10 @@ class Dataset:
         keep = []
         for i, run in parsed:
             try:
-                ttft, tpot = float(rows[i]["silicon_ttft_ms"]), float(rows[i]["silicon_tpot_ms"])
-            except (KeyError, TypeError, ValueError):
-                errors[i] = "no measured silicon_ttft_ms / silicon_tpot_ms"
-                continue
-            if not (ttft > 0 and tpot > 0 and math.isfinite(ttft) and math.isfinite(tpot)):
-                errors[i] = "measured TTFT/TPOT not positive"
-                continue
-            keep.append((i, run, ttft, tpot))
-        return cls(rows, [k[0] for k in keep], [k[1] for k in keep], np.array([k[2] for k in keep]),
-                   np.array([k[3] for k in keep]), errors)
+                keep.append((i, run, *measured_times(rows[i])))
+            except SpecError as e:
+                errors[i] = str(e)
+        return cls(rows, *_columns(keep), errors)
 
     def subset(self, mask: np.ndarray) -> Dataset:
         """The runs where `mask` holds."""
@@ -544,20 +545,10 @@ class DisaggSet:
             if row_mode(row) != "disagg":
                 continue
             try:
-                run = parse_disagg_run(row, calibration or Calibration())
-                ttft, tpot = float(row["silicon_ttft_ms"]), float(row["silicon_tpot_ms"])
+                keep.append((i, parse_disagg_run(row, calibration or Calibration()), *measured_times(row)))
             except SpecError as e:
                 errors[i] = str(e)
-                continue
-            except (KeyError, TypeError, ValueError):
-                errors[i] = "no measured silicon_ttft_ms / silicon_tpot_ms"
-                continue
-            if not (ttft > 0 and tpot > 0 and math.isfinite(ttft) and math.isfinite(tpot)):
-                errors[i] = "measured TTFT/TPOT not positive"
-                continue
-            keep.append((i, run, ttft, tpot))
-        return cls(rows, [k[0] for k in keep], [k[1] for k in keep], np.array([k[2] for k in keep]),
-                   np.array([k[3] for k in keep]), errors)
+        return cls(rows, *_columns(keep), errors)
 
     def subset(self, mask: np.ndarray) -> DisaggSet:
         idx = np.flatnonzero(mask)

@@ -20,6 +20,7 @@ budget (Calibration.engine_chunk_tokens). Predicted tokens/s/GPU is the measured
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -170,6 +171,32 @@ def _specs(model_ref: str, system: str):
     return load_model(model_ref), load_cluster(system)
 
 
+def _row_basics(row: dict[str, str]):
+    """(model, cluster, backend, weight format, expert format or None) of a row, as its engine served them;
+    SpecError for speculative-decoding rows (not modelled) and unknown names or formats."""
+    spec = (row.get("spec_decoding") or "none").strip().lower() or "none"
+    if spec != "none":
+        raise SpecError(f"spec_decoding '{spec}': speculative decoding is not modelled; only runs without it "
+                        "(spec_decoding none) are predicted")
+    model, cluster = _specs((row.get("model_path") or "").strip(), (row.get("system") or "").strip())
+    backend = (row.get("backend") or "*").strip().lower() or "*"
+    weights = _precision(row.get("gemm_quant_mode")) or _precision(row.get("precision")) or Precision.bf16
+    experts = _precision(row.get("moe_quant_mode")) if model.is_moe else None
+    weights, experts = _as_served(model, weights, experts)
+    return model, cluster, backend, weights, experts
+
+
+def measured_times(row: dict[str, str]) -> tuple[float, float]:
+    """A row's measured (TTFT, TPOT) [ms]; SpecError saying why when it has none usable."""
+    try:
+        ttft, tpot = float(row["silicon_ttft_ms"]), float(row["silicon_tpot_ms"])
+    except (KeyError, TypeError, ValueError):
+        raise SpecError("no measured silicon_ttft_ms / silicon_tpot_ms") from None
+    if not (ttft > 0 and tpot > 0 and math.isfinite(ttft) and math.isfinite(tpot)):
+        raise SpecError("measured TTFT/TPOT not positive")
+    return ttft, tpot
+
+
 def row_mode(row: dict[str, str]) -> str:
     """A row's serving mode: 'agg' (the default when the column is missing or empty) or what it records."""
     return (row.get("mode") or "agg").strip().lower() or "agg"
@@ -182,15 +209,7 @@ def parse_run(row: dict[str, str], calibration: Calibration) -> Run:
         raise SpecError(f"mode '{mode}': a disaggregated run (prefill and decode on separate pools); the fit "
                         "and this prediction take aggregated runs (mode agg); disaggregated ones are predicted by "
                         "parse_disagg_run")
-    spec = (row.get("spec_decoding") or "none").strip().lower() or "none"
-    if spec != "none":
-        raise SpecError(f"spec_decoding '{spec}': speculative decoding is not modelled; only runs without it "
-                        "(spec_decoding none) are predicted")
-    model, cluster = _specs((row.get("model_path") or "").strip(), (row.get("system") or "").strip())
-    backend = (row.get("backend") or "*").strip().lower() or "*"
-    weights = _precision(row.get("gemm_quant_mode")) or _precision(row.get("precision")) or Precision.bf16
-    experts = _precision(row.get("moe_quant_mode")) if model.is_moe else None
-    weights, experts = _as_served(model, weights, experts)
+    model, cluster, backend, weights, experts = _row_basics(row)
     tp, pp = _int(row, "tp_size"), _int(row, "pp_size")
     adp = _int(row, "attention_dp_size")
     ep = _int(row, "moe_ep_size") if model.is_moe else 1
@@ -257,15 +276,7 @@ def parse_disagg_run(row: dict[str, str], calibration: Calibration) -> DisaggRun
     prefill_* and decode_* columns of ../shared/validation/disagg.csv); PlannerError with the reason otherwise."""
     if row_mode(row) != "disagg":
         raise SpecError(f"mode '{row_mode(row)}': not a disaggregated run")
-    spec = (row.get("spec_decoding") or "none").strip().lower() or "none"
-    if spec != "none":
-        raise SpecError(f"spec_decoding '{spec}': speculative decoding is not modelled; only runs without it "
-                        "(spec_decoding none) are predicted")
-    model, cluster = _specs((row.get("model_path") or "").strip(), (row.get("system") or "").strip())
-    backend = (row.get("backend") or "*").strip().lower() or "*"
-    weights = _precision(row.get("gemm_quant_mode")) or _precision(row.get("precision")) or Precision.bf16
-    experts = _precision(row.get("moe_quant_mode")) if model.is_moe else None
-    weights, experts = _as_served(model, weights, experts)
+    model, cluster, backend, weights, experts = _row_basics(row)
     pre, dec = _pool_layout(row, "prefill", model), _pool_layout(row, "decode", model)
     for col in ("isl", "osl"):
         if _int(row, col, 0) < 1:

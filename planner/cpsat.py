@@ -107,10 +107,15 @@ class Model:
     def has_objective(self) -> bool:
         return len(self.proto.objective.vars) > 0
 
-    def solve(self, time_limit_s: float, workers: int = 1, seed: int = 0) -> Response:
-        """Solve within `time_limit_s`; one worker keeps it deterministic."""
+    def solve(self, time_limit_s: float, workers: int = 1, seed: int = 0,
+              linearization_level: int | None = None) -> Response:
+        """Solve within `time_limit_s`; one worker keeps it deterministic. `linearization_level` (CP-SAT's: 0-2,
+        None its default 1): how much of the model enters the LP relaxation (2: the enforced linear constraints
+        too, which the disaggregated model's bound needs)."""
         params = sat_parameters_pb2.SatParameters(max_time_in_seconds=max(0.01, time_limit_s), num_workers=workers,
                                                   random_seed=seed)
+        if linearization_level is not None:
+            params.linearization_level = linearization_level
         wrapper = cp_model_helper.SolveWrapper()  # one per solve, as cp_model.CpSolver does
         wrapper.set_parameters(params)
         r = wrapper.solve_and_return_response_wrapper(self.proto).response()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -50,6 +50,8 @@ DISAGG_RULES: dict[str, str] = {
 
 RATE_BITS = 31
 """Rates enter the CP-SAT model as integers with 2**31 units for the largest one (relative resolution 5e-10)."""
+LINEARIZATION_LEVEL = 2
+"""CP-SAT's linearization level for the disaggregated model (its enforced rate-matching rows in the LP)."""
 CERTIFY_REL_TOL = 1e-9
 """A plan within this share of the best enumerated deployment counts as optimal."""
 
@@ -293,6 +295,19 @@ def decode_rows(dp: DisaggProblem, dec: PoolOptions, klass: np.ndarray, floor: f
         rates = dec.rate[order]
         keep = {int(order[-1])}
         ymax = budget_d // int(gd)
+        if ymax <= 4096 and len(ok_p):  # every (prefill option, link, y) at once
+            gp = pre.gpus[ok_p].astype(float)[:, None, None]
+            e = eff[:, j, :][:, list(links)][:, :, None]
+            y = np.arange(1, ymax + 1, dtype=float)[None, None, :]
+            room = np.array([budget_p, min(budget_p, dp.domain_gpus or budget_p)], dtype=float)[list(links)]
+            x = (room[None, :, None] - gd * y) // gp if dp.shared else budget_p // gp
+            with np.errstate(divide="ignore", invalid="ignore"):
+                thr = np.where(x >= 1, osl * e * np.maximum(x, 0) / y, -np.inf).ravel()
+            for side in (1 - 1e-9, 1 + 1e-9):
+                pos = np.searchsorted(rates, thr * side, side="right") - 1
+                keep.update(int(order[q]) for q in np.unique(pos[pos >= 0]))
+            out.append(np.fromiter(keep, np.int64))
+            continue
         for i, k in enumerate(ok_p):
             gp = int(pre.gpus[k])
             for z in links:
@@ -460,7 +475,9 @@ class DisaggSearcher:
         dp = self.dp
         budget_p = dp.prefill.gpus
         budget_d = dp.prefill.gpus if dp.shared else dp.decode.gpus
-        model = SearchModel(self.params)
+        # the rate-matching constraints are enforced linear ones: in CP-SAT's LP relaxation only at level 2, and
+        # without them the bound is the GPU budget's alone (0.26 s against 0.08 s on the default case)
+        model = SearchModel(replace(self.params, linearization_level=LINEARIZATION_LEVEL))
         pp = model.add_pool(pre, prows, name="prefill", replicas="free", max_replicas=budget_p // pre.gpus[prows])
         dd = model.add_pool(dec, drows, name="decode", replicas="free", max_replicas=budget_d // dec.gpus[drows])
         model.require_replicas(pp, 1)

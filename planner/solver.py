@@ -46,6 +46,7 @@ class SolverParams:
     time_limit_s: float = 60.0
     workers: int = 1  # one worker keeps the search deterministic: the same problem, the same plan
     seed: int = 0
+    linearization_level: int | None = None  # CP-SAT's (None: its default); the disaggregated model uses 2
 
 
 @dataclass
@@ -306,7 +307,7 @@ class SearchModel:
         """Solve within the time left until `deadline` (time.perf_counter; default: the time limit from now)."""
         t0 = time.perf_counter()
         left = self.params.time_limit_s if deadline is None else deadline - t0
-        r = self.model.solve(left, self.params.workers, self.params.seed)
+        r = self.model.solve(left, self.params.workers, self.params.seed, self.params.linearization_level)
         out = Solution(status=r.status, wall_s=time.perf_counter() - t0)
         if r.status in ("OPTIMAL", "FEASIBLE"):
             for pool in self.pools:

@@ -511,21 +511,33 @@ class DisaggSearcher:
                                  limit_s=self.params.time_limit_s)
         kp, kd = sol.options["prefill"], sol.options["decode"]
         x, y = sol.replicas["prefill"], sol.replicas["decode"]
-        x = self._fewest_prefill(kp, kd, y, limit, x)
+        kp, x = self._leanest_prefill(prows, kp, kd, y, limit, x)
         ymax = int(budget_d // dec.gpus[drows].min())
         bound = None if sol.bound is None else (sol.bound + ymax) / scale / dp.gpus  # each y loses < 1 unit
         cand = DisaggCandidate(pre.parallel(kp, int(x)), int(pre.batch[kp]), dec.parallel(kd, int(y)),
                                int(dec.batch[kd]), sol.status, bound, model_options=len(prows) + len(drows))
         return self._certify(cand, floor, limit, (prows, drows, klass, receive))
 
-    def _fewest_prefill(self, kp: int, kd: int, y: int, limit: float | None, x: int) -> int:
-        """The fewest prefill workers (at most x) that still keep every rule with y decode workers: workers beyond
-        them serve no request the decode pool asks for."""
+    def _leanest_prefill(self, prows: np.ndarray, kp: int, kd: int, y: int, limit: float | None, x: int
+                         ) -> tuple[int, int]:
+        """Among the prefill options of the model that serve the chosen decode pool (option kd, y workers) within
+        every rule, the one needing the fewest GPUs at its fewest workers, then the lowest TTFT: the same output
+        tokens/s (the decode pool sets them), so a plan as good, with no idle prefill GPU. (kp, x) stand when
+        nothing does better."""
         pre, dec = self.tables
-        xs = np.arange(1, x + 1)
-        g = evaluate(self.dp, pre, dec, kp, xs, kd, y)
-        ok = ~rules.rate_matching_broken(g["prefill_load"]) & ~rules.ttft_broken(g["ttft_s"], limit)
-        return int(xs[np.argmax(ok)]) if ok.any() else x
+        dp = self.dp
+        rows = prows[pre.broken[prows] == 0]
+        most = int((dp.prefill.gpus // pre.gpus[rows]).max()) if len(rows) else x
+        xs = np.arange(1, most + 1)[None, :]
+        g = evaluate(dp, pre, dec, rows[:, None], xs, kd, y)
+        used_p = xs * pre.gpus[rows][:, None]
+        fits = (used_p + y * dec.gpus[kd] <= dp.prefill.gpus) if dp.shared else (used_p <= dp.prefill.gpus)
+        ok = fits & ~rules.rate_matching_broken(g["prefill_load"]) & ~rules.ttft_broken(g["ttft_s"], limit)
+        if not ok.any():
+            return kp, x
+        cost_ = np.where(ok, used_p + np.minimum(g["ttft_s"], 1e6) / 1e7, np.inf)  # GPUs first, then TTFT
+        i, k = np.unravel_index(int(np.argmin(cost_)), cost_.shape)
+        return int(rows[i]), int(xs[0, k])
 
     def _certify(self, cand: DisaggCandidate, floor: float | None, limit: float | None, reduced) -> DisaggCandidate:
         """Re-check a result: every rule on the float model (a broken one is a bug), and for CP-SAT no deployment

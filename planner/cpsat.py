@@ -91,6 +91,11 @@ class Model:
         del self.proto.variables[var].domain[:]
         self.proto.variables[var].domain.extend((int(value), int(value)))
 
+    def hint(self, var: int, value: int) -> None:
+        """A solution hint for one variable (CP-SAT tries it first)."""
+        self.proto.solution_hint.vars.append(int(var))
+        self.proto.solution_hint.values.append(int(value))
+
     def minimize(self, variables: Sequence[int], coefficients: Sequence[int]) -> None:
         """Minimise sum(coefficient * variable)."""
         obj = self.proto.objective

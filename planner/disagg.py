@@ -51,7 +51,11 @@ DISAGG_RULES: dict[str, str] = {
 RATE_BITS = 31
 """Rates enter the CP-SAT model as integers with 2**31 units for the largest one (relative resolution 5e-10)."""
 LINEARIZATION_LEVEL = 2
-"""CP-SAT's linearization level for the disaggregated model (its enforced rate-matching rows in the LP)."""
+"""CP-SAT's linearization level for the disaggregated model (its enforced rate-matching rows in the LP) up to
+LINEARIZATION_OPTIONS options: 0.08 s against 0.26 s at the default level on the default case (248 options),
+but 27 s against 14 s on its 1,024-GPU version (2,907 options), where the larger LP costs more than it saves."""
+LINEARIZATION_OPTIONS = 1000
+"""Most options a disaggregated model is solved with LINEARIZATION_LEVEL."""
 CERTIFY_REL_TOL = 1e-9
 """A plan within this share of the best enumerated deployment counts as optimal."""
 
@@ -475,9 +479,9 @@ class DisaggSearcher:
         dp = self.dp
         budget_p = dp.prefill.gpus
         budget_d = dp.prefill.gpus if dp.shared else dp.decode.gpus
-        # the rate-matching constraints are enforced linear ones: in CP-SAT's LP relaxation only at level 2, and
-        # without them the bound is the GPU budget's alone (0.26 s against 0.08 s on the default case)
-        model = SearchModel(replace(self.params, linearization_level=LINEARIZATION_LEVEL))
+        # the rate-matching constraints are enforced linear ones: in CP-SAT's LP relaxation only at level 2
+        level = LINEARIZATION_LEVEL if len(prows) + len(drows) <= LINEARIZATION_OPTIONS else None
+        model = SearchModel(replace(self.params, linearization_level=level))
         pp = model.add_pool(pre, prows, name="prefill", replicas="free", max_replicas=budget_p // pre.gpus[prows])
         dd = model.add_pool(dec, drows, name="decode", replicas="free", max_replicas=budget_d // dec.gpus[drows])
         model.require_replicas(pp, 1)
@@ -501,6 +505,9 @@ class DisaggSearcher:
         model.add_rate_matching(pp, dd, np.ceil(demand / unit), klass[drows], np.floor(eff / unit), z)
         scale = 2.0**RATE_BITS / float(dec.rate[drows].max())
         model.maximize_total([(dd, np.floor(dec.rate[drows] * scale))])
+        _, start = enumerate_argbest(dp, pre, dec, prows, drows, klass, receive, floor, limit)
+        if start is not None:  # a first solution for CP-SAT to improve on: it still proves the optimum itself
+            model.hint_options({"prefill": (start[0], start[1]), "decode": (start[2], start[3])})
         sol = model.solve(self.deadline + 1.0)
         if sol.status == "MODEL_INVALID":
             raise RuntimeError("CP-SAT refused the disaggregated model")  # a bug
@@ -561,21 +568,29 @@ class DisaggSearcher:
 
 def enumerate_best(dp: DisaggProblem, pre: PoolOptions, dec: PoolOptions, prows, drows, klass, receive,
                    floor: float | None, limit: float | None) -> float:
-    """The most output tokens/s [tokens/s] any deployment of these options reaches, by closed form: for each
-    prefill option, decode option and link, the most decode workers y for which the fewest prefill workers
-    whose effective capacity covers the demand, ceil(R * y / osl / E), fit the GPU budget beside them (a
-    feasibility monotone in y, so found by bisection); 0 when none is valid."""
+    """The most output tokens/s [tokens/s] any deployment of these options reaches (enumerate_argbest); 0 when
+    none is valid."""
+    return enumerate_argbest(dp, pre, dec, prows, drows, klass, receive, floor, limit)[0]
+
+
+def enumerate_argbest(dp: DisaggProblem, pre: PoolOptions, dec: PoolOptions, prows, drows, klass, receive,
+                      floor: float | None, limit: float | None) -> tuple[float, tuple[int, int, int, int] | None]:
+    """The most output tokens/s [tokens/s] any deployment of these options reaches, and one that reaches it
+    (prefill option, its workers, decode option, its workers), by closed form: for each prefill option, decode
+    option and link, the most decode workers y for which the fewest prefill workers whose effective capacity
+    covers the demand, ceil(R * y / osl / E), fit the GPU budget beside them (a feasibility monotone in y, so
+    found by bisection); (0, None) when none is valid."""
     ok_p = prows[pre.broken[prows] == 0]
     sla_ok = ~rules.sla_broken(dec.tpot_hi_s[drows], floor) if floor else np.ones(len(drows), bool)
     ok_d = drows[(dec.broken[drows] == 0) & sla_ok]
     if not len(ok_p) or not len(ok_d):
-        return 0.0
+        return 0.0, None
     eff = effective_capacity(dp, pre, ok_p, receive, limit)  # [P, J, 2]
     budget_p = dp.prefill.gpus
     budget_d = dp.prefill.gpus if dp.shared else dp.decode.gpus
     gd = dec.gpus[ok_d].astype(np.int64)
     per_worker = dec.rate[ok_d] / dp.decode.workload.osl  # demand of one decode worker [requests/s]
-    best = 0.0
+    best, arg = 0.0, None
     for i, k in enumerate(ok_p):
         gp = int(pre.gpus[k])
         for z in ((0, 1) if dp.shared else (0,)):
@@ -596,8 +611,12 @@ def enumerate_best(dp: DisaggProblem, pre: PoolOptions, dec: PoolOptions, prows,
                 ok = fits(mid)
                 lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
             if lo.any():
-                best = max(best, float((dec.rate[ok_d] * lo).max()))
-    return best
+                tokens = dec.rate[ok_d] * lo
+                d = int(np.argmax(tokens))
+                if float(tokens[d]) > best:
+                    x = int(np.ceil(per_worker[d] * lo[d] / e[d]))
+                    best, arg = float(tokens[d]), (int(k), x, int(ok_d[d]), int(lo[d]))
+    return best, arg
 
 
 # --- plans ------------------------------------------------------------------------------------------------------

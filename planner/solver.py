@@ -255,6 +255,20 @@ class SearchModel:
                 self.model.add_linear([*prefill.per_option_replicas, *asked], served + coeffs, 0, INT_MAX,
                                       enforce=enforce)
 
+    def hint_options(self, chosen: dict[str, tuple[int, int]]) -> None:
+        """A solution hint: per pool name, (option index into its table, replicas); the other options of those
+        pools hinted off. CP-SAT starts its search there (a hint is never trusted as a solution)."""
+        for pool in self.pools:
+            if pool.name not in chosen:
+                continue
+            k, n = chosen[pool.name]
+            for lit, row in zip(pool.chosen, pool.rows):
+                self.model.hint(lit, int(row == k))
+            if pool.per_option_replicas is not None:
+                for var, row in zip(pool.per_option_replicas, pool.rows):
+                    self.model.hint(var, n if row == k else 0)
+                self.model.hint(pool.replicas, n)
+
     # --- objectives -------------------------------------------------------------------------------
     def maximize_throughput(self, pool: Pool, reference: float | None = None) -> None:
         """The highest tokens/s/GPU of a pool with the most replicas (values from the float cost model)."""

@@ -505,7 +505,7 @@ class DisaggSearcher:
         model.add_rate_matching(pp, dd, np.ceil(demand / unit), klass[drows], np.floor(eff / unit), z)
         scale = 2.0**RATE_BITS / float(dec.rate[drows].max())
         model.maximize_total([(dd, np.floor(dec.rate[drows] * scale))])
-        _, start = enumerate_argbest(dp, pre, dec, prows, drows, klass, receive, floor, limit)
+        best_tokens, start = enumerate_argbest(dp, pre, dec, prows, drows, klass, receive, floor, limit)
         if start is not None:  # a first solution for CP-SAT to improve on: it still proves the optimum itself
             model.hint_options({"prefill": (start[0], start[1]), "decode": (start[2], start[3])})
         sol = model.solve(self.deadline + 1.0)
@@ -523,7 +523,7 @@ class DisaggSearcher:
         bound = None if sol.bound is None else (sol.bound + ymax) / scale / dp.gpus  # each y loses < 1 unit
         cand = DisaggCandidate(pre.parallel(kp, int(x)), int(pre.batch[kp]), dec.parallel(kd, int(y)),
                                int(dec.batch[kd]), sol.status, bound, model_options=len(prows) + len(drows))
-        return self._certify(cand, floor, limit, (prows, drows, klass, receive))
+        return self._certify(cand, floor, limit, best_tokens)
 
     def _leanest_prefill(self, prows: np.ndarray, kp: int, kd: int, y: int, limit: float | None, x: int
                          ) -> tuple[int, int]:
@@ -546,18 +546,19 @@ class DisaggSearcher:
         i, k = np.unravel_index(int(np.argmin(cost_)), cost_.shape)
         return int(rows[i]), int(xs[0, k])
 
-    def _certify(self, cand: DisaggCandidate, floor: float | None, limit: float | None, reduced) -> DisaggCandidate:
+    def _certify(self, cand: DisaggCandidate, floor: float | None, limit: float | None,
+                 best_tokens: float | None) -> DisaggCandidate:
         """Re-check a result: every rule on the float model (a broken one is a bug), and for CP-SAT no deployment
-        of the options it saw, with any worker counts, beats it (closed-form enumeration); a beaten result is
-        FEASIBLE, never OPTIMAL, with the enumeration's best as its bound."""
-        pre, dec = self.tables
+        of the options it saw, with any worker counts, beats it (`best_tokens`: the closed-form enumeration's
+        best, enumerate_argbest, None for the oracle); a beaten result is FEASIBLE, never OPTIMAL, with the
+        enumeration's best as its bound."""
         broken = deployment_violations(self.dp, cand.prefill, cand.chunk, cand.decode, cand.micro_batch, floor, limit)
         if broken:
             raise RuntimeError(f"disaggregated search result breaks {broken} in the float cost model")  # a bug
-        if reduced is None:
+        if best_tokens is None:
             return DisaggCandidate(**{**cand.__dict__, "certified": True})
         value = deployment_tokens(self.dp, cand) / self.dp.gpus
-        best = enumerate_best(self.dp, pre, dec, *reduced, floor, limit) / self.dp.gpus
+        best = best_tokens / self.dp.gpus
         beaten = best > value * (1 + CERTIFY_REL_TOL)
         bound = cand.objective_bound
         if bound is None or bound < best:

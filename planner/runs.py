@@ -331,15 +331,7 @@ def predict_disagg(run: DisaggRun) -> dict[str, float]:
 def predict_disagg_all(runs: list[DisaggRun]) -> dict[str, np.ndarray]:
     """`_predict_disagg_group` for any disaggregated runs: grouped by problem, vectorised within a group, in
     input order."""
-    out = {k: np.empty(len(runs)) for k in ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu", "decoding_per_rank")}
-    groups: dict[tuple, list[int]] = {}
-    for k, run in enumerate(runs):
-        groups.setdefault(_group_key(run), []).append(k)
-    for members in groups.values():
-        pred = _predict_disagg_group([runs[k] for k in members])
-        for key in out:
-            out[key][members] = pred[key]
-    return out
+    return _grouped(runs, _predict_disagg_group)
 
 
 def _pool_layouts(pars: list[Parallel]) -> cost.Layouts:
@@ -460,12 +452,18 @@ def _group_key(run: Run) -> tuple:
 
 def predict_all(runs: list[Run]) -> dict[str, np.ndarray]:
     """`predict_runs` for any runs: grouped by problem, vectorised within a group, in input order."""
+    return _grouped(runs, predict_runs)
+
+
+def _grouped(runs: list, predict_group) -> dict[str, np.ndarray]:
+    """`predict_group` (runs sharing one problem -> arrays ttft_ms, tpot_ms, tokens_per_s_per_gpu,
+    decoding_per_rank) over any runs, one call per problem, the results in input order."""
     out = {k: np.empty(len(runs)) for k in ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu", "decoding_per_rank")}
     groups: dict[tuple, list[int]] = {}
     for k, run in enumerate(runs):
         groups.setdefault(_group_key(run), []).append(k)
     for members in groups.values():
-        pred = predict_runs([runs[k] for k in members])
+        pred = predict_group([runs[k] for k in members])
         for key in out:
             out[key][members] = pred[key]
     return out

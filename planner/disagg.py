@@ -441,15 +441,15 @@ class DisaggSearcher:
         pre, dec = self.tables
         return pre.size + dec.size
 
-    def limits(self, floor: float | None, use_ttft: bool) -> tuple[float | None, float | None]:
+    def ttft_limit(self, use_ttft: bool = True) -> float | None:
+        """The problem's TTFT limit [s] (None: none, or not asked for)."""
         sla = self.dp.prefill.sla
-        limit = sla.max_ttft_s if (use_ttft and sla) else None
-        return floor, limit
+        return sla.max_ttft_s if (use_ttft and sla) else None
 
     def best(self, floor: float | None, use_ttft: bool = True) -> DisaggCandidate | None:
         """The deployment with the most output tokens/s under every rule (SLA floor `floor` tokens/s/user, the
         problem's TTFT limit when use_ttft), or None when none exists."""
-        _, limit = self.limits(floor, use_ttft)
+        limit = self.ttft_limit(use_ttft)
         if self.method == "exhaustive":
             from planner.oracle import exhaustive_disagg
             from planner.space import OutOfTime

@@ -311,7 +311,7 @@ class _DisaggSweep:
         deployments."""
         pre, dec = self.search.tables
         klass, receive = disagg.receive_classes(dec)
-        _, limit = self.search.limits(None, True)
+        limit = self.search.ttft_limit()
         prows = disagg.prefill_rows(self.dp, pre, receive, limit)
         drows = np.flatnonzero(dec.broken == 0)
         rates = np.unique(1 / dec.tpot_hi_s[drows])

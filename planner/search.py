@@ -496,9 +496,7 @@ def solve(
     limit = (params.time_limit_s if params is not None else DEFAULT_TIME_LIMIT_S)
     deadline = started + limit
     hetero = decode_cluster is not None
-    if serving == "disagg" or hetero:
-        if serving == "auto":  # another GPU type decodes: only a disaggregated plan can use both
-            serving = "disagg"
+    if serving == "disagg" or hetero:  # another GPU type decodes (auto too): only a disaggregated plan uses both
         if top > 1:
             raise SpecError("--top lists aggregated layouts; a disaggregated search returns its one best plan")
         return [disagg.solve_disagg(disagg.make_disagg(p, decode_cluster, decode_gpus), method=method,

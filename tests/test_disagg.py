@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
+from clirun import error_line, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner import cost, disagg
 from planner.audit import DISAGG_CHUNKS, DISAGG_MICRO_BATCHES, Case, check, random_disagg_cases
-from planner.cli import main
 from planner.errors import InfeasibleError, SpecError
 from planner.search import make_problem, solve
 from planner.specs import Parallel, Plan
@@ -21,10 +20,6 @@ SMALL = dict(model="llama-3.1-8b", cluster="h100-sxm", gpus=8, isl=1024, osl=256
              min_tokens_per_s_per_user=50)
 CASES = random_disagg_cases(80, seed=21)
 """Random disaggregated cases: a third with the decode pool on another GPU type."""
-
-
-def run(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args], prog_name="planner")
 
 
 # --- the cost model's pools ------------------------------------------------------------------------------
@@ -273,11 +268,7 @@ def test_cli_hetero_json():
     (["--serving", "disagg", "--gpus", "1"], "at least 2 GPUs"),
 ])
 def test_cli_bad_serving_options_end_in_one_line(args, words):
-    r = run("solve", *CLI_SMALL, *args)
-    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.exception  # no traceback
-    assert r.stdout == ""
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and words in lines[0], r.stderr
+    assert words in error_line("solve", *CLI_SMALL, *args)
 
 
 # --- estimate ------------------------------------------------------------------------------------------------

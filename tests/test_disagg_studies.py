@@ -12,10 +12,9 @@ import csv
 import json
 
 import pytest
-from click.testing import CliRunner
+from clirun import error_line, run
 
 from planner import disagg, studies
-from planner.cli import main
 from planner.errors import InfeasibleError, SpecError
 from planner.search import make_problem, solve, with_sla
 from planner.specs import Calibration
@@ -215,19 +214,6 @@ SMALL = ["--model", "llama-3.1-8b", "--cluster", "h100-sxm", "--gpus", "8", "--i
          "--precision", "fp8"]
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], prog_name="planner")
-
-
-def one_error_line(*args) -> str:
-    r = run(*args)
-    assert isinstance(r.exception, SystemExit) and r.exit_code == 2, (r.exit_code, r.stderr)
-    assert r.stdout == "" and "Traceback" not in r.stderr
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("planner"), r.stderr
-    return lines[0]
-
-
 def test_cli_frontier_auto_table_csv_json_and_chart(tmp_path):
     r = run("frontier", *SMALL, "--points", "6", "--csv", tmp_path / "f.csv", "--plot", tmp_path / "f.svg")
     assert r.exit_code == 0, r.stderr
@@ -277,4 +263,4 @@ def test_cli_compare_and_size_say_which_mode():
     (["size", *SMALL, "--demand", "1e30req/s", "--sla", "20", "--serving", "auto"], "aggregated or disaggregated"),
 ])
 def test_cli_serving_errors_are_one_line(args, needle):
-    assert needle in one_error_line(*args)
+    assert needle in error_line(*args)

@@ -10,12 +10,12 @@ import re
 
 import jsonschema
 import pytest
-from click.testing import CliRunner
+from clirun import error_line, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner import InfeasibleError, solve, studies
-from planner.cli import main, parse_demand, parse_range
+from planner.cli import parse_demand, parse_range
 from planner.search import make_problem
 from planner.specs import Calibration, Plan
 
@@ -189,18 +189,6 @@ SMALL = ["--model", "llama-3.1-8b", "--cluster", "h100-sxm", "--gpus", "8", "--i
          "--precision", "fp8"]
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], prog_name="planner")
-
-
-def one_error_line(*args) -> str:
-    r = run(*args)
-    assert r.exit_code == 2 and r.stdout == "" and "Traceback" not in r.stderr, (r.exit_code, r.stderr)
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1 and "error:" in lines[0]
-    return lines[0]
-
-
 def test_cli_frontier_table_json_csv_and_plot(tmp_path):
     r = run("frontier", *SMALL, "--points", "6", "--csv", tmp_path / "f.csv", "--plot", tmp_path / "f.png")
     assert r.exit_code == 0, r.stderr
@@ -259,7 +247,7 @@ def test_cli_size_json_and_table():
     (["size", *SMALL, "--demand", "40req/s", "--sla", "5000"], "unreachable"),
 ])
 def test_cli_study_errors_are_one_line(args, needle):
-    assert needle in one_error_line(*args)
+    assert needle in error_line(*args)
 
 
 def test_parsers():

@@ -149,8 +149,13 @@ class PoolOptions:
                         dp=workers)
 
 
-def _grid(p: Problem, s: Space, batches: tuple[int, ...]):
-    lay, bits = candidate_layouts(p, s, lift=("memory",))
+def pool_layouts(p: Problem, s: Space) -> tuple[cost.Layouts, np.ndarray]:
+    """The worker layouts a pool of problem p tabulates, with the layout rules each breaks (bits)."""
+    return candidate_layouts(p, s, lift=("memory",))
+
+
+def _grid(p: Problem, s: Space, batches: tuple[int, ...], layouts=None):
+    lay, bits = layouts if layouts is not None else pool_layouts(p, s)
     col = cost.Layouts(*(np.asarray(getattr(lay, f))[:, None] for f in ("tp", "attention_dp", "pp", "ep", "dp")))
     b = np.asarray(batches, dtype=np.int64)[None, :]
     shape = (len(lay.tp), len(batches))
@@ -158,11 +163,12 @@ def _grid(p: Problem, s: Space, batches: tuple[int, ...]):
     return lay, bits, col, b, shape, idx
 
 
-def tabulate_prefill(p: Problem, s: Space) -> PoolOptions:
-    """Every chunk of every layout (of p's candidate lists, within p.gpus) as a prefill worker: pass time,
-    capacity, service time, KV send time per link, memory; the rules each breaks (layout rules and memory)."""
+def tabulate_prefill(p: Problem, s: Space, layouts=None) -> PoolOptions:
+    """Every chunk of every layout (of p's candidate lists, within p.gpus; `layouts`: pool_layouts already
+    computed) as a prefill worker: pass time, capacity, service time, KV send time per link, memory; the rules
+    each breaks (layout rules and memory)."""
     t0 = time.perf_counter()
-    lay, bits, col, c, shape, idx = _grid(p, s, s.chunks)
+    lay, bits, col, c, shape, idx = _grid(p, s, s.chunks, layouts)
     t_pass = np.broadcast_to(cost.prefill_pass_time(p, col, c), shape)
     capacity = np.broadcast_to(cost.prefill_capacity(p, col, c, t_pass), shape)
     service = np.broadcast_to(cost.prefill_service_time(p, c, t_pass), shape)
@@ -176,11 +182,11 @@ def tabulate_prefill(p: Problem, s: Space) -> PoolOptions:
                        time.perf_counter() - t0)
 
 
-def tabulate_decode(p: Problem, s: Space) -> PoolOptions:
+def tabulate_decode(p: Problem, s: Space, layouts=None) -> PoolOptions:
     """Every micro-batch of every layout (within p.gpus) as a decode worker: TPOT, output rate, KV receive
     time per link, memory; the rules each breaks (layout rules and memory; the SLA is checked per search)."""
     t0 = time.perf_counter()
-    lay, bits, col, m, shape, idx = _grid(p, s, s.micro_batches)
+    lay, bits, col, m, shape, idx = _grid(p, s, s.micro_batches, layouts)
     tpot = np.broadcast_to(cost.decode_pass_time(p, col, m), shape)
     rate = np.broadcast_to(cost.decode_rate(p, col, m, tpot), shape)
     mem = np.broadcast_to(cost.decode_memory_breakdown(p, col, m)["per_gpu_bytes"], shape)
@@ -432,8 +438,10 @@ class DisaggSearcher:
     @property
     def tables(self) -> tuple[PoolOptions, PoolOptions]:
         if self._tables is None:
-            self._tables = (tabulate_prefill(self.dp.prefill, self.space_p), tabulate_decode(self.dp.decode,
-                                                                                           self.space_d))
+            dp = self.dp
+            shared = pool_layouts(dp.prefill, self.space_p) if dp.shared and self.space_d is self.space_p else None
+            self._tables = (tabulate_prefill(dp.prefill, self.space_p, shared),  # one layout grid for both pools
+                            tabulate_decode(dp.decode, self.space_d, shared))
         return self._tables
 
     @property

@@ -685,7 +685,8 @@ def build_plan(dp: DisaggProblem, pre_par: Parallel, chunk: int, dec_par: Parall
         expert_gemm_math=p.math_for(p.experts) if p.mixed_formats else None,
         label=f"prefill {x}x {_short(pre_par)} + decode {y}x {_short(dec_par)}", parallel=dec_par,
         batch=Batch(concurrency=conc, chunk_tokens=chunk, micro_batch=m), metrics=metrics, memory=dec_mem,
-        solver=info, sla=p.sla, notes=list(p.model.approximations),
+        solver=info, sla=p.sla, workload=p.workload, backend=p.backend, speculation=p.speculation,
+        notes=list(p.model.approximations),
         spans_domains=cost.domain_spans(pd, one_d), serving="disagg", prefill=prefill, decode=decode, kv_transfer=kv)
 
 

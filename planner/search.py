@@ -408,7 +408,7 @@ def build_plan(p: Problem, cand: Candidate, info: SolverInfo) -> Plan:
         gemm_math=p.gemm_math, expert_precision=p.experts if p.mixed_formats else None,
         expert_gemm_math=p.math_for(p.experts) if p.mixed_formats else None, label=cand.parallel.label,
         parallel=cand.parallel, batch=ev.batch, metrics=metrics, memory=ev.memory, solver=info, sla=p.sla,
-        confidence=confidence, notes=list(p.model.approximations),
+        workload=p.workload, backend=p.backend, speculation=p.speculation, confidence=confidence, notes=list(p.model.approximations),
         spans_domains=cost.domain_spans(p, cand.parallel),
     )
 

@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PositiveInt,
     ValidationInfo,
     field_validator,
@@ -433,6 +434,16 @@ class ClusterSpec(_Input):
         return self.hbm_capacity_gb * GB
 
 
+class LengthShape(str, Enum):
+    """Distribution of request lengths around their mean."""
+
+    lognormal = "lognormal"
+    normal = "normal"
+    uniform = "uniform"
+    exponential = "exponential"
+    trace = "trace"
+
+
 class Workload(_Input):
     """What each request asks for."""
 
@@ -447,6 +458,82 @@ class Workload(_Input):
         False, description="Requests come back as soon as they finish (a benchmark's fixed concurrency), "
         "so those that finished together arrive together"
     )
+    isl_cv: float = Field(0.0, ge=0, le=4, description="Spread of prompt lengths: standard deviation / mean "
+                          "(0 = every prompt isl tokens)")
+    osl_cv: float = Field(0.0, ge=0, le=4, description="Spread of output lengths: standard deviation / mean")
+    shape: LengthShape = Field(
+        LengthShape.lognormal, description="Shape of the length distributions where a cv is above 0 (isl and osl "
+        "their means); 'trace': the samples isl_samples / osl_samples")
+    isl_samples: tuple[PositiveInt, ...] | None = Field(
+        None, description="Prompt lengths of a trace, paired with osl_samples (shape 'trace') [tokens]")
+    osl_samples: tuple[PositiveInt, ...] | None = Field(
+        None, description="Output lengths of a trace, paired with isl_samples [tokens]")
+    prefix_hit: float = Field(
+        0.0, ge=0, lt=1, description="Share of each prompt's tokens found in the prefix cache: not prefilled, "
+        "their KV already resident")
+    prefix_cache_tokens: NonNegativeInt | None = Field(
+        None, le=MAX_TOKENS * 1024, description="Distinct prefix tokens the cache keeps resident per replica, "
+        "charged in KV memory; None = one shared prefix, prefix_hit * isl [tokens]")
+
+    @model_validator(mode="after")
+    def _lengths(self) -> Workload:
+        given = (self.isl_samples is not None, self.osl_samples is not None)
+        if given[0] != given[1] or (self.shape == LengthShape.trace) != given[0]:
+            raise ValueError("a trace needs isl_samples and osl_samples together with shape 'trace'")
+        if given[0] and len(self.isl_samples) != len(self.osl_samples):
+            raise ValueError(f"isl_samples has {len(self.isl_samples)} lengths, osl_samples "
+                             f"{len(self.osl_samples)}: a trace pairs them")
+        if self.shape == LengthShape.exponential and (self.isl_cv not in (0, 1) or self.osl_cv not in (0, 1)):
+            raise ValueError("an exponential length has cv 1: give isl_cv/osl_cv 1 (or 0 for a fixed length)")
+        return self
+
+    @property
+    def varies(self) -> bool:
+        """True when request lengths vary (a cv above 0 or a trace)."""
+        return self.shape == LengthShape.trace or self.isl_cv > 0 or self.osl_cv > 0
+
+    @property
+    def prefill_tokens(self) -> float:
+        """Prompt tokens a request prefills: the part the prefix cache misses, isl * (1 - prefix_hit) [tokens]."""
+        return self.isl * (1.0 - self.prefix_hit)
+
+    @property
+    def cached_prefix_tokens(self) -> float:
+        """Prefix tokens resident in the KV cache per replica [tokens]."""
+        if self.prefix_cache_tokens is not None:
+            return float(self.prefix_cache_tokens)
+        return self.prefix_hit * self.isl
+
+
+PERCENTILES = (50, 90, 95, 99)
+"""Percentiles an SLA may name (p50, p90, p95, p99)."""
+
+
+class SpecMethod(str, Enum):
+    """How draft tokens are proposed: DeepSeek-style multi-token-prediction heads, an EAGLE head, or a
+    separate small draft model."""
+
+    mtp = "mtp"
+    eagle = "eagle"
+    draft = "draft"
+
+
+class Speculation(_Input):
+    """Speculative decoding: k draft tokens proposed per step, verified in one pass of the target model."""
+
+    method: SpecMethod
+    draft_tokens: int | None = Field(
+        None, ge=1, le=8, description="Draft tokens k per step; None = searched (1 to 4)")
+    acceptance: float | None = Field(
+        None, gt=0, lt=1, description="Probability a draft token is accepted given the ones before it were; "
+        "None = the calibration's value for the method")
+    draft_model: str | None = Field(None, description="method 'draft': the draft model's catalog name or file")
+
+    @model_validator(mode="after")
+    def _draft(self) -> Speculation:
+        if (self.method == SpecMethod.draft) != (self.draft_model is not None):
+            raise ValueError("a draft model is named with method 'draft', and only then")
+        return self
 
 
 class SLA(_Input):
@@ -465,6 +552,19 @@ class SLA(_Input):
     max_ttft_s: float | None = Field(
         None, allow_inf_nan=True, description="Maximum time to first token, above 0 and at most 7 days [s]"
     )
+    tpot_percentile: int | None = Field(
+        None, description="The tokens/s/user floor holds at this percentile of requests' TPOT (50, 90, 95, 99); "
+        "None = the mean TPOT")
+    ttft_percentile: int | None = Field(
+        None, description="The TTFT limit holds at this percentile of requests' TTFT; None = the mean TTFT")
+
+    @field_validator("tpot_percentile", "ttft_percentile")
+    @classmethod
+    def _percentile(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value not in PERCENTILES:
+            raise SpecError(f"field '{info.field_name}': a percentile is one of "
+                            f"{', '.join(f'p{q}' for q in PERCENTILES)}, got {value!r}")
+        return value
 
     @field_validator("min_tokens_per_s_per_user", "max_ttft_s")
     @classmethod
@@ -766,6 +866,13 @@ class Batch(_Strict):
     )
 
 
+class LatencyPercentiles(_Strict):
+    """Percentiles over requests, keyed 'p50', 'p90', 'p95', 'p99' [ms]."""
+
+    ttft_ms: dict[str, float] = Field(description="Time to first token by percentile [ms]")
+    tpot_ms: dict[str, float] = Field(description="A request's mean time per output token by percentile [ms]")
+
+
 class Metrics(_Strict):
     """Predicted service figures."""
 
@@ -784,6 +891,10 @@ class Metrics(_Strict):
     ttft_interval_ms: tuple[float, float] | None = Field(None, description="Interval of the TTFT [ms]")
     tokens_per_s_per_gpu_interval: tuple[float, float] | None = Field(
         None, description="Interval of the tokens/s/GPU [tokens/s/GPU]")
+    percentiles: LatencyPercentiles | None = Field(
+        None, description="Predicted percentiles over requests of TTFT and TPOT (planner.percentiles)")
+    tokens_per_step: float = Field(
+        1.0, description="Output tokens a request gains per decode step: 1, or more with speculative decoding")
 
 
 class Memory(_Strict):
@@ -939,6 +1050,11 @@ class Plan(_Strict):
     memory: Memory
     solver: SolverInfo
     sla: SLA | None = None
+    workload: Workload | None = Field(None, description="The traffic planned for: lengths and their spread, "
+                                      "arrivals, prefix cache (isl/osl above are its means)")
+    backend: str = Field("*", description="Serving engine whose calibration profile applies, or '*'")
+    speculation: Speculation | None = Field(
+        None, description="Speculative decoding of the plan: method, draft tokens k, acceptance (None: none)")
     confidence: ConfidenceInfo | None = Field(
         None, description="The SLA checked at the pessimistic end of the error bars (solve --confidence)")
     notes: list[str] = Field(default_factory=list, description="Parts of the model the cost model approximates")
@@ -971,6 +1087,7 @@ class Problem(_Input):
     sla: SLA | None = None
     calibration: Calibration = Field(default_factory=Calibration)
     backend: str = Field("*", description="Serving engine whose calibration profile applies, or '*'")
+    speculation: Speculation | None = Field(None, description="Speculative decoding (None: none)")
     confidence: float | None = Field(
         None, ge=0.5, lt=1.0, description="Check the SLA and the TTFT limit at this one-sided quantile of the "
         "held-out errors (calibration.intervals) instead of at the central estimate; None = central")

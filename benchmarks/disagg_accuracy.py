@@ -21,6 +21,7 @@ import argparse
 import collections
 import csv
 import datetime as dt
+import re
 import shlex
 import sys
 import time
@@ -50,15 +51,67 @@ TARGETS = {"ttft": 0.30, "tpot": 0.20}
 of the rows predicted."""
 
 
-def load(paths: tuple[Path, ...]) -> list[dict[str, str]]:
-    """The disaggregated rows without speculative decoding of each file, tagged with their source file."""
+def load(paths: tuple[Path, ...], speculative: bool = False) -> list[dict[str, str]]:
+    """The disaggregated rows of each file (without speculative decoding unless `speculative`), tagged with
+    their source file and whether both worker counts are recorded."""
     rows = []
     for path in paths:
         with open(path, newline="", encoding="utf-8") as f:
             for r in csv.DictReader(f):
-                if row_mode(r) == "disagg" and (r.get("spec_decoding") or "none").strip().lower() in ("", "none"):
-                    rows.append({**r, "_source": path.name})
+                plain = (r.get("spec_decoding") or "none").strip().lower() in ("", "none")
+                if row_mode(r) == "disagg" and (plain or speculative):
+                    recorded = bool(r.get("prefill_num_workers") and r.get("decode_num_workers"))
+                    rows.append({**r, "_source": path.name, "_workers": "yes" if recorded else "no"})
     return rows
+
+
+def concurrency(row: dict[str, str]) -> int:
+    m = re.search(r"silicon_concurrency=(\d+)", row.get("silicon_data_source") or "")
+    return int(m.group(1)) if m else int(row.get("batch_size") or 0)
+
+
+def same_runs(rows: list[dict[str, str]]) -> list[str]:
+    """disagg.csv rows whose measured TTFT and TPOT are those of an InferenceMAX row (within 1%, same GPU,
+    isl, osl, concurrency and precision): one run recorded twice; how each file records its layout."""
+    key = lambda r: (r["system"], r["isl"], r["osl"], concurrency(r), r["precision"])  # noqa: E731
+    imax = collections.defaultdict(list)
+    for r in rows:
+        if r["_source"] == "inferencemax.csv":
+            imax[key(r)].append(r)
+
+    def close(a: dict[str, str], b: dict[str, str]) -> bool:
+        return all(abs(float(a[c]) / float(b[c]) - 1) < 0.01 for c in ("silicon_ttft_ms", "silicon_tpot_ms"))
+
+    def layout(r: dict[str, str], pool: str) -> str:
+        g = lambda c: r.get(f"{pool}_{c}") or "-"  # noqa: E731
+        return f"{g('num_workers')} x TP{g('tp_size')} ADP{g('attention_dp_size')}"
+
+    pairs = [(a, b) for a in rows if a["_source"] == "disagg.csv" for b in imax.get(key(a), []) if close(a, b)]
+    mtp = len({a["id"] for a, b in pairs if (b.get("spec_decoding") or "none") == "mtp"})
+    seen, lines = set(), []
+    for a, b in pairs:
+        if a["id"] in seen:
+            continue
+        seen.add(a["id"])
+        if len(lines) < 8:
+            lines.append(f"| {a['system']} | {a['isl']}/{a['osl']} | {concurrency(a)} | {layout(a, 'prefill')} | "
+                         f"{layout(a, 'decode')} | {layout(b, 'prefill')} | {layout(b, 'decode')} |")
+    return [
+        "## One run, two records", "",
+        f"{len(seen)} disagg.csv rows carry the measured TTFT and TPOT (within 1%) of an InferenceMAX row of the "
+        "same GPU, lengths, concurrency and precision: the same runs. Their records differ: disagg.csv leaves "
+        "the worker counts empty and attention DP unset, and writes as tp a worker's GPUs or the deployment's "
+        "(a row with TP48 in both pools ran 8 prefill workers of ADP4 and one decode worker of ADP16, 48 GPUs "
+        "in all; a TP2 decode worker was one of ADP2), where InferenceMAX records workers and attention DP. "
+        "The planner reads a missing worker count as 1 and a tp as "
+        "tensor parallelism, so on such rows it predicts another deployment than the one that ran; and "
+        f"{mtp} of them match an InferenceMAX run with MTP speculative decoding that disagg.csv does not mark "
+        "(a faster TPOT than the model without a draft predicts). First pairs (workers x layout per pool; "
+        "`-` empty):", "",
+        "| GPU | isl/osl | concurrency | disagg.csv prefill | disagg.csv decode | InferenceMAX prefill | "
+        "InferenceMAX decode |",
+        "|---|---|---:|---|---|---|---|", *lines, "",
+    ]
 
 
 def errors(rows: list[dict[str, str]], metric: str) -> np.ndarray:
@@ -150,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         "| by | group | rows | TTFT | TPOT | median pred/meas TTFT | median pred/meas TPOT |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for by, key in (("source", "_source"), ("system", "system"), ("backend", "backend"), ("model", "model_path")):
+    for by, key in (("source", "_source"), ("workers recorded", "_workers"), ("system", "system"),
+                    ("backend", "backend"), ("model", "model_path")):
         groups = collections.defaultdict(list)
         for k, r in enumerate(done):
             groups[r[key]].append(k)
@@ -160,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{np.median(b):.2f} |")
     lines += ["", "Rows not predicted, by reason:", ""]
     lines += [f"- {n} x {reason}" for reason, n in refused.most_common()]
-    lines += ["", *held]
+    lines += ["", *held, "", *same_runs(load(DATA, speculative=True))]
     publish(args.out, "\n".join(lines) + "\n")
     return 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from planner import catalog, render, search
 from planner.calibrate import MIN_ANCHOR_ROWS
@@ -24,10 +25,20 @@ from planner.errors import (
     InfeasibleError,
     PlannerError,
     SearchTooLargeError,
+    SpecError,
     TimeLimitError,
 )
 from planner.space import MAX_GRID_VALUE
-from planner.specs import MAX_TOKENS_PER_S_PER_USER, MIN_TOKENS_PER_S_PER_USER, Parallel, Plan, Precision
+from planner.specs import (
+    MAX_TOKENS_PER_S_PER_USER,
+    MIN_TOKENS_PER_S_PER_USER,
+    PERCENTILES,
+    LengthShape,
+    Parallel,
+    Plan,
+    Precision,
+    Workload,
+)
 
 PRECISIONS = Precision.names() + [search.CHECKPOINT]
 """Names --precision takes: the formats, their aliases (awq, gptq, int4_wo, w4a16 = int4; nvfp4 = fp4) and
@@ -74,6 +85,53 @@ def parse_sla(text: str) -> float:
         raise click.BadParameter(f"'{text}' is {speed:g} tokens/s/user: an SLA must be from "
                                  f"{MIN_TOKENS_PER_S_PER_USER:g} to {MAX_TOKENS_PER_S_PER_USER:,.0f} tokens/s/user")
     return speed
+
+
+_AT = re.compile(r"(.*?)@p(\d+)")
+
+
+def _percentile_of(text: str) -> tuple[str, int | None]:
+    """'40ms@p99' -> ('40ms', 99); '40ms' -> ('40ms', None); refuses a percentile outside PERCENTILES."""
+    m = _AT.fullmatch(text.strip().lower().replace(" ", ""))
+    if not m:
+        if "@" in text:
+            raise click.BadParameter(f"'{text}': a percentile is written @p50, @p90, @p95 or @p99, e.g. 40ms@p99")
+        return text, None
+    q = int(m.group(2))
+    if q not in PERCENTILES:
+        raise click.BadParameter(f"'{text}': the percentile must be one of "
+                                 f"{', '.join(f'p{k}' for k in PERCENTILES)}, got p{q}")
+    return m.group(1), q
+
+
+def parse_percentile(text: str) -> int:
+    """'p99' or '99' -> 99 (one of PERCENTILES)."""
+    t = text.strip().lower().removeprefix("p")
+    if not t.isdigit() or int(t) not in PERCENTILES:
+        raise click.BadParameter(f"'{text}': a percentile is one of {', '.join(f'p{k}' for k in PERCENTILES)}")
+    return int(t)
+
+
+def with_percentile(problem, percentile: int | None):
+    """The problem with every SLA level held at this percentile of requests' TPOT (None: the mean)."""
+    if percentile is None:
+        return problem
+    from planner.specs import SLA
+
+    kept = problem.sla.model_dump() if problem.sla else {}
+    return problem.model_copy(update={"sla": SLA(**{**kept, "tpot_percentile": percentile})})
+
+
+def parse_sla_at(text: str) -> tuple[float, int | None]:
+    """'20tok/s', '40ms@p99' -> (tokens/s/user, percentile of requests' TPOT or None for the mean)."""
+    value, q = _percentile_of(text)
+    return parse_sla(value), q
+
+
+def parse_ttft_at(text: str) -> tuple[float, int | None]:
+    """'5s', '450ms@p99' -> (seconds, percentile of requests' TTFT or None for the mean)."""
+    value, q = _percentile_of(text)
+    return parse_duration(value), q
 
 
 def parse_duration(text: str) -> float:
@@ -249,6 +307,27 @@ def _problem_options(f: Callable | None = None, *, repeatable: bool = False) -> 
                      help="Calibration YAML (from `planner calibrate`) [default: the shipped one]."),
         click.option("--memory-utilization", type=click.FloatRange(0.3, 1.0, min_open=True), default=None,
                      help="Fraction of HBM the engine may use [default: the calibration's, 0.9]."),
+        click.option("--isl-cv", type=click.FloatRange(0, 4), default=0.0, show_default=True,
+                     help="Spread of prompt lengths around --isl: standard deviation / mean."),
+        click.option("--osl-cv", type=click.FloatRange(0, 4), default=0.0, show_default=True,
+                     help="Spread of output lengths around --osl: standard deviation / mean."),
+        click.option("--lengths", type=click.Choice([s.value for s in LengthShape if s != LengthShape.trace]),
+                     default="lognormal", show_default=True, help="Shape of the length distributions."),
+        click.option("--trace", "trace", type=click.Path(dir_okay=False), default=None,
+                     help="Request lengths from a trace: CSV or JSONL of input_tokens, output_tokens[, arrival_s] "
+                          "(sets --isl/--osl to its means)."),
+        click.option("--arrivals", type=click.Choice(["open", "closed"]), default="open", show_default=True,
+                     help="open: requests arrive on their own (Poisson, or burstier with --burstiness); closed: a "
+                          "fixed number of clients, each sending its next request when the last one finishes "
+                          "(a benchmark's setting)."),
+        click.option("--burstiness", type=click.FloatRange(0, 1), default=None,
+                     help="open: gaps between arrivals 1 + 4b times as variable as Poisson's; closed: the share of "
+                          "requests arriving in waves [default: 0 open; the calibration's fitted value closed]."),
+        click.option("--prefix-hit", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+                     help="Share of each prompt's tokens found in the prefix cache (not prefilled)."),
+        click.option("--prefix-cache-tokens", type=click.IntRange(min=0), default=None,
+                     help="Distinct prefix tokens the cache keeps per replica, charged in KV memory "
+                          "[default: --prefix-hit x isl, one shared prefix]."),
         click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout."),
     ]
 
@@ -275,12 +354,49 @@ def _search_options(f: Callable) -> Callable:
     return f
 
 
-def _problem(kw: dict, sla: float | None = None, ttft: float | None = None, gpus: int | None = None):
+_TRAFFIC = ("isl_cv", "osl_cv", "lengths", "trace", "prefix_hit", "prefix_cache_tokens", "arrivals", "burstiness")
+
+
+def _workload(kw: dict) -> Workload:
+    """The Workload of the traffic options (pops them from kw): fixed or spread lengths, a trace, a prefix cache."""
+    from planner import traffic
+
+    t = {k: kw.pop(k, None) for k in _TRAFFIC}
+    closed = t["arrivals"] == "closed"
+    cache = {"prefix_hit": t["prefix_hit"] or 0.0, "prefix_cache_tokens": t["prefix_cache_tokens"],
+             "closed_loop": closed, "burstiness": t["burstiness"] if t["burstiness"] is not None or closed else 0.0}
+    try:
+        if t["trace"] is not None:
+            ctx = click.get_current_context()
+            given = [f"--{k.replace('_', '-')}" for k in ("isl", "osl", "isl_cv", "osl_cv")
+                     if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT]
+            if given:
+                raise click.UsageError(f"--trace sets the lengths: drop {', '.join(given)}")
+            return traffic.workload_of_trace(traffic.load_trace(t["trace"]), **cache)
+        return Workload(isl=kw["isl"], osl=kw["osl"], isl_cv=t["isl_cv"] or 0.0, osl_cv=t["osl_cv"] or 0.0,
+                        shape=LengthShape(t["lengths"] or "lognormal"), **cache)
+    except ValidationError as e:
+        from planner.catalog import validation_message
+
+        raise SpecError(validation_message(e)) from None
+
+
+def _limit(x: float | tuple[float, int | None] | None) -> tuple[float | None, int | None]:
+    """(value, percentile) of a parsed --sla/--ttft (a number: the mean)."""
+    if isinstance(x, tuple):
+        return x
+    return x, None
+
+
+def _problem(kw: dict, sla: float | tuple | None = None, ttft: float | tuple | None = None, gpus: int | None = None):
+    (speed, tpot_q), (limit, ttft_q) = _limit(sla), _limit(ttft)
+    workload = _workload(kw)
     return search.make_problem(
-        model=kw["model"], cluster=kw["cluster"], gpus=gpus or kw["gpus"], isl=kw["isl"], osl=kw["osl"],
+        model=kw["model"], cluster=kw["cluster"], gpus=gpus or kw["gpus"], isl=workload.isl, osl=workload.osl,
         precision=kw["precision"], expert_precision=kw["expert_precision"], kv_precision=kw["kv_precision"],
-        min_tokens_per_s_per_user=sla, max_ttft_s=ttft, calibration=kw["calibration"], backend=kw["backend"],
-        memory_utilization=kw["memory_utilization"],
+        min_tokens_per_s_per_user=speed, max_ttft_s=limit, calibration=kw["calibration"], backend=kw["backend"],
+        memory_utilization=kw["memory_utilization"], workload=workload, tpot_percentile=tpot_q,
+        ttft_percentile=ttft_q,
     )
 
 
@@ -310,10 +426,11 @@ def main() -> None:
 
 @main.command()
 @_problem_options
-@click.option("--sla", "sla", default="20tok/s", show_default=True, callback=_callback(parse_sla),
-              help="Minimum tokens/s per user: 20tok/s, 20, or 50ms per token.")
-@click.option("--ttft", default=None, callback=_callback(parse_duration),
-              help="Maximum time to first token, e.g. 5s or 500ms.")
+@click.option("--sla", "sla", default="20tok/s", show_default=True, callback=_callback(parse_sla_at),
+              help="Minimum tokens/s per user: 20tok/s, 20, or 50ms per token; @p50/@p90/@p95/@p99 holds it for "
+                   "that share of requests (e.g. 40ms@p99) [default: the mean].")
+@click.option("--ttft", default=None, callback=_callback(parse_ttft_at),
+              help="Maximum time to first token, e.g. 5s or 500ms; 450ms@p99 for a percentile.")
 @click.option("--top", type=click.IntRange(min=1, max=50), default=1, show_default=True,
               help="The K best distinct layouts.")
 @click.option("--confidence", default=None, callback=_callback(parse_confidence),
@@ -328,7 +445,8 @@ def main() -> None:
 @click.option("--decode-gpus", type=click.IntRange(min=1), default=None,
               help="GPUs of the decode cluster [default: as many as --gpus].")
 @_search_options
-def solve(sla: float, ttft: float | None, top: int, confidence: float | None, serving: str,
+def solve(sla: tuple[float, int | None], ttft: tuple[float, int | None] | None, top: int, confidence: float | None,
+          serving: str,
           decode_cluster: str | None, decode_gpus: int | None, method: str,
           chunks: tuple[int, ...] | None, micro_batches: tuple[int, ...] | None, time_limit: float, as_json: bool,
           **kw: Any) -> None:
@@ -660,8 +778,11 @@ class _Progress:
 def _study_options(f: Callable) -> Callable:
     """Options of the commands that sweep SLA levels (frontier, compare)."""
     options = [
-        click.option("--ttft", default=None, callback=_callback(parse_duration),
-                     help="Maximum time to first token at every point, e.g. 5s."),
+        click.option("--ttft", default=None, callback=_callback(parse_ttft_at),
+                     help="Maximum time to first token at every point, e.g. 5s; 450ms@p99 for a percentile."),
+        click.option("--percentile", default=None, callback=_callback(parse_percentile),
+                     help="Every SLA level holds at this percentile of requests' TPOT: p50, p90, p95 or p99 "
+                          "[default: the mean]."),
         click.option("--points", type=click.IntRange(min=1, max=500), default=40, show_default=True,
                      help="SLA levels, log-spaced from the lowest to the highest reachable tokens/s/user."),
         click.option("--sla-range", default=None, callback=_callback(parse_range),
@@ -712,7 +833,8 @@ def _check_plot_path(path: str | None) -> None:
 @click.option("--confidence", default=None, callback=_callback(parse_confidence),
               help="Every SLA level and --ttft hold at this one-sided quantile of the held-out errors (0.5 to "
                    "below 1, e.g. 0.9) [default: at the central estimate].")
-def frontier(ttft: float | None, points: int, sla_range: tuple[float, float] | None, chunks: tuple[int, ...] | None,
+def frontier(ttft: tuple[float, int | None] | None, percentile: int | None, points: int,
+             sla_range: tuple[float, float] | None, chunks: tuple[int, ...] | None,
              micro_batches: tuple[int, ...] | None, method: str, time_limit: float, csv_out: str | None,
              plot_out: str | None, all_layouts: bool, quiet: bool, serving: str, confidence: float | None,
              as_json: bool, **kw: Any) -> None:
@@ -727,7 +849,7 @@ def frontier(ttft: float | None, points: int, sla_range: tuple[float, float] | N
     from planner import studies
 
     _check_plot_path(plot_out)
-    problem = _problem(kw, None, ttft)
+    problem = with_percentile(_problem(kw, None, ttft), percentile)
     if confidence is not None:
         from planner.uncertainty import with_confidence
 
@@ -771,7 +893,8 @@ def _cases(kw: dict[str, Any]) -> list[dict[str, Any]]:
 @click.option("--at", "at", default="20tok/s", show_default=True, callback=_callback(parse_sla),
               help="The SLA at which the cases are compared (ratio to the first case).")
 @_serving_option("per case and level")
-def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, float] | None,
+def compare(at: float, ttft: tuple[float, int | None] | None, percentile: int | None, points: int,
+            sla_range: tuple[float, float] | None,
             chunks: tuple[int, ...] | None, micro_batches: tuple[int, ...] | None, method: str, time_limit: float,
             csv_out: str | None, plot_out: str | None, all_layouts: bool, quiet: bool, serving: str, as_json: bool,
             **kw: Any) -> None:
@@ -785,7 +908,7 @@ def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, 
     from planner import studies
 
     _check_plot_path(plot_out)
-    problems = [_problem(c, None, ttft) for c in _cases(kw)]
+    problems = [with_percentile(_problem(c, None, ttft), percentile) for c in _cases(kw)]
     bar = _Progress(quiet or as_json)
     try:
         result = studies.compare(problems, at=at, points=points, sla_range=sla_range, chunks=chunks,
@@ -802,7 +925,8 @@ def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, 
     if as_json:
         _dump(result.model_dump(mode="json"))
         return
-    _echo(render.compare_lines(result, kw["isl"], kw["osl"], ttft, at))
+    w = problems[0].workload
+    _echo(render.compare_lines(result, w.isl, w.osl, _limit(ttft)[0], at))
     for what, out in (("points", csv_out), ("chart", plot_out)):
         if out:
             click.echo(f"{what} written to {out}")
@@ -812,15 +936,16 @@ def compare(at: float, ttft: float | None, points: int, sla_range: tuple[float, 
 @_problem_options
 @click.option("--demand", required=True, callback=_callback(parse_demand),
               help="What to serve: 40req/s (requests) or 50000tok/s (output tokens).")
-@click.option("--sla", "sla", default="20tok/s", show_default=True, callback=_callback(parse_sla),
-              help="Minimum tokens/s per user: 20tok/s, 20, or 50ms per token.")
-@click.option("--ttft", default=None, callback=_callback(parse_duration),
-              help="Maximum time to first token, e.g. 5s or 500ms.")
+@click.option("--sla", "sla", default="20tok/s", show_default=True, callback=_callback(parse_sla_at),
+              help="Minimum tokens/s per user: 20tok/s, 20, or 50ms per token; 40ms@p99 for a percentile.")
+@click.option("--ttft", default=None, callback=_callback(parse_ttft_at),
+              help="Maximum time to first token, e.g. 5s or 500ms; 450ms@p99 for a percentile.")
 @click.option("--max-gpus", type=click.IntRange(min=1, max=1 << 20), default=65536, show_default=True,
               help="Most GPUs to consider.")
 @_serving_option("(fewer GPUs)")
 @_search_options
-def size(demand: tuple[float | None, float | None], sla: float, ttft: float | None, chunks: tuple[int, ...] | None,
+def size(demand: tuple[float | None, float | None], sla: tuple[float, int | None],
+         ttft: tuple[float, int | None] | None, chunks: tuple[int, ...] | None,
          micro_batches: tuple[int, ...] | None, method: str, max_gpus: int, serving: str, time_limit: float,
          as_json: bool, **kw: Any) -> None:
     """Fewest GPUs (whole nodes) that serve a demand at an SLA, and the plan: replicas, layout, batch.
@@ -840,4 +965,4 @@ def size(demand: tuple[float | None, float | None], sla: float, ttft: float | No
     if as_json:
         _dump(result.model_dump(mode="json"))
         return
-    _echo(render.size_lines(result, problem, sla, ttft))
+    _echo(render.size_lines(result, problem, _limit(sla)[0], _limit(ttft)[0]))

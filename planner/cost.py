@@ -187,10 +187,20 @@ def kv_cache_bytes_per_gpu(p: Problem, tp, m) -> np.ndarray:
     """KV cache of one GPU for its requests at full context (isl + osl) [bytes].
 
     A GPU of an attention-DP rank serves m * pp requests (pp micro-batches) for num_layers / pp
-    layers, i.e. m requests over all layers; windowed layers keep at most the window.
+    layers, i.e. m requests over all layers; windowed layers keep at most the window. With a prefix
+    cache (Workload.prefix_hit) a request's own KV is its uncached prompt and its output,
+    isl * (1 - hit) + osl tokens, and the rank keeps the cached prefixes (Workload.cached_prefix_tokens)
+    once, beside them (prefix_cache_bytes_per_gpu).
     """
-    ctx = p.workload.isl + p.workload.osl
-    return np.asarray(m) * attended_layer_tokens(p, ctx) * kv_bytes_per_token_layer(p, tp)
+    w = p.workload
+    own = np.asarray(m) * attended_layer_tokens(p, w.prefill_tokens + w.osl) * kv_bytes_per_token_layer(p, tp)
+    return own + prefix_cache_bytes_per_gpu(p, tp) if w.prefix_hit or w.prefix_cache_tokens else own
+
+
+def prefix_cache_bytes_per_gpu(p: Problem, tp) -> np.ndarray:
+    """KV of the cached prompt prefixes one GPU keeps resident for its rank: cached_prefix_tokens over all
+    layers, heads split over tp as the requests' KV [bytes]."""
+    return attended_layer_tokens(p, p.workload.cached_prefix_tokens) * kv_bytes_per_token_layer(p, tp)
 
 
 def activation_bytes_per_gpu(p: Problem, tp, m, c) -> np.ndarray:
@@ -259,7 +269,7 @@ def attention_block_time(p: Problem, tp, m, c) -> np.ndarray:
         dec_ctx * kv_tok / r.kv_read, dec_ctx * attention_flops_per_token_context(p, tp, False) / decode_math
     )
     # prefill chunk attention
-    pre_ctx = attended_layer_tokens(p, w.isl / 2)
+    pre_ctx = attended_layer_tokens(p, w.isl * (1 + w.prefix_hit) / 2)  # prompt tokens computed past the prefix
     t = t + np.where(
         c > 0,
         c * pre_ctx * attention_flops_per_token_context(p, tp, True) / r.attention
@@ -384,21 +394,22 @@ def pipeline_time(p: Problem, pp, replica_crosses_domain, n) -> np.ndarray:
 def prefill_load(p: Problem, m, chunk) -> np.ndarray:
     """Share rho of the chunk budget the steady state needs: m * isl / (osl * chunk); < 1 to be valid."""
     w = p.workload
-    return np.asarray(m) * w.isl / (w.osl * np.asarray(chunk, dtype=float))
+    return np.asarray(m) * w.prefill_tokens / (w.osl * np.asarray(chunk, dtype=float))
 
 
 def carried_chunk(p: Problem, m, chunk) -> np.ndarray:
     """Prefill tokens a chunk-carrying iteration holds: the budget, or less when the prompt is shorter
-    and the demand m * isl / osl does not fill it: min(chunk, max(isl, m * isl / osl)) [tokens]."""
+    and the demand m * isl / osl does not fill it: min(chunk, max(isl, m * isl / osl)) [tokens] (isl: the
+    prompt tokens a request prefills, Workload.prefill_tokens)."""
     w = p.workload
-    demand = np.asarray(m, dtype=float) * w.isl / w.osl
-    return np.minimum(np.asarray(chunk, dtype=float), np.maximum(w.isl, demand))
+    demand = np.asarray(m, dtype=float) * w.prefill_tokens / w.osl
+    return np.minimum(np.asarray(chunk, dtype=float), np.maximum(w.prefill_tokens, demand))
 
 
 def prefill_share(p: Problem, m, chunk) -> np.ndarray:
     """Fraction f of iterations that carry prefill tokens: demand / carried chunk."""
     w = p.workload
-    demand = np.asarray(m, dtype=float) * w.isl / w.osl
+    demand = np.asarray(m, dtype=float) * w.prefill_tokens / w.osl
     return demand / carried_chunk(p, m, chunk)
 
 
@@ -414,10 +425,10 @@ def arrival_group(p: Problem, m) -> np.ndarray:
     """
     w = p.workload
     m = np.asarray(m, dtype=float)
-    steady = w.isl * np.maximum(1.0, m / w.osl)
+    steady = w.prefill_tokens * np.maximum(1.0, m / w.osl)
     if not w.closed_loop:
         return steady
-    wave = w.isl * np.maximum(1.0, m)
+    wave = w.prefill_tokens * np.maximum(1.0, m)
     return steady + p.burstiness * np.maximum(wave - steady, 0.0)
 
 
@@ -432,10 +443,8 @@ def ttft_passes(p: Problem, m, chunk) -> tuple[np.ndarray, np.ndarray]:
     full passes. Steady traffic that the chunk keeps up with (rho < 1) never queues so.
     """
     chunk = np.asarray(chunk, dtype=float)
-    rho = prefill_load(p, m, chunk)
-    with np.errstate(divide="ignore"):
-        stretch = np.where(rho < 1, 1 + rho / (2 * np.maximum(1 - rho, 1e-300)), np.inf)
-    isl = p.workload.isl
+    stretch = queue_stretch(prefill_load(p, m, chunk), queue_variability(p))
+    isl = p.workload.prefill_tokens
     own = np.ceil(isl / chunk - 1e-9) * stretch
     backlog = np.maximum(arrival_group(p, m) - np.maximum(chunk, isl), 0) / (2 * chunk)
     return own, backlog
@@ -519,9 +528,30 @@ def memory_breakdown(p: Problem, par: Parallel | Layouts, m, chunk) -> dict[str,
     return terms
 
 
-def metrics_grid(p: Problem, par: Parallel | Layouts, m, chunk) -> dict[str, np.ndarray]:
+def wave_terms(p: Problem, par: Parallel | Layouts, m, chunk) -> dict[str, np.ndarray]:
+    """A closed loop's two kinds of arrival (planner.percentiles): a request among steady traffic, whose group
+    is isl * max(1, m / osl), or one in a wave of its rank's m requests, group isl * max(1, m): each one's
+    first-pass time (the pass carrying min(chunk, group) tokens) and the prefill of the others beyond the
+    request's own passes, max(group - max(chunk, isl), 0) / chunk full passes (the steady one halved: its
+    mean) [s]."""
+    w = p.workload
+    m, chunk = np.asarray(m, dtype=float), np.asarray(chunk, dtype=float)
+    steady = w.prefill_tokens * np.maximum(1.0, m / w.osl)
+    wave = w.prefill_tokens * np.maximum(1.0, m)
+    own = np.maximum(chunk, w.prefill_tokens)
+    full = pass_time(p, par, m, chunk)
+    return {
+        "steady_first_pass_s": pass_time(p, par, m, np.minimum(chunk, steady)),
+        "wave_first_pass_s": pass_time(p, par, m, np.minimum(chunk, wave)),
+        "steady_backlog_s": np.maximum(steady - own, 0) / (2 * chunk) * full,
+        "wave_span_s": np.maximum(wave - own, 0) / chunk * full,
+    }
+
+
+def metrics_grid(p: Problem, par: Parallel | Layouts, m, chunk, tails: bool = False) -> dict[str, np.ndarray]:
     """TPOT [s], TTFT [s], throughput [tokens/s/GPU over p.gpus], memory [bytes], f, rho, concurrency
-    [requests per replica], for one layout or many (Layouts) over broadcastable m and chunk."""
+    [requests per replica], for one layout or many (Layouts) over broadcastable m and chunk; with `tails` (or
+    a percentile SLA) in a closed loop, also the wave terms its TTFT percentiles read (wave_terms)."""
     m, chunk = np.asarray(m), np.asarray(chunk)
     f = np.minimum(prefill_share(p, m, chunk), 1.0)
     loads = (np.zeros(()), carried_chunk(p, m, chunk), ttft_chunk(p, m, chunk), chunk)
@@ -535,7 +565,12 @@ def metrics_grid(p: Problem, par: Parallel | Layouts, m, chunk) -> dict[str, np.
     concurrency = m * par.attention_dp * par.pp
     thr = par.dp * concurrency / tpot / p.gpus
     out = {"tpot_s": tpot, "ttft_s": ttft, "tokens_per_s_per_gpu": thr, "concurrency": concurrency,
-           "prefill_share": prefill_share(p, m, chunk), "prefill_load": prefill_load(p, m, chunk)}
+           "prefill_share": prefill_share(p, m, chunk), "prefill_load": prefill_load(p, m, chunk),
+           # the terms of TTFT and TPOT, for their percentiles (planner.percentiles)
+           "decode_pass_s": decode, "carried_pass_s": carried, "ttft_first_pass_s": first,
+           "ttft_passes": own, "backlog_s": backlog * full, "chunk_tokens": chunk}
+    if (tails or (p.sla is not None and p.sla.ttft_percentile is not None)) and p.workload.closed_loop:
+        out.update(wave_terms(p, par, m, chunk))
     out.update(memory_breakdown(p, par, m, chunk))
     return out
 
@@ -588,20 +623,20 @@ def prefill_capacity(p: Problem, par: Parallel | Layouts, chunk, t_pass=None) ->
     """Prompts one prefill worker completes per second at full load: its adp ranks each carry `chunk` prompt
     tokens per pass and its pp stages hold pp passes in flight, so adp * pp * chunk / (isl * pass) [requests/s]."""
     t = prefill_pass_time(p, par, chunk) if t_pass is None else t_pass
-    return par.attention_dp * par.pp * np.asarray(chunk, dtype=float) / (p.workload.isl * t)
+    return par.attention_dp * par.pp * np.asarray(chunk, dtype=float) / (p.workload.prefill_tokens * t)
 
 
 def prefill_service_time(p: Problem, chunk, t_pass) -> np.ndarray:
     """Time one prompt spends in passes: ceil(isl / chunk) passes carrying `chunk` tokens each, as the
     aggregated model counts them (ttft_passes) [s]."""
-    return np.ceil(p.workload.isl / np.asarray(chunk, dtype=float) - 1e-9) * t_pass
+    return np.ceil(p.workload.prefill_tokens / np.asarray(chunk, dtype=float) - 1e-9) * t_pass
 
 
 def prefill_held_prompts(p: Problem, par: Parallel | Layouts, chunk) -> np.ndarray:
     """Prompts whose KV cache one GPU of a prefill worker holds, over all layers: pp passes in flight plus one
     pass of finished prompts waiting for their transfer, each pass max(1, chunk / isl) prompts per rank,
     on a GPU holding num_layers / pp layers: (pp + 1) * max(1, chunk / isl) / pp [prompts]."""
-    per_pass = np.maximum(1.0, np.asarray(chunk, dtype=float) / p.workload.isl)
+    per_pass = np.maximum(1.0, np.asarray(chunk, dtype=float) / p.workload.prefill_tokens)
     pp = np.asarray(par.pp)
     return (pp + 1) * per_pass / pp
 
@@ -683,12 +718,33 @@ def kv_transfer_time(send_s, receive_s) -> np.ndarray:
     return np.maximum(np.asarray(send_s), np.asarray(receive_s))
 
 
-def queue_stretch(rho) -> np.ndarray:
-    """Mean prefill time stretched by the M/D/1 wait at load rho: 1 + rho / (2 (1 - rho)), infinite at
-    rho >= 1 (the aggregated model's stretch, ttft_passes) [x]."""
+def service_scv(p: Problem) -> float:
+    """Squared coefficient of variation of a prompt's prefill time: its length's, isl_cv^2 (prefill time grows
+    about in proportion to the prompt); 0 for fixed lengths [1]."""
+    return float(p.workload.isl_cv) ** 2
+
+
+def arrival_scv(p: Problem) -> float:
+    """Squared coefficient of variation of the gaps between arrivals: 1 for Poisson traffic, 1 + 4 b for open
+    traffic of burstiness b (planner.traffic.poisson_arrivals' gamma gaps); 1 in a closed loop, whose
+    burstiness is its waves instead (arrival_group) [1]."""
+    w = p.workload
+    return 1.0 if w.closed_loop else 1.0 + 4.0 * float(w.burstiness or 0.0)
+
+
+def queue_variability(p: Problem) -> float:
+    """ca^2 + cs^2 of the prefill queue (arrival_scv + service_scv): 1 for Poisson arrivals of fixed-length
+    prompts (M/D/1), 2 for exponential service (M/M/1) [1]."""
+    return arrival_scv(p) + service_scv(p)
+
+
+def queue_stretch(rho, variability: float = 1.0) -> np.ndarray:
+    """Mean prefill time stretched by the queueing wait at load rho (Kingman's G/G/1 approximation, exact for
+    M/G/1 as Pollaczek-Khinchine): 1 + rho v / (2 (1 - rho)), v = ca^2 + cs^2 (queue_variability; 1: M/D/1,
+    fixed lengths and Poisson arrivals); infinite at rho >= 1 (ttft_passes, disagg_ttft) [x]."""
     rho = np.asarray(rho, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(rho < 1, 1 + rho / (2 * np.maximum(1 - rho, 1e-300)), np.inf)
+        return np.where(rho < 1, 1 + rho * variability / (2 * np.maximum(1 - rho, 1e-300)), np.inf)
 
 
 def disagg_overhead(p: Problem) -> float:
@@ -701,7 +757,18 @@ def disagg_ttft(p: Problem, service_s, rho, transfer_s) -> np.ndarray:
     """TTFT of a disaggregated deployment: the fixed overhead (disagg_overhead), the prefill passes stretched by
     the queueing wait at the prefill pool's load rho (each worker an M/D/1 queue of its share of the demand),
     and the KV transfer to the decode worker, which streams the first token [s]."""
-    return disagg_overhead(p) + np.asarray(service_s) * queue_stretch(rho) + np.asarray(transfer_s)
+    stretch = queue_stretch(rho, queue_variability(p))
+    return disagg_overhead(p) + np.asarray(service_s) * stretch + np.asarray(transfer_s)
+
+
+def disagg_checked_ttft(p: Problem, service_s, rho, transfer_s) -> np.ndarray:
+    """The disaggregated TTFT a limit is checked at: the mean (disagg_ttft) or, with SLA.ttft_percentile, that
+    percentile (planner.percentiles.disagg_ttft_quantile) [s]."""
+    if p.sla is None or p.sla.ttft_percentile is None:
+        return disagg_ttft(p, service_s, rho, transfer_s)
+    from planner.percentiles import disagg_ttft_quantile
+
+    return disagg_ttft_quantile(p, service_s, rho, transfer_s, p.sla.ttft_percentile / 100)
 
 
 MAX_PREFILL_LOAD = 0.8
@@ -712,16 +779,21 @@ sized closer to its capacity leaves no headroom for a burst [share]."""
 
 def max_prefill_load(p: Problem, service_s, transfer_s, limit_s: float | None) -> np.ndarray:
     """The highest prefill load rho the rules allow: MAX_PREFILL_LOAD, or lower where disagg_ttft would pass
-    `limit_s` (None: no limit): with B = limit - disagg_overhead - transfer and s = service,
-    s (1 + rho / (2 (1 - rho))) <= B gives rho <= 2 q / (1 + 2 q), q = (B - s) / s; 0 where even an idle
-    pool misses the limit (B < s) [share]."""
+    `limit_s` (None: no limit): with B = limit - disagg_overhead - transfer, s = service and v = queue_variability,
+    s (1 + rho v / (2 (1 - rho))) <= B gives rho <= 2 q / (v + 2 q), q = (B - s) / s; 0 where even an
+    idle pool misses the limit (B < s). A percentile TTFT limit (SLA.ttft_percentile) is inverted by bisection
+    on planner.percentiles.disagg_ttft_quantile instead [share]."""
     s = np.asarray(service_s, dtype=float)
     cap = np.full(np.broadcast(s, transfer_s).shape, MAX_PREFILL_LOAD)
     if limit_s is None:
         return cap
     budget = limit_s - disagg_overhead(p) - np.asarray(transfer_s, dtype=float)
     q = (budget - s) / s
-    return np.minimum(cap, np.where(q >= 0, 2 * q / (1 + 2 * np.maximum(q, 0)), 0.0))
+    if p.sla is not None and p.sla.ttft_percentile is not None:
+        from planner.percentiles import max_load_at_percentile
+
+        return np.minimum(cap, max_load_at_percentile(p, s, transfer_s, limit_s, p.sla.ttft_percentile))
+    return np.minimum(cap, np.where(q >= 0, 2 * q / (queue_variability(p) + 2 * np.maximum(q, 0)), 0.0))
 
 
 def disagg_metrics(pre: Problem, pre_par: Parallel | Layouts, chunk, workers_p, dec: Problem,
@@ -748,6 +820,7 @@ def disagg_metrics(pre: Problem, pre_par: Parallel | Layouts, chunk, workers_p, 
         "tpot_s": tpot, "decode_rate": rate, "tokens_per_s": tokens, "requests_per_s": demand, "prefill_load": rho,
         "kv_send_s": send, "kv_receive_s": receive, "kv_transfer_s": transfer,
         "ttft_s": disagg_ttft(pre, service, rho, transfer),
+        "ttft_checked_s": disagg_checked_ttft(pre, service, rho, transfer),
         "prefill_gpus": np.asarray(workers_p) * pre_par.replica_gpus,
         "decode_gpus": np.asarray(workers_d) * dec_par.replica_gpus,
     }

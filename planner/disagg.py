@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from planner import cost, rules
+from planner import cost, percentiles, rules
 from planner.errors import InfeasibleError, SpecError, TimeLimitError
 from planner.options import BIT, candidate_layouts
 from planner.space import Space
@@ -405,7 +405,7 @@ def deployment_violations(dp: DisaggProblem, pre_par: Parallel, chunk: int, dec_
         out.append("sla")
     if bool(rules.rate_matching_broken(g["prefill_load"])):
         out.append("rate_matching")
-    if bool(rules.ttft_broken(g["ttft_s"], limit_s)):
+    if bool(rules.ttft_broken(g["ttft_checked_s"], limit_s)):
         out.append("ttft")
     return out
 
@@ -547,7 +547,7 @@ class DisaggSearcher:
         g = evaluate(dp, pre, dec, rows[:, None], xs, kd, y)
         used_p = xs * pre.gpus[rows][:, None]
         fits = (used_p + y * dec.gpus[kd] <= dp.prefill.gpus) if dp.shared else (used_p <= dp.prefill.gpus)
-        ok = fits & ~rules.rate_matching_broken(g["prefill_load"]) & ~rules.ttft_broken(g["ttft_s"], limit)
+        ok = fits & ~rules.rate_matching_broken(g["prefill_load"]) & ~rules.ttft_broken(g["ttft_checked_s"], limit)
         if not ok.any():
             return kp, x
         cost_ = np.where(ok, used_p + np.minimum(g["ttft_s"], 1e6) / 1e7, np.inf)  # GPUs first, then TTFT
@@ -676,7 +676,8 @@ def build_plan(dp: DisaggProblem, pre_par: Parallel, chunk: int, dec_par: Parall
                     transfer_ms=g["kv_transfer_s"] * 1e3)
     metrics = Metrics(tokens_per_s_per_user=1000 / tpot_ms, tokens_per_s_per_gpu=g["tokens_per_s"] / dp.gpus,
                       tpot_ms=tpot_ms, ttft_ms=g["ttft_s"] * 1e3, requests_per_s=g["requests_per_s"],
-                      prefill_share=0.0, prefill_load=g["prefill_load"])
+                      prefill_share=0.0, prefill_load=g["prefill_load"],
+                      percentiles=percentiles.disagg_percentiles(p, g))
     cluster = p.cluster.name if dp.shared else f"{p.cluster.name} (prefill) + {pd.cluster.name} (decode)"
     return Plan(
         model=p.model.name, cluster=cluster, gpus=dp.gpus, gpus_used=used, isl=p.workload.isl, osl=p.workload.osl,

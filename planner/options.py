@@ -21,7 +21,7 @@ from itertools import product
 import numpy as np
 
 from planner import cost
-from planner.rules import LAYOUT_RULES, batch_masks, checked_times, layout_masks, sla_broken
+from planner.rules import LAYOUT_RULES, batch_masks, checked_times, layout_masks, percentile_sla, sla_broken
 from planner.space import Candidate, Objective, OutOfTime, Space
 from planner.specs import Parallel, Problem
 
@@ -283,7 +283,8 @@ def tabulate(p: Problem, s: Space, lift: tuple[str, ...] = BATCH_LIFT, deadline:
     m = np.asarray(s.micro_batches, dtype=np.int64)[None, :, None]
     c = np.asarray(s.chunks, dtype=np.int64)[None, None, :]
     tpot, ttft, thr = (np.empty(total) for _ in range(3))
-    tpot_hi, ttft_hi = (tpot, ttft) if p.confidence is None else (np.empty(total), np.empty(total))
+    checks = p.confidence is not None or percentile_sla(p)  # limits checked at other figures than the means
+    tpot_hi, ttft_hi = (np.empty(total), np.empty(total)) if checks else (tpot, ttft)
     broken = np.empty(total, np.uint16)
     per_block = max(1, BLOCK_OPTIONS // batches)
     for a in range(0, len(lay.tp), per_block):
@@ -298,7 +299,7 @@ def tabulate(p: Problem, s: Space, lift: tuple[str, ...] = BATCH_LIFT, deadline:
         tpot[out] = np.broadcast_to(g["tpot_s"], shape).ravel()
         ttft[out] = np.broadcast_to(g["ttft_s"], shape).ravel()
         thr[out] = np.broadcast_to(g["tokens_per_s_per_gpu"], shape).ravel()
-        if p.confidence is not None:
+        if checks:
             hi = checked_times(p, g)
             tpot_hi[out], ttft_hi[out] = (np.broadcast_to(x, shape).ravel() for x in hi)
         bits = np.broadcast_to(lay_bits[sl][:, None, None], shape).copy()
@@ -306,7 +307,7 @@ def tabulate(p: Problem, s: Space, lift: tuple[str, ...] = BATCH_LIFT, deadline:
             bits |= np.where(np.broadcast_to(mask, shape), BIT[rule], 0).astype(np.uint16)
         broken[out] = bits.ravel()
     ttft = np.where(np.isfinite(ttft), ttft, math.inf)
-    ttft_hi = ttft if p.confidence is None else np.where(np.isfinite(ttft_hi), ttft_hi, math.inf)
+    ttft_hi = np.where(np.isfinite(ttft_hi), ttft_hi, math.inf) if checks else ttft
     return Table(p=p, space=s, layouts=lay, tpot_s=tpot, ttft_s=ttft, tpot_hi_s=tpot_hi, ttft_hi_s=ttft_hi,
                  thr=thr, broken=broken,
                  lift=tuple(r for r in lift if r in LIFTABLE), wall_s=time.perf_counter() - t0)

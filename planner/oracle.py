@@ -118,7 +118,7 @@ def exhaustive_disagg(dp, sp: Space, sd: Space, floor: float | None, limit_s: fl
             used = gp + ys * lay.replica_gpus
             fits = (used <= budget_p) if dp.shared else ((gp <= budget_p) & (ys * lay.replica_gpus <= budget_d))
             g = cost.disagg_metrics(pre_p, one, c, xs, dec_p, lay, m, ys, dp.same_domain(used))
-            ok = fits & ~rate_matching_broken(g["prefill_load"]) & ~ttft_broken(g["ttft_s"], limit_s)
+            ok = fits & ~rate_matching_broken(g["prefill_load"]) & ~ttft_broken(g["ttft_checked_s"], limit_s)
             tokens = np.where(ok, np.broadcast_to(g["tokens_per_s"], ok.shape), -np.inf)
             i = np.unravel_index(int(np.argmax(tokens)), tokens.shape)
             if tokens[i] > best:

@@ -76,8 +76,23 @@ def sla_line(p: Plan, problem: Problem) -> str:
     """The case and its service level, the first line of `planner solve`."""
     sla = problem.sla
     limit = f", TTFT <= {duration(sla.max_ttft_s * 1000)}" if sla and sla.max_ttft_s else ""
+    if limit and sla.ttft_percentile:
+        limit += f" at p{sla.ttft_percentile}"
     floor = sla.min_tokens_per_s_per_user if sla else None
-    return f"{describe(p)}; SLA >= {floor:g} tokens/s/user{limit}" if floor else f"{describe(p)}{limit}"
+    at = f" (TPOT <= {1000 / floor:.1f} ms at p{sla.tpot_percentile})" if floor and sla.tpot_percentile else ""
+    return f"{describe(p)}; SLA >= {floor:g} tokens/s/user{at}{limit}" if floor else f"{describe(p)}{limit}"
+
+
+def percentile_lines(p: Plan) -> list[str]:
+    """The plan's predicted percentiles over requests (planner.percentiles), one line."""
+    q = p.metrics.percentiles
+    if q is None:
+        return []
+
+    def row(d: dict[str, float]) -> str:
+        return " / ".join(f"{k} {duration(d[k])}" for k in ("p50", "p90", "p99"))
+
+    return [f"percentiles over requests: TTFT {row(q.ttft_ms)}; TPOT {row(q.tpot_ms)}"]
 
 
 def layout_line(p: Plan) -> str:
@@ -240,9 +255,10 @@ def solve_lines(plans: Sequence[Plan], problem: Problem) -> list[str]:
     best = plans[0]
     head = [sla_line(best, problem), table(PLAN_HEADERS, plan_rows(plans))]
     if best.serving == "disagg":
-        return [*head, *pool_lines(best), *note_lines(best), *profile_lines(problem), solver_line(best),
-                *alternative_lines(best)]
-    return [*head, layout_line(best), *span_lines(best), *interval_lines(best), *confidence_lines(best, problem),
+        return [*head, *pool_lines(best), *percentile_lines(best), *note_lines(best), *profile_lines(problem),
+                solver_line(best), *alternative_lines(best)]
+    return [*head, layout_line(best), *span_lines(best), *interval_lines(best), *percentile_lines(best),
+            *confidence_lines(best, problem),
             memory_line(best), *note_lines(best), *profile_lines(problem), solver_line(best), *limits_line(best),
             *alternative_lines(best)]
 
@@ -250,10 +266,11 @@ def solve_lines(plans: Sequence[Plan], problem: Problem) -> list[str]:
 def estimate_lines(plan: Plan, problem: Problem) -> list[str]:
     """Everything `planner estimate` prints for one plan."""
     if plan.serving == "disagg":
-        return [describe(plan), table(PLAN_HEADERS, plan_rows([plan])), *pool_lines(plan), *note_lines(plan),
-                *profile_lines(problem)]
+        return [describe(plan), table(PLAN_HEADERS, plan_rows([plan])), *pool_lines(plan),
+                *percentile_lines(plan), *note_lines(plan), *profile_lines(problem)]
     return [describe(plan), table(PLAN_HEADERS, plan_rows([plan])), layout_line(plan), *span_lines(plan),
-            *interval_lines(plan), memory_line(plan), *note_lines(plan), *profile_lines(problem)]
+            *interval_lines(plan), *percentile_lines(plan), memory_line(plan), *note_lines(plan),
+            *profile_lines(problem)]
 
 
 def other_throughput(p: Plan) -> str:
@@ -325,6 +342,11 @@ def frontier_summary(f: Any) -> str:
 def frontier_lines(f: Any, all_layouts: bool) -> list[str]:
     """Everything `planner frontier` prints."""
     out = [describe(f.points[0]) if f.points else f.case, frontier_summary(f)]
+    sla = f.points[0].sla if f.points else None
+    if sla is not None and (sla.tpot_percentile or sla.ttft_percentile):
+        at = [f"tokens/s/user at p{sla.tpot_percentile} of requests' TPOT"] if sla.tpot_percentile else []
+        at += [f"TTFT at p{sla.ttft_percentile}"] if sla.ttft_percentile and sla.max_ttft_s else []
+        out[0] += "; levels held at percentiles: " + ", ".join(at)
     if f.points:
         out.append(frontier_table(f))
     out += winner_line(f)

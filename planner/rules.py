@@ -89,14 +89,29 @@ def batch_masks(p: Problem, metrics: Mapping[str, np.ndarray], use_sla: bool = T
     return out
 
 
+def percentile_sla(p: Problem) -> bool:
+    """True when the SLA names a percentile of TPOT or TTFT (SLA.tpot_percentile / ttft_percentile)."""
+    return p.sla is not None and (p.sla.tpot_percentile is not None or p.sla.ttft_percentile is not None)
+
+
 def checked_times(p: Problem, metrics: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The TPOT [s] and TTFT [s] the SLA and the TTFT limit are checked at: the cost model's figures or, with
-    p.confidence, their pessimistic quantile over the held-out errors of their regime (planner.uncertainty)."""
+    """The TPOT [s] and TTFT [s] the SLA and the TTFT limit are checked at (cost.metrics_grid figures): the
+    cost model's means or, where the SLA names one, that percentile over requests (planner.percentiles);
+    with p.confidence, moved to the pessimistic quantile of the held-out errors of their regime
+    (planner.uncertainty) by the same factor as the mean."""
+    tpot, ttft = np.asarray(metrics["tpot_s"]), np.asarray(metrics["ttft_s"])
+    if percentile_sla(p):
+        from planner.percentiles import checked_agg
+
+        tpot, ttft = checked_agg(p, metrics)
     if p.confidence is None:
-        return np.asarray(metrics["tpot_s"]), np.asarray(metrics["ttft_s"])
+        return tpot, ttft
     from planner.uncertainty import pessimistic
 
-    return pessimistic(p, metrics)
+    hi_tpot, hi_ttft = pessimistic(p, metrics)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tpot * (hi_tpot / metrics["tpot_s"]), ttft * np.where(np.isfinite(hi_ttft), hi_ttft / metrics["ttft_s"],
+                                                                      1.0)
 
 
 def sla_broken(tpot_s, min_tokens_per_s_per_user: float) -> np.ndarray:

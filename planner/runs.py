@@ -32,7 +32,7 @@ from typing import TextIO
 import numpy as np
 from pydantic import ValidationError
 
-from planner import cost
+from planner import cost, percentiles
 from planner.catalog import load_cluster, load_model, validation_message
 from planner.errors import PlannerError, SpecError
 from planner.rules import explain, layout_violations
@@ -43,11 +43,18 @@ INPUT_COLUMNS = (
     "isl", "osl", "batch_size", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size",
 )
 """Columns a measured-run CSV must have (id and the measured columns are optional)."""
-PREDICTED_COLUMNS = ("pred_ttft_ms", "pred_tpot_ms", "pred_tokens_per_s_per_gpu", "pred_ttft_lo_ms", "pred_ttft_hi_ms",
-                     "pred_tpot_lo_ms", "pred_tpot_hi_ms", "pred_tokens_per_s_per_gpu_lo",
-                     "pred_tokens_per_s_per_gpu_hi", "pred_interval_level", "error")
-"""Columns `predict_rows` adds: the predictions, their interval ends (empty when the calibration has no
-interval table) and level, and why a row could not be predicted."""
+PERCENTILE_COLUMNS = ("pred_median_ttft_ms", "pred_p99_ttft_ms", "pred_median_tpot_ms", "pred_p99_tpot_ms")
+"""Predicted percentiles over a run's requests (planner.percentiles), beside the means."""
+
+PREDICTED_COLUMNS = ("pred_ttft_ms", "pred_tpot_ms", "pred_tokens_per_s_per_gpu", *PERCENTILE_COLUMNS,
+                     "pred_ttft_lo_ms", "pred_ttft_hi_ms", "pred_tpot_lo_ms", "pred_tpot_hi_ms",
+                     "pred_tokens_per_s_per_gpu_lo", "pred_tokens_per_s_per_gpu_hi", "pred_interval_level", "error")
+"""Columns `predict_rows` adds: the predictions (means and percentiles), their interval ends (empty when the
+calibration has no interval table) and level, and why a row could not be predicted."""
+
+_PREDICTIONS = ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu", "decoding_per_rank", "ttft_p50_ms", "ttft_p99_ms",
+                "tpot_p50_ms", "tpot_p99_ms")
+"""Keys of a group prediction (predict_runs, _predict_disagg_group) [ms, tokens/s/GPU, requests]."""
 
 _ENGINE_MODES = {
     "w4a8": Precision.w4a8, "w4a8_awq": Precision.w4a8, "w4a8_mxfp4_fp8": Precision.w4a8,
@@ -388,9 +395,14 @@ def _predict_disagg_group(runs: list[DisaggRun]) -> dict[str, np.ndarray]:
     g = loop(m)
     tpot, ttft = g["tpot_s"], np.minimum(g["ttft_s"], 1e6)
     served = m * (1 + ttft / (steps * tpot))
-    ttft = ttft + np.maximum(n - served, 0.0) / m * steps * tpot  # clients beyond the slots wait for one
+    wait = np.maximum(n - served, 0.0) / m * steps * tpot  # clients beyond the slots wait for one
+    ttft = ttft + wait
     thr = b * osl / (ttft + (osl - 1) * tpot) / gpus
-    return {"ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3, "tokens_per_s_per_gpu": thr, "decoding_per_rank": m}
+    q = {f"ttft_p{k}_ms": (np.minimum(percentiles.disagg_ttft_quantile(
+        p, g["prefill_service_s"], g["prefill_load"], g["kv_transfer_s"], k / 100), 1e6) + wait) * 1e3
+        for k in (50, 99)}
+    q.update({f"tpot_p{k}_ms": tpot * 1e3 for k in (50, 99)})  # every decode pass alike: no spread modelled
+    return {"ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3, "tokens_per_s_per_gpu": thr, "decoding_per_rank": m, **q}
 
 
 def _layouts(runs: list[Run]) -> SimpleNamespace:
@@ -425,14 +437,17 @@ def predict_runs(runs: list[Run]) -> dict[str, np.ndarray]:
         decode_time = max(osl - 1, 1) * g["tpot_s"]
         target = np.minimum(n / (1 + np.minimum(g["ttft_s"], 1e6) / decode_time), capacity)
         m = np.maximum(0.5 * (m + target), 1e-3)
-    g = cost.metrics_grid(p, par, m, chunk)
+    g = cost.metrics_grid(p, par, m, chunk, tails=True)
     tpot, ttft = g["tpot_s"], np.minimum(g["ttft_s"], 1e6)
     # requests beyond what runs at once wait for a slot: Little's law over the whole closed loop
     served = m * (1 + ttft / (max(osl - 1, 1) * tpot))
     wait = np.maximum(n - served, 0) / np.maximum(m, 1e-9) * max(osl - 1, 1) * tpot
     ttft = ttft + wait
     thr = run_throughput(runs, ttft, tpot)
-    return {"ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3, "tokens_per_s_per_gpu": thr, "decoding_per_rank": m}
+    q = {f"ttft_p{k}_ms": (np.minimum(percentiles.agg_ttft_quantile(p, g, chunk, k / 100), 1e6) + wait) * 1e3
+         for k in (50, 99)}
+    q.update({f"tpot_p{k}_ms": percentiles.agg_tpot_quantile(p, g, k / 100) * 1e3 for k in (50, 99)})
+    return {"ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3, "tokens_per_s_per_gpu": thr, "decoding_per_rank": m, **q}
 
 
 def run_throughput(runs: list[Run], ttft_s, tpot_s) -> np.ndarray:
@@ -458,7 +473,7 @@ def predict_all(runs: list[Run]) -> dict[str, np.ndarray]:
 def _grouped(runs: list, predict_group) -> dict[str, np.ndarray]:
     """`predict_group` (runs sharing one problem -> arrays ttft_ms, tpot_ms, tokens_per_s_per_gpu,
     decoding_per_rank) over any runs, one call per problem, the results in input order."""
-    out = {k: np.empty(len(runs)) for k in ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu", "decoding_per_rank")}
+    out = {k: np.empty(len(runs)) for k in _PREDICTIONS}
     groups: dict[tuple, list[int]] = {}
     for k, run in enumerate(runs):
         groups.setdefault(_group_key(run), []).append(k)
@@ -467,6 +482,11 @@ def _grouped(runs: list, predict_group) -> dict[str, np.ndarray]:
         for key in out:
             out[key][members] = pred[key]
     return out
+
+
+def _percentile_cells(row: dict[str, str], pred: dict[str, np.ndarray], k: int) -> None:
+    for col, key in zip(PERCENTILE_COLUMNS, ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms")):
+        row[col] = f"{pred[key][k]:.4g}"
 
 
 def predict_rows(rows: Iterable[dict[str, str]], calibration: Calibration | None = None) -> list[dict[str, str]]:
@@ -488,6 +508,7 @@ def predict_rows(rows: Iterable[dict[str, str]], calibration: Calibration | None
         rows[i]["pred_ttft_ms"] = f"{dpred['ttft_ms'][k]:.4g}"
         rows[i]["pred_tpot_ms"] = f"{dpred['tpot_ms'][k]:.4g}"
         rows[i]["pred_tokens_per_s_per_gpu"] = f"{dpred['tokens_per_s_per_gpu'][k]:.4g}"
+        _percentile_cells(rows[i], dpred, k)
     skip = set(disagg)
     parsed, errors = parse_all([r for i, r in enumerate(rows) if i not in skip], calibration or Calibration())
     index = [i for i in range(len(rows)) if i not in skip]
@@ -507,6 +528,7 @@ def predict_rows(rows: Iterable[dict[str, str]], calibration: Calibration | None
         rows[i]["pred_ttft_ms"] = f"{pred['ttft_ms'][k]:.4g}"
         rows[i]["pred_tpot_ms"] = f"{pred['tpot_ms'][k]:.4g}"
         rows[i]["pred_tokens_per_s_per_gpu"] = f"{pred['tokens_per_s_per_gpu'][k]:.4g}"
+        _percentile_cells(rows[i], pred, k)
         for metric, (lo, hi) in bars.items():
             unit = "_ms" if metric != "tokens_per_s_per_gpu" else ""
             rows[i][f"pred_{metric}_lo{unit}"] = f"{lo[k]:.4g}"

@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from planner import cost, rules, uncertainty
+from planner import cost, percentiles, rules, uncertainty
 from planner.catalog import load_cluster, load_model
 from planner.errors import InfeasibleError, InvalidLayoutError, SearchTooLargeError, SpecError, TimeLimitError
 from planner.options import BATCH_LIFT, MAX_OPTIONS, SpaceTooLarge, Table, tabulate
@@ -108,6 +108,9 @@ def make_problem(
     backend: str = "*",
     memory_utilization: float | None = None,
     expert_precision: Precision | str | None = None,
+    workload: Workload | None = None,
+    tpot_percentile: int | None = None,
+    ttft_percentile: int | None = None,
 ) -> Problem:
     """A validated Problem from names or specs; raises SpecError/UnknownNameError on bad input.
 
@@ -117,6 +120,9 @@ def make_problem(
     calibration: a Calibration, a path to a calibration YAML, or None for the shipped one.
     backend: the serving engine whose calibration profile applies ('trtllm', 'vllm', 'sglang', '*').
     memory_utilization: the engine's HBM fraction, overriding the calibration's (e.g. 0.85).
+    workload: the traffic (length spread, trace, prefix cache: planner.traffic), replacing isl/osl.
+    tpot_percentile / ttft_percentile: the SLA floor / TTFT limit hold at this percentile of requests
+    (50, 90, 95, 99) instead of the mean.
     """
     from pydantic import ValidationError
 
@@ -137,14 +143,16 @@ def make_problem(
         raise SpecError(f"unknown KV-cache precision {str(kv_precision)!r}; known: fp8, bf16") from None
     try:
         sla = (
-            SLA(min_tokens_per_s_per_user=min_tokens_per_s_per_user, max_ttft_s=max_ttft_s)
+            SLA(min_tokens_per_s_per_user=min_tokens_per_s_per_user, max_ttft_s=max_ttft_s,
+                tpot_percentile=tpot_percentile if min_tokens_per_s_per_user is not None else None,
+                ttft_percentile=ttft_percentile if max_ttft_s is not None else None)
             if min_tokens_per_s_per_user is not None or max_ttft_s is not None
             else None
         )
         if not isinstance(backend, str):
             raise SpecError(f"backend must be an engine name (trtllm, vllm, sglang or *), got {backend!r}")
         return Problem(
-            model=m, cluster=c, gpus=gpus, workload=Workload(isl=isl, osl=osl), precision=prec,
+            model=m, cluster=c, gpus=gpus, workload=workload or Workload(isl=isl, osl=osl), precision=prec,
             expert_precision=experts, kv_precision=kv, sla=sla, calibration=cal, backend=backend.lower(),
         )
     except ValidationError as e:
@@ -156,7 +164,8 @@ def with_sla(p: Problem, min_tokens_per_s_per_user: float | None) -> Problem:
     ttft = p.sla.max_ttft_s if p.sla else None
     if min_tokens_per_s_per_user is None and ttft is None:
         return p.model_copy(update={"sla": None})
-    return p.model_copy(update={"sla": SLA(min_tokens_per_s_per_user=min_tokens_per_s_per_user, max_ttft_s=ttft)})
+    kept = p.sla.model_dump() if p.sla else {}
+    return p.model_copy(update={"sla": SLA(**{**kept, "min_tokens_per_s_per_user": min_tokens_per_s_per_user})})
 
 
 def objective_value(p: Problem, cand: Candidate, objective: Objective) -> float:
@@ -356,7 +365,7 @@ def diagnose(s: Searcher) -> InfeasibleError:
     p, space = s.p, s.space
     if not s.best(use_sla=False, use_ttft=False):
         w = p.workload
-        need = w.isl // w.osl + 1  # the smallest batch, one request per rank, needs chunk > isl/osl
+        need = int(w.prefill_tokens // w.osl) + 1  # one request per rank needs chunk > prefilled tokens / osl
         if max(space.chunks) < need:
             return InfeasibleError(
                 f"no chunk in {short_list(space.chunks)} keeps the batch full: with isl {w.isl} / osl {w.osl} even one "
@@ -376,18 +385,20 @@ def diagnose(s: Searcher) -> InfeasibleError:
             f"{fewest} {p.cluster.name} GPUs", "fit", {"gpus": fewest})
     limit = p.sla.max_ttft_s if p.sla else None
     at = f" at the {p.confidence:.0%} pessimistic end" if p.confidence is not None else ""
+    ttft_q = f" at p{p.sla.ttft_percentile}" if p.sla and p.sla.ttft_percentile else ""
+    tpot_q = f" at p{p.sla.tpot_percentile}" if p.sla and p.sla.tpot_percentile else ""
     fast = s.best("min_tpot", use_sla=False, use_ttft=True)
     if not fast:
         quick = s.best("min_ttft", use_sla=False, use_ttft=False)
         best = objective_value(p, quick[0], "min_ttft") * 1e3
         return InfeasibleError(
-            f"TTFT limit {limit * 1e3:.0f} ms is unreachable: the lowest TTFT any plan reaches here{at} is "
-            f"{best:.0f} ms", "ttft", {"ttft_ms": best})
+            f"TTFT limit {limit * 1e3:.0f} ms{ttft_q} is unreachable: the lowest TTFT{ttft_q} any plan reaches "
+            f"here{at} is {best:.0f} ms", "ttft", {"ttft_ms": best})
     speed = 1 / objective_value(p, fast[0], "min_tpot")
     sla = p.sla.min_tokens_per_s_per_user if p.sla else None
-    within = f" within TTFT {limit * 1e3:.0f} ms" if limit else ""
+    within = f" within TTFT {limit * 1e3:.0f} ms{ttft_q}" if limit else ""
     return InfeasibleError(
-        f"SLA {sla:g} tokens/s/user is unreachable: the highest any plan reaches here{within}{at} is "
+        f"SLA {sla:g} tokens/s/user{tpot_q} is unreachable: the highest{tpot_q} any plan reaches here{within}{at} is "
         f"{speed:.1f} tokens/s/user ({fast[0].parallel.label})", "sla", {"tokens_per_s_per_user": speed})
 
 
@@ -396,8 +407,9 @@ def build_plan(p: Problem, cand: Candidate, info: SolverInfo) -> Plan:
     calibration has an interval table) and, with p.confidence, the figures the SLA was checked at."""
     ev = cost.evaluate(p, cand.parallel, cand.micro_batch, cand.chunk)
     m = ev.metrics
-    metrics = m.model_copy(update=uncertainty.plan_intervals(p, m.tpot_ms, m.ttft_ms, m.tokens_per_s_per_gpu,
-                                                             ev.batch.concurrency))
+    metrics = m.model_copy(update={
+        **uncertainty.plan_intervals(p, m.tpot_ms, m.ttft_ms, m.tokens_per_s_per_gpu, ev.batch.concurrency),
+        "percentiles": percentiles.agg_percentiles(p, cand.parallel, cand.micro_batch, cand.chunk)})
     confidence = None
     if p.confidence is not None:
         tpot, ttft = rules.checked_times(p, cost.metrics_grid(p, cand.parallel, cand.micro_batch, cand.chunk))
@@ -408,7 +420,8 @@ def build_plan(p: Problem, cand: Candidate, info: SolverInfo) -> Plan:
         gemm_math=p.gemm_math, expert_precision=p.experts if p.mixed_formats else None,
         expert_gemm_math=p.math_for(p.experts) if p.mixed_formats else None, label=cand.parallel.label,
         parallel=cand.parallel, batch=ev.batch, metrics=metrics, memory=ev.memory, solver=info, sla=p.sla,
-        workload=p.workload, backend=p.backend, speculation=p.speculation, confidence=confidence, notes=list(p.model.approximations),
+        workload=p.workload, backend=p.backend, speculation=p.speculation, confidence=confidence,
+        notes=list(p.model.approximations),
         spans_domains=cost.domain_spans(p, cand.parallel),
     )
 
@@ -602,7 +615,7 @@ def estimate(
     m = concurrency // share
     broken = rules.violations(p, parallel, m, chunk, use_sla=False, use_ttft=False)
     if "chunk_keeps_up" in broken:
-        need = int(m * p.workload.isl // p.workload.osl) + 1
+        need = int(m * p.workload.prefill_tokens // p.workload.osl) + 1
         raise InvalidLayoutError(
             f"{rules.explain(p, parallel, 'chunk_keeps_up')}: {m} requests per rank need a chunk of at least "
             f"{need} tokens for isl {p.workload.isl} / osl {p.workload.osl}", "chunk_keeps_up")

@@ -165,6 +165,18 @@ def _normal_quantile(q: np.ndarray) -> np.ndarray:
     return out
 
 
+def normal_cdf(z) -> np.ndarray:
+    """Standard normal P(Z <= z) (Abramowitz & Stegun 7.1.26 erf, |error| < 1.5e-7); +-inf allowed."""
+    z = np.asarray(z, dtype=float)
+    x = np.abs(z) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    with np.errstate(over="ignore", invalid="ignore"):
+        erf = 1.0 - poly * np.exp(-x * x)
+    erf = np.where(np.isinf(x), 1.0, erf)
+    return 0.5 * (1.0 + np.sign(z) * erf)
+
+
 def normal_quantile(q) -> np.ndarray:
     """Standard normal quantile z with P(Z <= z) = q."""
     return _normal_quantile(np.atleast_1d(q)).reshape(np.shape(q))

@@ -341,6 +341,8 @@ class _Engine:
             "arr", "isl", "osl", "pre", "lane", "gen", "epoch", "join_step", "kv_join", "recompute", "t_first",
             "t_fin", "t_start", "t_ready", "t_b1", "t_evict", "t_join", "lag", "client", "flags")}
         self.r = r
+        self.zeros = [r[k] for k in ("gen", "epoch", "join_step", "kv_join", "recompute", "lag", "flags")]
+        self.nans = [r[k] for k in ("t_first", "t_fin", "t_start", "t_ready", "t_b1", "t_evict", "t_join")]
         (self.arr, self.isl, self.osl, self.pre, self.lane, self.gen, self.epoch, self.join_step, self.kv_join,
          self.recompute, self.t_first, self.t_fin, self.t_start, self.t_ready, self.t_b1, self.t_evict, self.t_join,
          self.lag, self.client, self.flags) = r.values()
@@ -363,11 +365,16 @@ class _Engine:
     def new_request(self, t: float, lane: int, client: int = -1) -> int:
         rid = len(self.arr)
         isl, osl, pre = self.lengths(rid)
-        for name, v in (("arr", t), ("isl", isl), ("osl", osl), ("pre", pre), ("lane", lane), ("gen", 0),
-                        ("epoch", 0), ("join_step", 0), ("kv_join", 0.0), ("recompute", 0), ("t_first", math.nan),
-                        ("t_fin", math.nan), ("t_start", math.nan), ("t_ready", math.nan), ("t_b1", math.nan),
-                        ("t_evict", math.nan), ("t_join", math.nan), ("lag", 0.0), ("client", client), ("flags", 0)):
-            self.r[name].append(v)
+        self.arr.append(t)
+        self.isl.append(isl)
+        self.osl.append(osl)
+        self.pre.append(pre)
+        self.lane.append(lane)
+        self.client.append(client)
+        for column in self.zeros:
+            column.append(0)
+        for column in self.nans:
+            column.append(math.nan)
         if rid == self.m0:
             self.in_window, self.window[0], self.t_area = True, t, t
         self.count(t, +1)

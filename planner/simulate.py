@@ -21,10 +21,11 @@ while it has work, every iteration taking
 
 KV capacity per lane: the HBM the plan leaves to the KV cache (``memory.usable_bytes`` minus weights, activations,
 buffers and reserve: an engine gives all free memory to KV), in tokens at the cost model's bytes per token for the
-workload's context; requests hold their prompt's tokens (those the prefix cache misses) as they are prefilled and
-one more per token decoded. A prompt waits in the queue while there is no room; when decoding outgrows the
-cache, the latest-admitted request is preempted (counted): an aggregated lane recomputes its tokens through the
-chunk budget, a decode lane swaps it out and back.
+workload's context. A prompt takes the KV of its whole prefill (the tokens the prefix cache misses) when its first
+chunk is scheduled, and starts only when that fits beside the decoding requests' next tokens (it waits in the queue
+meanwhile); a decoding request takes one token more per iteration, and when decoding outgrows the cache the
+latest-admitted request is preempted (counted): an aggregated lane recomputes its tokens through the chunk budget, a
+decode lane swaps them out and back. A request whose whole context exceeds a lane's cache is refused (counted).
 
 Traffic: open (Poisson, gaps gamma-spread by the workload's burstiness: traffic.poisson_arrivals), a closed loop
 of N clients (each sends its next request when the previous one's last token arrives; all start at once, as a
@@ -37,8 +38,10 @@ setting; the plan's own rate (``rate_per_s=plan.metrics.requests_per_s``) loads 
 traffic at it queues without bound.
 
 The cost model's other fixed times: its request overhead (``Factors.ttft_overhead_ms``) is added to TTFT and
-end-to-end latency; an aggregated request becomes schedulable ``admission_iterations - 1/2`` mean TPOTs after it
-arrives (the half iteration in flight is simulated).
+end-to-end latency; an aggregated request's tokens stream ``admission_iterations - 1/2`` of its lane's mean
+iterations late (the cost model counts that many iterations of the mean TPOT; the half iteration in flight when a
+request arrives is simulated). ITL is every iteration a measured request decodes in, plus its stalls (waits for a
+decode slot or after a preemption) as one gap each.
 
 Not simulated: speculative decoding (refused); iteration times of a batch whose contexts differ from the workload's
 mean lengths (the cost model's attention terms take the mean: lengths change the work per request, not the time per
@@ -75,7 +78,8 @@ MAX_REQUESTS = 10_000_000
 """Most requests one simulation measures [requests]."""
 C_GRID_LINEAR = 129
 """Points of the prefill-token grid spread evenly over 0..chunk (plus every count up to 64 and 64 log-spaced
-ones): pass times between them are interpolated linearly (error below 1e-4 on the default plans)."""
+ones): pass times between them are interpolated linearly (measured error below 1e-4 on the default case's
+aggregated plan)."""
 TIE = 1e-12
 """Relative slack when an arrival time falls on an iteration boundary [share of an iteration]."""
 
@@ -128,7 +132,8 @@ class SimResult(_Out):
     prefill_lanes: int = Field(0, description="Disaggregated: prefill lanes of all prefill workers")
     ttft: LatencyStats
     tpot: LatencyStats | None = Field(description="Per request (finish - first token) / (osl - 1); None if osl 1")
-    itl: LatencyStats | None = Field(description="Time between a request's consecutive tokens, over all tokens")
+    itl: LatencyStats | None = Field(description="Time between a request's consecutive tokens, over all tokens: "
+                                     "the iterations it decodes in, and its stalls")
     e2e: LatencyStats = Field(description="Arrival to last token")
     arrival_rate_per_s: float = Field(description="Requests that arrived per second in the window [requests/s]")
     requests_per_s: float = Field(description="Requests finished per second in the window [requests/s]")
@@ -139,7 +144,7 @@ class SimResult(_Out):
     preemptions: int = Field(description="Requests preempted because decoding outgrew a lane's KV cache")
     kv_waits: int = Field(description="Measured requests that waited for KV room before prefill or decode")
     decode_waits: int = Field(description="Measured requests that waited, prefilled, for a decode slot")
-    mean_prefill_wait_ms: float = Field(description="Schedulable to first chunk carried, mean [ms]")
+    mean_prefill_wait_ms: float = Field(description="Arrival to its first chunk carried, mean [ms]")
     mean_decode_wait_ms: float = Field(description="Prefilled (disagg: transferred) to decoding, mean [ms]")
     kv_capacity_tokens: float = Field(description="KV cache of one decoding lane [tokens]")
     kv_peak_share: float = Field(description="Most KV any lane held at once, over its capacity (<= 1)")
@@ -282,7 +287,7 @@ class _PassTable:
         return t
 
 
-def kv_lane_tokens(p: Problem, par: Parallel, memory, micro_batch: int) -> float:
+def kv_lane_tokens(p: Problem, par: Parallel, memory) -> float:
     """KV cache one lane may fill [tokens]: the HBM per GPU the plan leaves to KV (usable minus weights,
     activations, buffers and reserve), at the cost model's bytes per request at full context (isl + osl, over every
     layer, cost.kv_cache_bytes_per_gpu) spread over its tokens; minus the prefix cache's resident tokens (shared by
@@ -429,7 +434,10 @@ class _Engine:
         self.t_join[rid] = L.t
         e = self.epoch[rid]
         heapq.heappush(L.heap, (L.step + self.osl[rid] - self.gen[rid], e, rid))
-        L.order.append((rid, e))
+        order = L.order
+        order.append((rid, e))
+        if len(order) > 64 and len(order) > 4 * L.dec_n:  # drop the requests that left, keeping the order
+            L.order = [x for x in order if x[1] == self.epoch[x[0]]]
 
     def leave(self, L: _Lane, rid: int) -> float:
         """Take a decoding request out of the batch, freeing its KV; its KV tokens [tokens]."""
@@ -866,7 +874,7 @@ def simulate(problem: Problem, plan: Plan, *, trace: traffic.Trace | None = None
         cap = int(dpool.batch.micro_batch or plan.batch.micro_batch)
         n_lanes = dpool.workers * dpar.attention_dp * dpar.pp
         n_pre = ppool.workers * ppar.attention_dp * ppar.pp
-        kv_cap = kv_lane_tokens(dec_p, dpar, dpool.memory, cap)
+        kv_cap = kv_lane_tokens(dec_p, dpar, dpool.memory)
         pre_chunk = int(ppool.batch.chunk_tokens or plan.batch.chunk_tokens)
         t_dec = _PassTable(lambda m, c: cost.decode_pass_time(dec_p, dpar, m), cap, 0)
         t_pre = _PassTable(lambda m, c: cost.prefill_pass_time(problem, ppar, c), 0, pre_chunk)
@@ -877,7 +885,7 @@ def simulate(problem: Problem, plan: Plan, *, trace: traffic.Trace | None = None
         par = plan.parallel
         cap, chunk = int(plan.batch.micro_batch), int(plan.batch.chunk_tokens)
         n_lanes, n_pre = par.dp * par.attention_dp * par.pp, 0
-        kv_cap = kv_lane_tokens(problem, par, plan.memory, cap)
+        kv_cap = kv_lane_tokens(problem, par, plan.memory)
         t_agg = _PassTable(lambda m, c: cost.pass_time(problem, par, m, c), cap, chunk)
         t_dec = t_pre = None
         pre_chunk, handoff, transfer = 0, 0.0, None

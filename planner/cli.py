@@ -58,6 +58,8 @@ MAX_TIME_LIMIT_S = 86400.0
 """Longest --time-limit accepted [s]."""
 MAX_LIST_VALUES = 1_000_000
 """Most values a --chunks or --micro-batches list may hold."""
+MAX_SIM_REQUESTS = 10_000_000
+"""Most requests `simulate --requests` and `solve --verify --requests` take (planner.simulate.MAX_REQUESTS)."""
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -192,6 +194,15 @@ def parse_demand(text: str) -> tuple[float | None, float | None]:
                                  "(output tokens)")
     value = _positive(text, float(m.group(1)))
     return (value, None) if m.group(2) in ("req/s", "requests/s", "rps") else (None, value)
+
+
+def parse_rate(text: str) -> float:
+    """'2.5', '2.5req/s', '2.5 requests/s' -> 2.5 requests/s: a positive finite arrival rate."""
+    t = text.strip().lower().replace(" ", "")
+    m = re.fullmatch(r"(-?" + _NUMBER[1:] + r"(req/s|requests/s|rps)?", t)
+    if not m:
+        raise click.BadParameter(f"'{text}' is not an arrival rate: use e.g. 2.5 or 2.5req/s (requests per second)")
+    return _positive(text, float(m.group(1)))
 
 
 def parse_confidence(text: str) -> float:
@@ -444,10 +455,15 @@ def main() -> None:
               help="Decode pool on another GPU type (disaggregated): catalog name or YAML path.")
 @click.option("--decode-gpus", type=click.IntRange(min=1), default=None,
               help="GPUs of the decode cluster [default: as many as --gpus].")
+@click.option("--verify", is_flag=True,
+              help="Simulate the chosen plan (planner simulate's default traffic) and say whether each part of the "
+                   "SLA holds in the simulation (lines on stderr with --json).")
+@click.option("--requests", type=click.IntRange(min=1, max=MAX_SIM_REQUESTS), default=None,
+              help="With --verify: requests to simulate [default: 10,000].")
 @_search_options
 def solve(sla: tuple[float, int | None], ttft: tuple[float, int | None] | None, top: int, confidence: float | None,
-          serving: str,
-          decode_cluster: str | None, decode_gpus: int | None, method: str,
+          serving: str, decode_cluster: str | None, decode_gpus: int | None, verify: bool, requests: int | None,
+          method: str,
           chunks: tuple[int, ...] | None, micro_batches: tuple[int, ...] | None, time_limit: float, as_json: bool,
           **kw: Any) -> None:
     """Best plan (layout, batch, chunk) maximising tokens/s/GPU at a minimum tokens/s/user.
@@ -460,13 +476,23 @@ def solve(sla: tuple[float, int | None], ttft: tuple[float, int | None] | None, 
         from planner.uncertainty import with_confidence
 
         problem = with_confidence(problem, confidence)
+    if requests is not None and not verify:
+        raise click.UsageError("--requests goes with --verify")
     plans = search.solve(problem, method=method, top=top, chunks=chunks, micro_batches=micro_batches,
                          params=_params(time_limit), serving=serving, decode_cluster=decode_cluster,
                          decode_gpus=decode_gpus)
     if as_json:
         _dump(plans[0].model_dump(mode="json") if top == 1 else [p.model_dump(mode="json") for p in plans])
-        return
-    _echo(render.solve_lines(plans, problem))
+    else:
+        _echo(render.solve_lines(plans, problem))
+    if verify:
+        from planner import simulate as sim
+
+        best = plans[0]
+        result = sim.simulate(problem, best, requests=requests,
+                              decode_problem=sim.decode_problem_of_plan(best, problem, decode_cluster))
+        for line in sim.verify_lines(result, best):
+            click.echo(line, err=as_json)
 
 
 @main.command()
@@ -584,6 +610,60 @@ def _estimate_csv(path: Path, out: Path | None, calibration: str | None) -> None
     note = f"; {failed} with an error (see the error column)" if failed else ""
     click.echo(f"planner: predicted {len(rows) - failed} of {len(rows)} rows in {time.perf_counter() - t0:.2f} s"
                f"{note}", err=True)
+
+
+@main.command()
+@click.argument("plan_file", metavar="PLAN.json|-")
+@click.option("--trace", type=click.Path(dir_okay=False), default=None,
+              help="Requests to replay: CSV (header input_tokens,output_tokens[,arrival_s]) or JSONL; its arrival "
+                   "times and lengths (without arrival_s: its lengths, with the traffic below).")
+@click.option("--rate", default=None, callback=_callback(parse_rate),
+              help="Open traffic of this many requests/s (Poisson, spread by the workload's burstiness), e.g. 2.5.")
+@click.option("--clients", type=click.IntRange(min=1, max=MAX_SIM_REQUESTS), default=None,
+              help="A closed loop of N clients, each sending its next request when the last one finishes "
+                   "[default: the plan's concurrency].")
+@click.option("--requests", type=click.IntRange(min=1, max=MAX_SIM_REQUESTS), default=None,
+              help="Requests to measure, after a warm-up of a tenth as many [default: 10,000; a trace with arrival "
+                   "times: all of it].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the lengths, arrivals and routing.")
+@click.option("--model", default=None, help="The plan's model as a file (YAML or config.json), when its name is "
+                                            "not in the catalog.")
+@click.option("--cluster", default=None, help="The plan's cluster (disaggregated: the prefill pool's) as a YAML "
+                                              "file, when its name is not in the catalog.")
+@click.option("--decode-cluster", default=None, help="A disaggregated plan's decode cluster as a YAML file.")
+@click.option("--calibration", default=None,
+              help="The calibration the plan was made with [default: the shipped one].")
+@click.option("--json", "as_json", is_flag=True, help="Print only the simulation's result as JSON.")
+def simulate(plan_file: str, trace: str | None, rate: float | None, clients: int | None, requests: int | None,
+             seed: int, model: str | None, cluster: str | None, decode_cluster: str | None, calibration: str | None,
+             as_json: bool) -> None:
+    """Simulate the engine scheduler serving a plan (the JSON of `planner solve --json`, or - for stdin).
+
+    A discrete-event simulation of every lane (attention-DP rank x micro-batch) of the deployment: continuous
+    batching up to the plan's micro-batch, chunked prefill within its chunk, the KV cache's capacity (waits,
+    preemption), a disaggregated plan's prefill pool, KV transfer and decode pool; every iteration's time from the
+    cost model. Prints mean and percentiles of TTFT, TPOT, ITL and end-to-end latency beside the plan's predicted
+    means, and the throughput. Traffic: --trace, --rate or --clients; none: a closed loop of the plan's
+    concurrency.
+    """
+    from planner import simulate as sim
+    from planner.traffic import load_trace
+
+    if rate is not None and clients is not None:
+        raise click.UsageError("give --rate or --clients, not both")
+    plan = sim.load_plan(plan_file)
+    sim.check_supported(plan)
+    problem = sim.problem_of_plan(plan, model=model, cluster=cluster, calibration=calibration)
+    decode_problem = sim.decode_problem_of_plan(plan, problem, decode_cluster)
+    replay = load_trace(trace) if trace is not None else None
+    result = sim.simulate(problem, plan, trace=replay, rate_per_s=rate, clients=clients, requests=requests, seed=seed,
+                          decode_problem=decode_problem)
+    if as_json:
+        _dump(result.model_dump(mode="json"))
+        return
+    note = sim.model_mismatch(problem, plan, decode_problem)
+    _echo(sim.result_lines(result, plan) + ([note] if note else []))
 
 
 @main.command()

@@ -53,12 +53,30 @@ def length_points(p: Problem, which: str) -> tuple[np.ndarray, np.ndarray]:
     return length_quantiles(w, which, mids), np.diff(_EDGES)
 
 
-def _wait_cdf_terms(rho, mean_wait):
-    """(probability the wait is positive, rate of its exponential) [1, 1/s]."""
+def _wait_terms(p: Problem, rho, services: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probability the wait is positive, decay rate of its tail) of the prefill queue [1, 1/s].
+
+    The queue is busy a share rho of the time, so an arrival waits with probability rho; given that, its wait
+    is taken as exponential with the queue's asymptotic decay rate theta (Cramer-Lundberg): for Poisson
+    arrivals rho (E[exp(theta S)] - 1) / (theta E[S]) = 1 over the services S (stacked on axis 0 with
+    `weights`), exact in the tail of M/G/1 and lighter than the M/M/1 tail for fixed lengths; burstier
+    arrivals (cost.arrival_scv ca^2 > 1) divide theta by (1 + ca^2) / 2, as Kingman's approximation scales
+    the wait."""
     rho = np.clip(np.asarray(rho, dtype=float), 0.0, 1.0)
+    services = np.asarray(services, dtype=float)
+    mean = sum(w * s for w, s in zip(weights, services))
+    busy = (rho > 0) & (mean > 0)
+    ratio = services / np.where(mean > 0, mean, 1.0)
+    lo, hi = np.zeros(np.broadcast(rho, mean).shape), np.full(np.broadcast(rho, mean).shape, 60.0)
+    for _ in range(40):  # x = theta E[S]: the left side grows with x from rho < 1
+        x = 0.5 * (lo + hi)
+        with np.errstate(over="ignore"):
+            mgf = sum(w * np.exp(np.minimum(x * r, 700.0)) for w, r in zip(weights, ratio))
+        grows = rho * (mgf - 1) / x < 1
+        lo, hi = np.where(grows, x, lo), np.where(grows, hi, x)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rate = np.where(mean_wait > 0, rho / np.asarray(mean_wait, dtype=float), np.inf)
-    return np.where(mean_wait > 0, rho, 0.0), rate
+        theta = hi / np.where(mean > 0, mean, 1.0) / ((1 + cost.arrival_scv(p)) / 2)
+    return np.where(busy, rho, 0.0), np.where(busy, theta, np.inf)
 
 
 def _sum_cdf(t, pw, lam, pb, span) -> np.ndarray:
@@ -127,8 +145,9 @@ def agg_ttft_quantile(p: Problem, g: Mapping[str, np.ndarray], chunk, q: float) 
         fixed = np.asarray(g["ttft_s"], dtype=float) - passes * stretch * first - backlog
     points, weights = length_points(p, "isl")
     own = _passes(p, chunk, points)
-    mean_wait = passes * first * (stretch - 1)
-    pw, lam = _wait_cdf_terms(g["prefill_load"], np.where(np.isfinite(mean_wait), mean_wait, 0.0))
+    # the queue for the chunk budget is busy while chunk-carrying passes run: that share of the time
+    busy = np.asarray(g["prefill_share"]) * np.asarray(g["carried_pass_s"]) / np.asarray(g["tpot_s"])
+    pw, lam = _wait_terms(p, busy, own * first, weights)
     b = p.burstiness if p.workload.closed_loop else 0.0
     if b > 0 and "wave_first_pass_s" in g:
         steady_span, wave_span = 2 * np.asarray(g["steady_backlog_s"]), np.asarray(g["wave_span_s"])
@@ -181,8 +200,7 @@ def disagg_ttft_quantile(p: Problem, service_s, rho, transfer_s, q: float) -> np
     service_s = np.asarray(service_s, dtype=float)
     services, weights = _disagg_services(p, service_s)
     stretch = cost.queue_stretch(rho, cost.queue_variability(p))
-    mean_wait = service_s * (stretch - 1)
-    pw, lam = _wait_cdf_terms(rho, np.where(np.isfinite(mean_wait), mean_wait, 0.0))
+    pw, lam = _wait_terms(p, rho, services, weights)
     fixed = cost.disagg_overhead(p) + np.asarray(transfer_s, dtype=float)
     out = _ttft_quantile(q, [(1.0, fixed, services, np.zeros(()), np.zeros(()))], weights, pw, lam)
     return np.where(np.isfinite(stretch), out, np.inf)

@@ -78,11 +78,12 @@ PRIORS: dict[str, tuple[float, str]] = {
     "queue_burstiness": (1.5, "between steady traffic (0) and synchronised waves (1)"),
     "disagg_handoff_ms": (1.5, "router hand-off, KV transfer set-up (NIXL/UCX) and the decode engine's admission "
                           "and first step: tens of ms in disaggregated engines"),
-    "mtp_acceptance": (0.15, "DeepSeek-V3 technical report (arXiv 2412.19437, section 5.4.3): the second token "
-                       "predicted by the MTP module is accepted 85-90% of the time"),
-    "eagle_acceptance": (0.2, "EAGLE (Li et al. 2024, arXiv 2401.15077) reports per-position acceptance of about "
+    "mtp_acceptance": (0.3, "DeepSeek-V3 technical report (arXiv 2412.19437, section 5.4.3): the second token "
+                       "predicted by the MTP module is accepted 85-90% of the time (on DeepSeek's evaluation text; "
+                       "acceptance varies with the text generated)"),
+    "eagle_acceptance": (0.3, "EAGLE (Li et al. 2024, arXiv 2401.15077) reports per-position acceptance of about "
                          "0.7-0.8 for chain drafts on MT-bench"),
-    "draft_acceptance": (0.25, "small draft models: per-token acceptance 0.5-0.9 across tasks (Leviathan et al. "
+    "draft_acceptance": (0.3, "small draft models: per-token acceptance 0.5-0.9 across tasks (Leviathan et al. "
                          "2023, arXiv 2211.17192, table 3)"),
 }
 """Prior of each factor beside its centre (the Factors default): (spread in log units, why). The base fit is

@@ -170,7 +170,7 @@ def with_speculation(p: Problem, speculation: Speculation | None) -> Problem:
     if speculation is not None and not isinstance(speculation, Speculation):
         raise SpecError(f"speculation must be a planner.specs.Speculation, got {type(speculation).__name__}")
     try:
-        q = Problem(**{**dict(p), "speculation": speculation})
+        q = Problem(**{**{name: getattr(p, name) for name in Problem.model_fields}, "speculation": speculation})
     except ValidationError as e:
         raise SpecError(validation_message(e)) from None
     if speculation is not None:

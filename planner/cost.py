@@ -20,7 +20,8 @@ time of a pass through all stages, ``(1 - f) * pass(0) + f * pass(c)``; TTFT cou
 (see ``ttft_passes``). Closed-loop benchmarks of fixed-length requests send them back in groups
 (burstiness: how synchronised the loop stays, fitted to them); planning assumes steady traffic.
 Within a pass, each group of kernels takes the larger of its memory time and its compute time
-(roofline), and communication adds to it.
+(roofline), and communication adds to it. With speculative decoding (Problem.speculation) an iteration is a
+draft-and-verify step yielding E tokens per request (spec_decode_step, the section "speculative decoding").
 """
 
 from __future__ import annotations
@@ -870,8 +871,8 @@ def decode_pass_time(p: Problem, par: Parallel | Layouts, m) -> np.ndarray:
 
 
 def decode_rate(p: Problem, par: Parallel | Layouts, m, tpot=None) -> np.ndarray:
-    """Output tokens one decode worker produces per second: m * adp * pp requests, one token each per pass
-    [tokens/s]."""
+    """Output tokens one decode worker produces per second: m * adp * pp requests, each one token per TPOT (E per
+    speculative step) [tokens/s]."""
     t = decode_pass_time(p, par, m) if tpot is None else tpot
     return np.asarray(m) * par.attention_dp * par.pp / t
 

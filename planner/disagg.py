@@ -122,7 +122,7 @@ class PoolOptions:
     batch: np.ndarray
     gpus: np.ndarray  # [GPUs] of one worker
     broken: np.ndarray  # uint16 bits (options.BIT) of the pool rules each option breaks
-    pass_s: np.ndarray  # [s] one pass
+    pass_s: np.ndarray  # [s] one pass (decode: its TPOT, the speculative step over E)
     rate: np.ndarray  # [requests/s] prefill capacity, or decode output [tokens/s] per worker
     service_s: np.ndarray  # [s] prefill: one prompt's passes; decode: TPOT
     link_s: np.ndarray  # [s] (options, 2): KV send (prefill) or receive (decode) time, scale-out / scale-up

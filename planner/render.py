@@ -173,14 +173,18 @@ def speculation_lines(p: Plan, problem: Problem) -> list[str]:
     s = p.speculation
     if s is None:
         return []
+    from planner.search import SEARCHED_DRAFT_TOKENS
+
     asked = problem.speculation
-    k_how = "given" if asked is not None and asked.draft_tokens is not None else "best of 1..4"
+    searched = f"best of {SEARCHED_DRAFT_TOKENS[0]}..{SEARCHED_DRAFT_TOKENS[-1]}"
+    k_how = "given" if asked is not None and asked.draft_tokens is not None else searched
     given = asked is not None and asked.acceptance is not None
     a_how = "given" if given else f"calibration, {s.method.value}_acceptance"
     m = p.metrics
     pool = "the decode pool's " if p.serving == "disagg" else ""
-    out = [f"speculation: {SPEC_METHODS[s.method.value].format(s.draft_model)}, {s.draft_tokens} draft tokens per "
-           f"step ({k_how}), acceptance {s.acceptance:.2f} ({a_how}): {m.tokens_per_step:.2f} tokens per step of "
+    tokens = f"{s.draft_tokens} draft token{'s' if s.draft_tokens != 1 else ''} per step ({k_how})"
+    out = [f"speculation: {SPEC_METHODS[s.method.value].format(s.draft_model)}, {tokens}, acceptance "
+           f"{s.acceptance:.2f} ({a_how}): {m.tokens_per_step:.2f} tokens per step of "
            f"{duration(m.tpot_ms * m.tokens_per_step)} ({pool}TPOT {m.tpot_ms:.1f} ms)"]
     if p.speculation_options:
         def cell(o: Any) -> str:

@@ -16,11 +16,14 @@ from planner.specs import (
     Plan,
     Precision,
     Problem,
+    SpecMethod,
+    Speculation,
     Workload,
 )
 
 __all__ = [
     "SLA", "Calibration", "ClusterSpec", "InfeasibleError", "InvalidLayoutError", "ModelSpec", "Parallel",
-    "Plan", "PlannerError", "Precision", "Problem", "SpecError", "UnknownNameError", "Workload", "estimate",
+    "Plan", "PlannerError", "Precision", "Problem", "SpecError", "SpecMethod", "Speculation", "UnknownNameError",
+    "Workload", "estimate",
     "load_cluster", "load_model", "make_problem", "min_gpus_to_fit", "solve",
 ]

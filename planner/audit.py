@@ -20,7 +20,7 @@ import numpy as np
 from planner import catalog
 from planner.errors import InfeasibleError, PlannerError
 from planner.search import make_problem, solve
-from planner.specs import Precision, Problem
+from planner.specs import Precision, Problem, Speculation
 
 REL_TOL = 1e-9
 """Largest relative difference of two tokens/s/GPU (or reachable figures) still counted as equal."""
@@ -43,11 +43,13 @@ class Case:
     decode_gpus: int | None = None  # its GPUs
     chunks: tuple[int, ...] | None = None  # candidate lists (None: the defaults)
     micro_batches: tuple[int, ...] | None = None
+    speculation: Speculation | None = None  # speculative decoding (None: none)
 
     def problem(self) -> Problem:
         """The Problem of this case (the shipped calibration)."""
         return make_problem(model=self.model, cluster=self.cluster, gpus=self.gpus, isl=self.isl, osl=self.osl,
-                            precision=self.precision, min_tokens_per_s_per_user=self.sla, max_ttft_s=self.ttft)
+                            precision=self.precision, min_tokens_per_s_per_user=self.sla, max_ttft_s=self.ttft,
+                            speculation=self.speculation)
 
     def command(self) -> str:
         """The `planner solve` command line of this case."""
@@ -63,6 +65,13 @@ class Case:
         for flag, values in (("--chunks", self.chunks), ("--micro-batches", self.micro_batches)):
             if values is not None:
                 args += [flag, ",".join(str(v) for v in values)]
+        s = self.speculation
+        if s is not None:
+            args += ["--spec", s.method.value + (f":{s.draft_model}" if s.draft_model else "")]
+            if s.draft_tokens is not None:
+                args += ["--draft-tokens", str(s.draft_tokens)]
+            if s.acceptance is not None:
+                args += ["--acceptance", f"{s.acceptance:g}"]
         return shlex.join(args)
 
 

@@ -31,6 +31,7 @@ from planner.runs import (
     predict_all,
     predict_disagg_all,
     row_mode,
+    row_spec,
     run_throughput,
 )
 from planner.specs import FACTOR_NAMES, Calibration, Factors, Problem, Profile
@@ -47,6 +48,9 @@ interconnect fractions."""
 DISAGG_FACTORS = ("disagg_handoff_ms",)
 """Factors only disaggregated serving reads: fitted per engine and GPU vendor on disaggregated runs
 (`fit_disagg`), never by the aggregated fit."""
+SPEC_FACTORS = ("mtp_acceptance", "eagle_acceptance", "draft_acceptance")
+"""Factors only speculative decoding reads, one per method: fitted per engine and GPU vendor on speculative runs
+(`fit_spec`), never by the aggregated or the disaggregated fit."""
 FORMAT_FACTORS = ("compute_efficiency",)
 """Factors a math format sets within a generation: the GEMM efficiency of BF16, FP8 or FP4 tensor cores."""
 PRIORS: dict[str, tuple[float, str]] = {
@@ -74,6 +78,13 @@ PRIORS: dict[str, tuple[float, str]] = {
     "queue_burstiness": (1.5, "between steady traffic (0) and synchronised waves (1)"),
     "disagg_handoff_ms": (1.5, "router hand-off, KV transfer set-up (NIXL/UCX) and the decode engine's admission "
                           "and first step: tens of ms in disaggregated engines"),
+    "mtp_acceptance": (0.3, "DeepSeek-V3 technical report (arXiv 2412.19437, section 5.4.3): the second token "
+                       "predicted by the MTP module is accepted 85-90% of the time (on DeepSeek's evaluation text; "
+                       "acceptance varies with the text generated)"),
+    "eagle_acceptance": (0.3, "EAGLE (Li et al. 2024, arXiv 2401.15077) reports per-position acceptance of about "
+                         "0.7-0.8 for chain drafts on MT-bench"),
+    "draft_acceptance": (0.3, "small draft models: per-token acceptance 0.5-0.9 across tasks (Leviathan et al. "
+                         "2023, arXiv 2211.17192, table 3)"),
 }
 """Prior of each factor beside its centre (the Factors default): (spread in log units, why). The base fit is
 pulled towards the centres with weight PRIOR_SCALE / spread per factor, so that factors the runs cannot tell
@@ -95,7 +106,7 @@ MIN_PROFILE_ROWS = 30
 """Fewest runs an engine profile is fitted on."""
 MIN_GENERATION_ROWS = 15
 """Fewest runs a generation or format profile is fitted on (three or one factor, pulled towards the base)."""
-AGG_FACTORS: tuple[str, ...] = tuple(n for n in FACTOR_NAMES if n not in DISAGG_FACTORS)
+AGG_FACTORS: tuple[str, ...] = tuple(n for n in FACTOR_NAMES if n not in DISAGG_FACTORS + SPEC_FACTORS)
 """Factors the aggregated fit (`fit`) moves: every factor an aggregated run reads."""
 ANCHOR_FACTORS = AGG_FACTORS
 """Factors a deployment's own profile (`fit_anchors`) moves: all of them, each held near the starting
@@ -146,6 +157,11 @@ def _columns(keep: list[tuple]) -> tuple[list[int], list, np.ndarray, np.ndarray
             np.array([k[3] for k in keep], dtype=float))
 
 
+SPEC_APART = ("spec_decoding '{}': a run with speculative decoding; it fits only the draft acceptance "
+              "(planner calibrate --spec-only)")
+"""Why the aggregated and disaggregated fits leave a speculative run out."""
+
+
 @dataclass
 class Dataset:
     """Parsed runs with their measurements, grouped by problem for vectorised prediction."""
@@ -158,10 +174,21 @@ class Dataset:
     errors: dict[int, str]  # row index -> why it cannot be predicted
 
     @classmethod
-    def of(cls, rows: Iterable[dict[str, str]], calibration: Calibration | None = None) -> Dataset:
-        """Runs with positive measured TTFT and TPOT; the rest are listed in `errors`."""
+    def of(cls, rows: Iterable[dict[str, str]], calibration: Calibration | None = None,
+           speculative: bool = False) -> Dataset:
+        """Runs with positive measured TTFT and TPOT; the rest are listed in `errors`. Runs with speculative decoding
+        (spec_decoding other than none) are in `errors` too (they fit only the acceptance, fit_spec), or with
+        `speculative` the only ones kept (the rows without it are then skipped, in neither)."""
         rows = list(rows)
         parsed, errors = parse_all(rows, calibration or Calibration())
+        if speculative:
+            parsed = [(i, run) for i, run in parsed if run.problem.speculation is not None]
+            errors = {i: e for i, e in errors.items() if row_spec(rows[i]) != "none"}
+        else:
+            for i, run in parsed:
+                if run.problem.speculation is not None:
+                    errors[i] = SPEC_APART.format(row_spec(rows[i]))
+            parsed = [(i, run) for i, run in parsed if run.problem.speculation is None]
         keep = []
         for i, run in parsed:
             try:
@@ -537,12 +564,18 @@ class DisaggSet:
     errors: dict[int, str]
 
     @classmethod
-    def of(cls, rows: Iterable[dict[str, str]], calibration: Calibration | None = None) -> DisaggSet:
-        """The disaggregated rows with positive measured TTFT and TPOT; the others of them in `errors`."""
+    def of(cls, rows: Iterable[dict[str, str]], calibration: Calibration | None = None,
+           speculative: bool = False) -> DisaggSet:
+        """The disaggregated rows with positive measured TTFT and TPOT; the others of them in `errors`. Rows with
+        speculative decoding are in `errors` (they fit only the acceptance), or with `speculative` the only ones
+        considered."""
         rows = list(rows)
         keep, errors = [], {}
         for i, row in enumerate(rows):
-            if row_mode(row) != "disagg":
+            if row_mode(row) != "disagg" or (speculative and row_spec(row) == "none"):
+                continue
+            if not speculative and row_spec(row) != "none":
+                errors[i] = SPEC_APART.format(row_spec(row))
                 continue
             try:
                 keep.append((i, parse_disagg_run(row, calibration or Calibration()), *measured_times(row)))
@@ -632,3 +665,116 @@ def _fit_disagg_factors(ds: DisaggSet, cal: Calibration, backend: str, vendor: s
     sol = least_squares(residuals, x0, bounds=(np.log(lo), np.log(hi)), loss="soft_l1", f_scale=0.3,
                         diff_step=1e-2, max_nfev=MAX_EVALUATIONS)
     return {n: round(float(v), 4) for n, v in zip(names, np.exp(sol.x))}
+
+
+# --- speculative-decoding runs ------------------------------------------------------------------------------
+
+MIN_SPEC_ROWS = 10
+"""Fewest speculative runs of one engine, GPU vendor and method its acceptance is fitted on."""
+
+
+@dataclass
+class SpecSet:
+    """Measured runs with speculative decoding (spec_decoding mtp or eagle): the aggregated ones and the
+    disaggregated ones, in that order wherever a column runs over both."""
+
+    agg: Dataset
+    disagg: DisaggSet
+
+    @classmethod
+    def of(cls, rows: Iterable[dict[str, str]], calibration: Calibration | None = None) -> SpecSet:
+        """The speculative rows with positive measured TTFT and TPOT (both modes); the others of them in `errors`."""
+        rows = list(rows)
+        agg = Dataset.of(rows, calibration, speculative=True)
+        agg.errors = {i: e for i, e in agg.errors.items() if row_mode(rows[i]) == "agg"}
+        return cls(agg, DisaggSet.of(rows, calibration, speculative=True))
+
+    @property
+    def size(self) -> int:
+        """Runs of both modes [runs]."""
+        return len(self.agg.runs) + len(self.disagg.runs)
+
+    @property
+    def errors(self) -> dict[int, str]:
+        """Row index -> why a speculative row cannot be predicted."""
+        return {**self.agg.errors, **self.disagg.errors}
+
+    @property
+    def tpot_ms(self) -> np.ndarray:
+        """Measured TPOT of every run [ms]."""
+        return np.concatenate([self.agg.tpot_ms, self.disagg.tpot_ms])
+
+    @property
+    def ttft_ms(self) -> np.ndarray:
+        """Measured TTFT of every run [ms]."""
+        return np.concatenate([self.agg.ttft_ms, self.disagg.ttft_ms])
+
+    @property
+    def modes(self) -> np.ndarray:
+        """'agg' or 'disagg' per run."""
+        return np.array(["agg"] * len(self.agg.runs) + ["disagg"] * len(self.disagg.runs))
+
+    def column(self, what: str) -> np.ndarray:
+        """Per run: 'backend', 'vendor', 'model', 'system' or 'method' (the speculation's)."""
+        get = {"backend": lambda p: p.backend, "vendor": lambda p: p.cluster.vendor, "model": lambda p: p.model.name,
+               "system": lambda p: p.cluster.name, "method": lambda p: p.speculation.method.value}[what]
+        return np.array([get(r.problem) for r in [*self.agg.runs, *self.disagg.runs]], dtype=object).astype(str)
+
+    def subset(self, mask: np.ndarray) -> SpecSet:
+        """The runs where `mask` holds."""
+        n = len(self.agg.runs)
+        mask = np.asarray(mask, bool)
+        return SpecSet(self.agg.subset(mask[:n]), self.disagg.subset(mask[n:]))
+
+
+def predict_spec_set(ds: SpecSet, calibration: Calibration) -> dict[str, np.ndarray]:
+    """Predicted ttft_ms, tpot_ms, tokens_per_s_per_gpu of every speculative run under `calibration`."""
+    keys = ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu")
+    parts = []
+    if ds.agg.runs:
+        parts.append(predict(ds.agg, calibration))
+    if ds.disagg.runs:
+        parts.append(predict_disagg_set(ds.disagg, calibration))
+    return {k: np.concatenate([part[k] for part in parts]) if parts else np.zeros(0) for k in keys}
+
+
+def fit_spec(ds: SpecSet, start: Calibration, log: Callable[[str], None] | None = None) -> Calibration:
+    """`start` with the acceptance of each speculation method fitted per (engine, GPU vendor) on its speculative
+    runs (at least MIN_SPEC_ROWS): a bounded robust least squares of log TPOT errors pulled towards the prior
+    (PRIORS); the value joins that engine's profile. Nothing else moves: the step's cost is the aggregated
+    and disaggregated fits'."""
+    say = log or (lambda _msg: None)
+    cal = start
+    backends, vendors, methods = ds.column("backend"), ds.column("vendor"), ds.column("method")
+    for backend, vendor, method in sorted(set(zip(backends, vendors, methods))):
+        mask = (backends == backend) & (vendors == vendor) & (methods == method)
+        name = f"{method}_acceptance"
+        label = Profile(backend=backend, vendor=vendor).label
+        if mask.sum() < MIN_SPEC_ROWS:
+            say(f"speculative {label}: {int(mask.sum())} runs, keeps {name} as it is")
+            continue
+        say(f"fitting {name} of {label} on {int(mask.sum())} speculative runs")
+        value = _fit_spec_factor(ds.subset(mask), cal, backend, vendor, name)
+        cal = _with_engine_factors(cal, backend, vendor, {name: value}, int(mask.sum()))
+    return cal
+
+
+def _fit_spec_factor(ds: SpecSet, cal: Calibration, backend: str, vendor: str, name: str) -> float:
+    from scipy.optimize import least_squares
+
+    field = Factors.model_fields[name]
+    lo, hi = np.log(_bound(field, "ge")), np.log(_bound(field, "le"))
+    r0 = (ds.agg.runs or ds.disagg.runs)[0].problem
+    now = getattr(cal.factors_for(r0.cluster.name, backend, "*", r0.cluster.generation, vendor, r0.gemm_math), name)
+    x0 = np.clip(np.log([now]), lo, hi)
+    centre, weight = np.log(prior_centre(name)), PRIOR_SCALE / PRIORS[name][0]
+    measured = ds.tpot_ms
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        trial = _with_engine_factors(cal, backend, vendor, {name: float(np.exp(x[0]))}, ds.size)
+        pred = predict_spec_set(ds, trial)
+        return np.concatenate([np.log(pred["tpot_ms"] / measured), weight * (x - centre)])
+
+    sol = least_squares(residuals, x0, bounds=([lo], [hi]), loss="soft_l1", f_scale=0.3, diff_step=1e-2,
+                        max_nfev=MAX_EVALUATIONS)
+    return round(float(np.exp(sol.x[0])), 4)

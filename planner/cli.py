@@ -217,6 +217,31 @@ def parse_confidence(text: str) -> float:
     return value
 
 
+def parse_spec(text: str) -> tuple[str, str | None]:
+    """'mtp', 'eagle' or 'draft:MODEL' -> (method, draft model or None)."""
+    t = text.strip()
+    method, _, model = t.partition(":")
+    method = method.strip().lower()
+    if method in ("mtp", "eagle") and not model:
+        return method, None
+    if method == "draft" and model.strip():
+        return method, model.strip()
+    raise click.BadParameter(f"'{text}' is not a speculation method: use mtp, eagle or draft:MODEL (a catalog name, "
+                             "HuggingFace id or file of the draft model)")
+
+
+def parse_acceptance(text: str) -> float:
+    """'0.8' or '80%' -> 0.8: a per-token acceptance above 0 and below 1."""
+    t = text.strip().replace(" ", "")
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a probability: use e.g. 0.8 or 80%") from None
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise click.BadParameter(f"'{text}' must be above 0 and below 1, e.g. 0.8 or 80%")
+    return value
+
+
 def parse_range(text: str) -> tuple[float, float]:
     """'5:200' -> (5, 200) tokens/s/user; each end takes the --sla forms (20tok/s, 50ms)."""
     parts = text.split(":")
@@ -365,6 +390,37 @@ def _search_options(f: Callable) -> Callable:
     return f
 
 
+def _spec_options(f: Callable) -> Callable:
+    """--spec, --draft-tokens and --acceptance: speculative decoding."""
+    options = [
+        click.option("--spec", "spec", default=None, callback=_callback(parse_spec),
+                     help="Speculative decoding: mtp (the model's multi-token-prediction modules), eagle (an EAGLE "
+                          "head) or draft:MODEL (a draft model) [default: none]."),
+        click.option("--draft-tokens", "draft_tokens", type=click.IntRange(1, 8), default=None,
+                     help="Draft tokens per step with --spec [default: the best of 1..4]."),
+        click.option("--acceptance", "acceptance", default=None, callback=_callback(parse_acceptance),
+                     help="Per-token acceptance of the drafts with --spec, e.g. 0.8 [default: the calibration's "
+                          "for the method]."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _speculation(kw: dict):
+    """The Speculation of --spec/--draft-tokens/--acceptance (None without --spec); UsageError for the latter two
+    alone. Pops the three options from kw."""
+    spec, k, a = kw.pop("spec", None), kw.pop("draft_tokens", None), kw.pop("acceptance", None)
+    if spec is None:
+        if k is not None or a is not None:
+            raise click.UsageError("--draft-tokens and --acceptance go with --spec (mtp, eagle or draft:MODEL)")
+        return None
+    from planner.specs import Speculation
+
+    method, model = spec
+    return Speculation(method=method, draft_tokens=k, acceptance=a, draft_model=model)
+
+
 _TRAFFIC = ("isl_cv", "osl_cv", "lengths", "trace", "prefix_hit", "prefix_cache_tokens", "arrivals", "burstiness")
 
 
@@ -407,7 +463,7 @@ def _problem(kw: dict, sla: float | tuple | None = None, ttft: float | tuple | N
         precision=kw["precision"], expert_precision=kw["expert_precision"], kv_precision=kw["kv_precision"],
         min_tokens_per_s_per_user=speed, max_ttft_s=limit, calibration=kw["calibration"], backend=kw["backend"],
         memory_utilization=kw["memory_utilization"], workload=workload, tpot_percentile=tpot_q,
-        ttft_percentile=ttft_q,
+        ttft_percentile=ttft_q, speculation=kw.get("speculation"),
     )
 
 
@@ -460,6 +516,7 @@ def main() -> None:
                    "SLA holds in the simulation (lines on stderr with --json).")
 @click.option("--requests", type=click.IntRange(min=1, max=MAX_SIM_REQUESTS), default=None,
               help="With --verify: requests to simulate [default: 10,000].")
+@_spec_options
 @_search_options
 def solve(sla: tuple[float, int | None], ttft: tuple[float, int | None] | None, top: int, confidence: float | None,
           serving: str, decode_cluster: str | None, decode_gpus: int | None, verify: bool, requests: int | None,
@@ -469,8 +526,10 @@ def solve(sla: tuple[float, int | None], ttft: tuple[float, int | None] | None, 
     """Best plan (layout, batch, chunk) maximising tokens/s/GPU at a minimum tokens/s/user.
 
     With no options: GPT-MoE-1.8T on 64 GB200 NVL72 GPUs, 32768 input / 1024 output tokens, FP4, aggregated
-    or disaggregated, whichever serves more.
+    or disaggregated, whichever serves more. With --spec, speculative decoding: the best draft length of 1..4
+    unless --draft-tokens, compared with no speculation on a line.
     """
+    kw["speculation"] = _speculation(kw)
     problem = _problem(kw, sla, ttft)
     if confidence is not None:
         from planner.uncertainty import with_confidence
@@ -530,6 +589,7 @@ def solve(sla: tuple[float, int | None], ttft: tuple[float, int | None] | None, 
 @click.option("--decode-cluster", default=None, help="disagg: the decode pool's GPU type [default: --cluster].")
 @click.option("--decode-gpus", type=click.IntRange(min=1), default=None,
               help="disagg: GPUs of the decode cluster [default: what the decode pool uses].")
+@_spec_options
 def estimate(as_json: bool, tp: int, attention_dp: int, pp: int, ep: int, moe_tp: int | None, dp: int,
              concurrency: int | None, chunk: int, csv_in: str | None, csv_out: str | None, serving: str,
              decode_cluster: str | None, decode_gpus: int | None, **kw: Any) -> None:
@@ -540,9 +600,14 @@ def estimate(as_json: bool, tp: int, attention_dp: int, pp: int, ep: int, moe_tp
     launch; the output adds pred_ttft_ms, pred_tpot_ms, pred_tokens_per_s_per_gpu, their 80% interval ends
     (pred_*_lo/hi, when the calibration has an interval table) and error.
     """
+    speculation = _speculation(kw)
     if csv_in is not None:
+        if speculation is not None:
+            raise click.UsageError("with --csv each row says its speculative decoding (column spec_decoding); "
+                                   "--spec goes with one plan")
         _estimate_csv(Path(csv_in), Path(csv_out) if csv_out else None, kw["calibration"])
         return
+    kw["speculation"] = speculation
     if csv_out is not None:
         raise click.UsageError("--out goes with --csv")
     pools = {k: kw.pop(k) for k in list(kw) if k.startswith(("prefill_", "decode_"))}
@@ -569,7 +634,6 @@ def _estimate_disagg(kw: dict, pools: dict, chunk: int, decode_cluster: str | No
                      as_json: bool) -> None:
     """`estimate --serving disagg`: the given prefill and decode pools (--gpus and --decode-gpus default to what
     the pools use)."""
-    from planner import disagg
 
     def layout(pool: str) -> Parallel:
         tp, adp, ep = pools[f"{pool}_tp"], pools[f"{pool}_attention_dp"], pools[f"{pool}_ep"]
@@ -582,8 +646,8 @@ def _estimate_disagg(kw: dict, pools: dict, chunk: int, decode_cluster: str | No
     gpus_given = ctx.get_parameter_source("gpus") != click.core.ParameterSource.DEFAULT
     own = pre.gpus_used if decode_cluster else pre.gpus_used + dec.gpus_used
     problem = _problem(kw, gpus=kw["gpus"] if gpus_given else own)
-    dp = disagg.make_disagg(problem, decode_cluster, decode_gpus or (dec.gpus_used if decode_cluster else None))
-    plan = disagg.estimate(dp, pre, chunk, dec, pools["decode_micro_batch"])
+    plan = search.estimate_disagg(problem, pre, chunk, dec, pools["decode_micro_batch"], decode_cluster,
+                                  decode_gpus or (dec.gpus_used if decode_cluster else None))
     if as_json:
         _dump(plan.model_dump(mode="json"))
         return
@@ -682,15 +746,19 @@ def simulate(plan_file: str, trace: str | None, rate: float | None, clients: int
 @click.option("--disagg-only", is_flag=True,
               help="Fit only the disaggregated factors (the pools' hand-off), on DATA's disaggregated rows, on top of "
                    "the starting calibration.")
+@click.option("--spec-only", is_flag=True,
+              help="Fit only the draft acceptance of speculative decoding per engine, on DATA's speculative rows "
+                   "(spec_decoding mtp or eagle), on top of the starting calibration.")
 def calibrate(data: tuple[str, ...], output: str, calibration: str | None, name: str | None, anchor: bool,
-              intervals: str | None, disagg_only: bool) -> None:
+              intervals: str | None, disagg_only: bool, spec_only: bool) -> None:
     """Fit the efficiency factors to measured runs and print the error before and after.
 
     DATA is one or more CSVs with calibration.csv's columns and the measured silicon_ttft_ms,
     silicon_tpot_ms. Aggregated rows fit every aggregated factor; disaggregated rows (mode disagg, the prefill_*
     and decode_* columns of disagg.csv) then fit the pools' hand-off per engine (--disagg-only: that alone).
     Base factors are fitted on all runs, then per-engine and per-system profiles where a group has
-    enough runs. With --anchor, a few runs of your own deployment instead tune that deployment's
+    enough runs; rows with speculative decoding then fit the draft acceptance per engine (--spec-only: that
+    alone). With --anchor, a few runs of your own deployment instead tune that deployment's
     profile on top of the starting calibration. Use the result with --calibration FILE on any command.
     """
     from planner.calibrate import (
@@ -701,11 +769,16 @@ def calibrate(data: tuple[str, ...], output: str, calibration: str | None, name:
         load_calibration,
         save_calibration,
     )
-    from planner.runs import read_rows, row_mode
+    from planner.runs import read_rows, row_mode, row_spec
 
     start = load_calibration(calibration)
+    if disagg_only and spec_only:
+        raise click.UsageError("--disagg-only and --spec-only fit different factors: give one")
     if disagg_only:
         _calibrate_disagg(data, start, output, name)
+        return
+    if spec_only:
+        _calibrate_spec(data, start, output, name)
         return
     intervals = intervals or ("keep" if anchor else "none")
     if intervals in ("lomo", "loso") and anchor:
@@ -741,6 +814,8 @@ def calibrate(data: tuple[str, ...], output: str, calibration: str | None, name:
     all_rows = [row for path in data for row in read_rows(Path(path))]
     if not anchor and any(row_mode(r) == "disagg" for r in all_rows):
         cal = _fit_disagg_rows(all_rows, cal, names)
+    if not anchor and any(row_spec(r) != "none" for r in all_rows):
+        cal = _fit_spec_rows(all_rows, cal, names)
     save_calibration(cal, output)
     click.echo(f"median absolute errors before -> after the fit, on the runs it was fitted to; calibration written "
                f"to {output}", err=True)
@@ -781,6 +856,48 @@ def _fit_disagg_rows(rows: list[dict[str, str]], cal: Any, names: str) -> Any:
         f"{err(before, 'ttft_ms', ds.ttft_ms):.1%} -> {err(after, 'ttft_ms', ds.ttft_ms):.1%}"]]))
     source = f"{fitted.source}; disaggregated factors fitted on {names}".lstrip("; ")
     return fitted.model_copy(update={"source": source})
+
+
+def _fit_spec_rows(rows: list[dict[str, str]], cal: Any, names: str) -> Any:
+    """cal with the draft acceptance fitted on the speculative rows; prints their errors before -> after."""
+    import numpy as np
+
+    from planner.calibrate import SpecSet, fit_spec, predict_spec_set
+
+    ds = SpecSet.of(rows, cal)
+    click.echo(f"{ds.size} speculative runs to fit, {len(ds.errors)} speculative rows left out", err=True)
+    if not ds.size:
+        return cal
+    before = predict_spec_set(ds, cal)
+    fitted = fit_spec(ds, cal, log=lambda msg: click.echo(f"  {msg}", err=True))
+    after = predict_spec_set(ds, fitted)
+
+    def err(pred: dict, key: str, measured: np.ndarray) -> float:
+        return float(np.median(np.abs(pred[key] / measured - 1)))
+
+    click.echo(render.table(["speculative runs", "TPOT |err|", "TTFT |err|"], [[
+        str(ds.size), f"{err(before, 'tpot_ms', ds.tpot_ms):.1%} -> {err(after, 'tpot_ms', ds.tpot_ms):.1%}",
+        f"{err(before, 'ttft_ms', ds.ttft_ms):.1%} -> {err(after, 'ttft_ms', ds.ttft_ms):.1%}"]]))
+    source = f"{fitted.source}; draft acceptance fitted on {names}".lstrip("; ")
+    return fitted.model_copy(update={"source": source})
+
+
+def _calibrate_spec(data: tuple[str, ...], start: Any, output: str, name: str | None) -> None:
+    """`planner calibrate --spec-only`: the draft acceptance alone, on top of `start`."""
+    from planner.calibrate import save_calibration
+    from planner.runs import read_rows, row_spec
+
+    rows = [row for path in data for row in read_rows(Path(path))]
+    if not any(row_spec(r) != "none" for r in rows):
+        raise click.UsageError(f"{', '.join(data)}: no rows with speculative decoding (spec_decoding mtp or eagle) "
+                               "to fit")
+    names = " ".join(Path(path).name for path in data)
+    cal = _fit_spec_rows(rows, start, names)
+    if name:
+        cal = cal.model_copy(update={"name": name})
+    save_calibration(cal, output)
+    click.echo(f"median absolute errors before -> after, on the speculative runs fitted to; calibration written to "
+               f"{output}", err=True)
 
 
 def _calibrate_disagg(data: tuple[str, ...], start: Any, output: str, name: str | None) -> None:
@@ -910,6 +1027,7 @@ def _check_plot_path(path: str | None) -> None:
 @_problem_options
 @_study_options
 @_serving_option("at each level")
+@_spec_options
 @click.option("--confidence", default=None, callback=_callback(parse_confidence),
               help="Every SLA level and --ttft hold at this one-sided quantile of the held-out errors (0.5 to "
                    "below 1, e.g. 0.9) [default: at the central estimate].")
@@ -929,6 +1047,7 @@ def frontier(ttft: tuple[float, int | None] | None, percentile: int | None, poin
     from planner import studies
 
     _check_plot_path(plot_out)
+    kw["speculation"] = _speculation(kw)
     problem = with_percentile(_problem(kw, None, ttft), percentile)
     if confidence is not None:
         from planner.uncertainty import with_confidence

@@ -20,7 +20,8 @@ time of a pass through all stages, ``(1 - f) * pass(0) + f * pass(c)``; TTFT cou
 (see ``ttft_passes``). Closed-loop benchmarks of fixed-length requests send them back in groups
 (burstiness: how synchronised the loop stays, fitted to them); planning assumes steady traffic.
 Within a pass, each group of kernels takes the larger of its memory time and its compute time
-(roofline), and communication adds to it.
+(roofline), and communication adds to it. With speculative decoding (Problem.speculation) an iteration is a
+draft-and-verify step yielding E tokens per request (spec_decode_step, the section "speculative decoding").
 """
 
 from __future__ import annotations
@@ -29,7 +30,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.specs import GB, Batch, DomainSpan, Memory, Metrics, Parallel, Precision, Problem
+from planner.errors import SpecError
+from planner.specs import (
+    GB,
+    Batch,
+    DomainSpan,
+    Memory,
+    Metrics,
+    ModelSpec,
+    Parallel,
+    Precision,
+    Problem,
+    SpecMethod,
+    Speculation,
+)
 
 ACT_BYTES = 2.0
 """Bytes of one activation value moved between GPUs or kept as workspace (BF16) [bytes]."""
@@ -158,14 +172,15 @@ def attention_flops_per_token_context(p: Problem, tp: np.ndarray | int, prefill:
 # --- memory [bytes] -----------------------------------------------------------------------------
 
 
-def weight_bytes_per_gpu(p: Problem, tp, adp, pp) -> np.ndarray:
+def weight_bytes_per_gpu(p: Problem, tp, adp, pp, embeddings: bool = True) -> np.ndarray:
     """Weights held by one GPU of the busiest stage [bytes].
 
     Attention, dense FFNs, shared experts and routers (in p.precision) are split over tp; routed
     experts (in p.experts: MXFP4 beside BF16 attention for gpt-oss) over the stage's tp * adp GPUs
     (= ep * moe_tp). A stage holds num_layers / pp layers, with
     ceil(moe_layers / pp) of them MoE. Embedding and LM head (BF16) are split over tp and sit on
-    the first and last stage (both on one GPU when pp = 1).
+    the first and last stage (both on one GPU when pp = 1); `embeddings` False leaves them out (an MTP module
+    or EAGLE head shares the target's).
     """
     m, wb = p.model, p.precision.bytes_per_value
     tp, adp, pp = np.asarray(tp), np.asarray(adp), np.asarray(pp)
@@ -178,9 +193,12 @@ def weight_bytes_per_gpu(p: Problem, tp, adp, pp) -> np.ndarray:
         + moe_layers * m.shared_expert_params
     )
     expert_params = moe_layers * m.num_experts * m.expert_params
+    layer_bytes = tp_params * wb / tp + expert_params * p.experts.bytes_per_value / (tp * adp)
+    if not embeddings:
+        return layer_bytes
     embed_copies = np.where((pp == 1) & (not m.tie_word_embeddings), 2, 1)
     embed = embed_copies * m.vocab_size * m.hidden_size * EMBED_BYTES / tp
-    return tp_params * wb / tp + expert_params * p.experts.bytes_per_value / (tp * adp) + embed
+    return layer_bytes + embed
 
 
 def kv_cache_bytes_per_gpu(p: Problem, tp, m) -> np.ndarray:
@@ -203,19 +221,20 @@ def prefix_cache_bytes_per_gpu(p: Problem, tp) -> np.ndarray:
     return attended_layer_tokens(p, p.workload.cached_prefix_tokens) * kv_bytes_per_token_layer(p, tp)
 
 
-def activation_bytes_per_gpu(p: Problem, tp, m, c) -> np.ndarray:
-    """Workspace for the largest iteration's tokens (m decode + c prefill) [bytes].
+def activation_bytes_per_gpu(p: Problem, tp, m, c, q=1) -> np.ndarray:
+    """Workspace for the largest iteration's tokens (m decode requests of q tokens each + c prefill) [bytes].
 
     Per token: residual, attention and FFN intermediates (BF16), routed-expert intermediates for
-    its top-k experts, and FP32 logits for decode tokens.
+    its top-k experts, and FP32 logits for decode tokens (q = k + 1 per request when a speculative step
+    verifies k draft tokens).
     """
     md = p.model
     tp = np.asarray(tp)
-    tokens = np.asarray(m) + np.asarray(c)
+    tokens = np.asarray(m) * q + np.asarray(c)
     q_width = md.num_attention_heads * md.head_dim
     ffn = max(md.intermediate_size, md.experts_per_token * md.moe_intermediate_size)
     per_token = ACT_BYTES * (4 * md.hidden_size + (2 * q_width + 2 * ffn) / tp)
-    logits = np.asarray(m) * md.vocab_size / tp * 4
+    logits = np.asarray(m) * q * md.vocab_size / tp * 4
     return tokens * per_token + logits
 
 
@@ -242,7 +261,7 @@ def _gemm(bytes_, flops, r: Rates) -> np.ndarray:
     return np.maximum(bytes_ / r.hbm, flops / r.gemm)
 
 
-def attention_block_time(p: Problem, tp, m, c) -> np.ndarray:
+def attention_block_time(p: Problem, tp, m, c, q=1, host: bool = True) -> np.ndarray:
     """Time of the tensor-parallel part of a pass: every layer's attention and dense GEMMs, KV
     reads, TP all-reduces, per-layer launch latency, LM head, the iteration overhead and the host
     time per decoding request [s].
@@ -250,10 +269,14 @@ def attention_block_time(p: Problem, tp, m, c) -> np.ndarray:
     Decode requests attend isl + osl/2 tokens on average, each a roofline of its KV reads (paged-decode
     kernels, Rates.kv_read) and its math (FlashMLA-family kernels for MLA, FlashAttention-family for
     GQA); a chunk attends isl/2 tokens on average (FlashAttention-family) and reads its prefix KV once.
+    Each decode request carries q query tokens (q = k + 1 when a speculative step verifies k draft tokens):
+    GEMMs, LM head and all-reduces see m * q tokens, attention reads each request's KV once for its q queries.
+    `host` False leaves out the iteration overhead and the host time per request (a draft pass runs inside
+    the iteration that schedules it).
     """
     md, w, r, k = p.model, p.workload, Rates.of(p), p.factors
     tp, m, c = np.asarray(tp), np.asarray(m), np.asarray(c)
-    n = m + c
+    n = m * q + c
     wb = p.precision.bytes_per_value
     dense_params = (
         md.num_layers * md.attention_params_per_layer
@@ -266,7 +289,7 @@ def attention_block_time(p: Problem, tp, m, c) -> np.ndarray:
     dec_ctx = attended_layer_tokens(p, w.isl + w.osl / 2)
     decode_math = r.mla_decode if md.mla else r.attention
     t = t + m * np.maximum(
-        dec_ctx * kv_tok / r.kv_read, dec_ctx * attention_flops_per_token_context(p, tp, False) / decode_math
+        dec_ctx * kv_tok / r.kv_read, q * (dec_ctx * attention_flops_per_token_context(p, tp, False) / decode_math)
     )
     # prefill chunk attention
     pre_ctx = attended_layer_tokens(p, w.isl * (1 + w.prefix_hit) / 2)  # prompt tokens computed past the prefix
@@ -278,10 +301,12 @@ def attention_block_time(p: Problem, tp, m, c) -> np.ndarray:
     )
     # LM head (BF16) for the decode tokens
     lm = md.vocab_size * md.hidden_size / tp
-    t = t + _gemm(lm * EMBED_BYTES, 2 * m * lm, r)
+    t = t + _gemm(lm * EMBED_BYTES, 2 * (m * q) * lm, r)
     # TP all-reduce after attention and after the FFN of every layer
     t = t + 2 * md.num_layers * tp_allreduce_time(p, tp, n)
     # fixed launch and scheduler time, and the host's work per decoding request
+    if not host:
+        return t + md.num_layers * k.layer_overhead_us * US
     fixed = md.num_layers * k.layer_overhead_us * US + k.iteration_overhead_ms * 1e-3
     return t + fixed + m * k.request_step_overhead_us * US
 
@@ -392,40 +417,41 @@ def pipeline_time(p: Problem, pp, replica_crosses_domain, n) -> np.ndarray:
 
 
 def prefill_load(p: Problem, m, chunk) -> np.ndarray:
-    """Share rho of the chunk budget the steady state needs: m * isl / (osl * chunk); < 1 to be valid."""
+    """Share rho of the chunk budget the steady state needs: m * E * isl / (osl * chunk), E the output tokens a
+    request gains per step (1 without speculative decoding, tokens_per_step); < 1 to be valid."""
     w = p.workload
-    return np.asarray(m) * w.prefill_tokens / (w.osl * np.asarray(chunk, dtype=float))
+    return np.asarray(m) * tokens_per_step(p) * w.prefill_tokens / (w.osl * np.asarray(chunk, dtype=float))
 
 
 def carried_chunk(p: Problem, m, chunk) -> np.ndarray:
     """Prefill tokens a chunk-carrying iteration holds: the budget, or less when the prompt is shorter
-    and the demand m * isl / osl does not fill it: min(chunk, max(isl, m * isl / osl)) [tokens] (isl: the
-    prompt tokens a request prefills, Workload.prefill_tokens)."""
+    and the demand m * E * isl / osl does not fill it: min(chunk, max(isl, m * E * isl / osl)) [tokens] (isl: the
+    prompt tokens a request prefills, Workload.prefill_tokens; E: tokens_per_step)."""
     w = p.workload
-    demand = np.asarray(m, dtype=float) * w.prefill_tokens / w.osl
+    demand = np.asarray(m, dtype=float) * tokens_per_step(p) * w.prefill_tokens / w.osl
     return np.minimum(np.asarray(chunk, dtype=float), np.maximum(w.prefill_tokens, demand))
 
 
 def prefill_share(p: Problem, m, chunk) -> np.ndarray:
-    """Fraction f of iterations that carry prefill tokens: demand / carried chunk."""
+    """Fraction f of iterations that carry prefill tokens: demand m * E * isl / osl / carried chunk."""
     w = p.workload
-    demand = np.asarray(m, dtype=float) * w.prefill_tokens / w.osl
+    demand = np.asarray(m, dtype=float) * tokens_per_step(p) * w.prefill_tokens / w.osl
     return demand / carried_chunk(p, m, chunk)
 
 
 def arrival_group(p: Problem, m) -> np.ndarray:
     """Prompt tokens of a rank that arrive together with a request, its own included [tokens].
 
-    Steady traffic brings m * isl / osl prompt tokens per iteration: a group of
-    isl * max(1, m / osl). A closed loop of fixed-length requests (a benchmark) can send back
-    together all m requests of a rank that finished together, a wave of isl * max(1, m); how
-    synchronised the loop stays is the burstiness b (0: requests have drifted apart and arrive as
+    Steady traffic brings m * E * isl / osl prompt tokens per iteration (E output tokens per request and
+    step, tokens_per_step): a group of isl * max(1, m * E / osl). A closed loop of fixed-length requests (a
+    benchmark) can send back together all m requests of a rank that finished together, a wave of
+    isl * max(1, m); how synchronised the loop stays is the burstiness b (0: requests have drifted apart and arrive as
     steady traffic; 1: every wave stays whole), so the group is steady + b * (wave - steady).
     Open traffic has no waves.
     """
     w = p.workload
     m = np.asarray(m, dtype=float)
-    steady = w.prefill_tokens * np.maximum(1.0, m / w.osl)
+    steady = w.prefill_tokens * np.maximum(1.0, m * tokens_per_step(p) / w.osl)
     if not w.closed_loop:
         return steady
     wave = w.prefill_tokens * np.maximum(1.0, m)
@@ -505,24 +531,228 @@ class Evaluation:
     batch: Batch
 
 
-def pass_time(p: Problem, par: Parallel | Layouts, m, c) -> np.ndarray:
-    """Time of one micro-batch pass through all stages carrying c prefill tokens per rank [s]."""
-    n = np.asarray(m) + np.asarray(c)
+def target_pass_time(p: Problem, par: Parallel | Layouts, m, c, q=1) -> np.ndarray:
+    """Time of one micro-batch pass of the model through all stages: m decode requests per rank of q tokens
+    each (1, or k + 1 when it verifies k draft tokens) and c prefill tokens per rank [s]."""
+    n = np.asarray(m) * q + np.asarray(c)
     return (
-        attention_block_time(p, par.tp, m, c)
+        attention_block_time(p, par.tp, m, c, q)
         + moe_block_time(p, par.tp, par.attention_dp, par.ep, n)
         + pipeline_time(p, par.pp, crosses_domain(p, par.replica_gpus), n)
     )
 
 
+def pass_time(p: Problem, par: Parallel | Layouts, m, c) -> np.ndarray:
+    """Time of one engine iteration of a micro-batch through all stages carrying m decode requests and c prefill
+    tokens per rank [s]: one pass of the model, or with speculative decoding its draft and verify step
+    (spec_decode_step)."""
+    if p.speculation is None:
+        return target_pass_time(p, par, m, c)
+    return spec_decode_step(p, par, m, c)[0]
+
+
+# --- speculative decoding ------------------------------------------------------------------------------
+#
+# A decode step with k draft tokens: the draft proposes k tokens per request in k sequential passes of m tokens
+# (an MTP module or EAGLE head: one transformer layer of the model's kind and the LM head; a draft model: its
+# whole forward pass), then one pass of the target model verifies them, m * (k + 1) tokens per rank (GEMMs read
+# their weights once for all of them; attention reads each request's KV cache once for its k + 1 queries). With
+# a per-token acceptance a, a request gains E = (1 - a^(k + 1)) / (1 - a) tokens per step (the accepted drafts
+# and the target's own next token), so TPOT = step time / E. Prefill passes also run the draft over their chunk
+# (its KV cache of the prompt). The draft sits on the last pipeline stage: with pp balanced stages it makes that
+# stage the bottleneck, so each micro-batch's round takes pp times the draft's time more.
+
+
+def draft_tokens(p: Problem) -> int:
+    """Draft tokens k per step of problem p: 0 without speculative decoding. A Speculation whose draft_tokens is
+    None (searched) has no step time until the search fixes it (search.speculation_variants): SpecError."""
+    s = p.speculation
+    if s is None:
+        return 0
+    if s.draft_tokens is None:
+        raise SpecError("speculative decoding with draft_tokens None is searched (1 to 4): the cost model "
+                        "evaluates one draft length; give draft_tokens")
+    return s.draft_tokens
+
+
+def acceptance(p: Problem) -> float:
+    """Per-token acceptance of problem p's drafts: the Speculation's own, else the calibration's factor of its
+    method (Factors.mtp_acceptance, eagle_acceptance, draft_acceptance); 0 without speculation."""
+    s = p.speculation
+    if s is None:
+        return 0.0
+    if s.acceptance is not None:
+        return s.acceptance
+    return float(getattr(p.factors, f"{s.method.value}_acceptance"))
+
+
+def expected_tokens(a, k) -> np.ndarray:
+    """Expected output tokens a request gains per speculative step with k draft tokens and per-token acceptance
+    a (0 <= a < 1): the accepted run of drafts plus the target's own token, sum_{i=0..k} a^i =
+    (1 - a^(k + 1)) / (1 - a); 1 at k = 0 [tokens]."""
+    a, k = np.asarray(a, dtype=float), np.asarray(k, dtype=float)
+    return np.where(a > 0, (1 - a ** (k + 1)) / np.maximum(1 - a, 1e-300), 1.0)
+
+
+def tokens_per_step(p: Problem) -> float:
+    """E: output tokens a request gains per decode step, 1.0 without speculative decoding [tokens]."""
+    if p.speculation is None:
+        return 1.0
+    return float(expected_tokens(acceptance(p), draft_tokens(p)))
+
+
+def resolved_speculation(p: Problem) -> Speculation | None:
+    """p's Speculation with its draft length and acceptance filled in (what a plan records); None without."""
+    s = p.speculation
+    if s is None:
+        return None
+    return s.model_copy(update={"draft_tokens": draft_tokens(p), "acceptance": acceptance(p)})
+
+
+def one_layer(model: ModelSpec) -> ModelSpec:
+    """One transformer layer of `model`'s kind (MoE when the model has routed experts) with its embedding and LM
+    head: an MTP module or an EAGLE head, timed and sized by the cost functions as a 1-layer model."""
+    return model.model_copy(update={"num_layers": 1, "first_dense_layers": 0, "moe_layer_step": 1,
+                                    "sliding_window_layers": 0, "mtp_layers": 0, "approximations": []})
+
+
+def draft_layers(p: Problem) -> int:
+    """Copies of draft_problem(p)'s model the draft holds: the MTP modules of the checkpoint (mtp_layers; a
+    draft length beyond them reuses them in turn, as TensorRT-LLM and SGLang do), one EAGLE head, or the draft
+    model once [models]."""
+    s = p.speculation
+    return p.model.mtp_layers if s is not None and s.method == SpecMethod.mtp else 1
+
+
+def draft_problem(p: Problem) -> Problem:
+    """The problem of one draft pass: p with the draft's model (one_layer of the target for mtp and eagle, the
+    catalog's draft model for draft), no speculation, and the target's efficiency factors and rates (the same
+    engine runs it on the same GPUs). Cached on p. SpecError for a draft model of another vocabulary."""
+    cached = p.__dict__.get("_draft")
+    if cached is not None:
+        return cached
+    s = p.speculation
+    if s is None:
+        raise SpecError("no speculative decoding: no draft")
+    if s.method == SpecMethod.draft:
+        from planner.catalog import load_model
+
+        model = load_model(s.draft_model)
+        if model.vocab_size != p.model.vocab_size:
+            raise SpecError(f"draft model {model.name} has a vocabulary of {model.vocab_size:,} tokens, "
+                            f"{p.model.name} {p.model.vocab_size:,}: a draft proposes tokens of the target's "
+                            "vocabulary")
+    else:
+        model = one_layer(p.model)
+    d = p.model_copy(update={"model": model, "speculation": None})
+    d.__dict__["factors"] = p.factors
+    d.__dict__["_rates"] = Rates.of(p)
+    p.__dict__["_draft"] = d
+    return d
+
+
+def draft_pass_time(p: Problem, par: Parallel | Layouts, m) -> np.ndarray:
+    """One draft pass proposing one token for each of m decode requests per rank: the draft's layers (split as
+    the target's over tp, experts over tp * attention_dp) and LM head, no pipeline hand-off, no iteration or
+    per-request host overhead; 0 where m = 0 [s]."""
+    d, m = draft_problem(p), np.asarray(m)
+    t = attention_block_time(d, par.tp, m, 0, host=False) + moe_block_time(d, par.tp, par.attention_dp, par.ep, m)
+    return np.where(m > 0, t, 0.0)
+
+
+def draft_prefill_time(p: Problem, par: Parallel | Layouts, c) -> np.ndarray:
+    """The draft's pass over c prefill tokens per rank (its KV cache of the prompt and the first draft token);
+    0 where c = 0 [s]."""
+    d, c = draft_problem(p), np.asarray(c)
+    t = attention_block_time(d, par.tp, 0, c, host=False) + moe_block_time(d, par.tp, par.attention_dp, par.ep, c)
+    return np.where(c > 0, t, 0.0)
+
+
+def spec_decode_step(p: Problem, par: Parallel | Layouts, m, c) -> tuple[np.ndarray, float]:
+    """(step time [s], tokens per step E [tokens]) of one engine iteration of a micro-batch: m decode requests
+    and c prefill tokens per attention-DP rank, through all stages.
+
+    Without speculative decoding: one pass of the model (target_pass_time) and E = 1. With k draft tokens: the
+    verify pass of the target over m * (k + 1) decode tokens and the c prefill tokens, plus pp * (k draft
+    passes of m tokens + the draft's pass over the c prefill tokens): the draft sits on the last of pp balanced
+    stages, which it makes the bottleneck of the pipeline's round. E = expected_tokens(acceptance, k). The
+    iteration time of a discrete-event simulation of the engine; broadcastable arrays (par may be Layouts).
+    """
+    if p.speculation is None:
+        return target_pass_time(p, par, m, c), 1.0
+    k = draft_tokens(p)
+    draft = k * draft_pass_time(p, par, m) + draft_prefill_time(p, par, c)
+    return target_pass_time(p, par, m, c, k + 1) + np.asarray(par.pp) * draft, tokens_per_step(p)
+
+
+MTP_NOT_COUNTED = "multi-token-prediction (MTP)"
+"""Words of the model note saying its MTP modules are left out (models/*.yaml, planner.hfconfig): a plan that
+speculates with them counts them, and drops that note."""
+
+
+def approximation_notes(p: Problem) -> list[str]:
+    """What a plan of problem p approximates: the model's notes (without the one on its MTP modules when it
+    speculates with them) and those of its speculative decoding."""
+    s = p.speculation
+    notes = [n for n in p.model.approximations
+             if not (s is not None and s.method == SpecMethod.mtp and MTP_NOT_COUNTED in n)]
+    if s is None:
+        return notes
+    notes.append("speculative decoding: one acceptance for every draft position; drafts verified as one chain "
+                 "(no token tree)")
+    if s.method == SpecMethod.mtp:
+        notes.append("MTP module timed and sized as one layer of the model; its input projection (2 x hidden x "
+                     "hidden) and norms not counted")
+    elif s.method == SpecMethod.eagle:
+        notes.append("EAGLE head timed and sized as one layer of the model's own kind sharing its embedding and "
+                     "LM head")
+    return notes
+
+
+def draft_weight_bytes_per_gpu(p: Problem, tp, adp) -> np.ndarray:
+    """The draft's weights on one GPU of the last stage (0 without speculation) [bytes]: draft_layers copies of
+    its model split as the target's layers (over tp, experts over tp * attention_dp); an MTP module or EAGLE
+    head shares the target's embedding and LM head, a draft model holds its own."""
+    if p.speculation is None:
+        return np.zeros(np.shape(tp))
+    d = draft_problem(p)
+    own = p.speculation.method == SpecMethod.draft
+    return draft_layers(p) * weight_bytes_per_gpu(d, tp, adp, 1, embeddings=own)
+
+
+def draft_kv_bytes_per_request(p: Problem, tp, context: float) -> np.ndarray:
+    """The draft's KV cache of one request at `context` tokens on one GPU of its rank (0 without speculation):
+    its draft_layers copies at the target's KV format [bytes]."""
+    if p.speculation is None:
+        return np.zeros(np.shape(tp))
+    d = draft_problem(p)
+    return draft_layers(p) * attended_layer_tokens(d, context) * kv_bytes_per_token_layer(d, tp)
+
+
 def memory_breakdown(p: Problem, par: Parallel | Layouts, m, chunk) -> dict[str, np.ndarray]:
-    """Per-GPU memory terms of the busiest stage [bytes]."""
+    """Per-GPU memory terms of the busiest stage [bytes]. With speculative decoding, `draft_bytes`: the draft's
+    weights and its KV cache of the m * pp requests of the last stage at full context (isl + osl), and
+    activations for m * (k + 1) decode tokens."""
+    if p.speculation is None:
+        terms = {
+            "weights_bytes": weight_bytes_per_gpu(p, par.tp, par.attention_dp, par.pp),
+            "kv_cache_bytes": kv_cache_bytes_per_gpu(p, par.tp, m),
+            "activation_bytes": activation_bytes_per_gpu(p, par.tp, m, chunk),
+            "comm_buffer_bytes": comm_buffer_bytes(p, par.replica_gpus),
+            "reserved_bytes": np.asarray(reserved_bytes(p)),
+        }
+        terms["per_gpu_bytes"] = sum(terms.values())
+        return terms
+    w = p.workload
+    draft = (draft_weight_bytes_per_gpu(p, par.tp, par.attention_dp)
+             + np.asarray(m) * np.asarray(par.pp) * draft_kv_bytes_per_request(p, par.tp, w.isl + w.osl))
     terms = {
         "weights_bytes": weight_bytes_per_gpu(p, par.tp, par.attention_dp, par.pp),
         "kv_cache_bytes": kv_cache_bytes_per_gpu(p, par.tp, m),
-        "activation_bytes": activation_bytes_per_gpu(p, par.tp, m, chunk),
+        "activation_bytes": activation_bytes_per_gpu(p, par.tp, m, chunk, draft_tokens(p) + 1),
         "comm_buffer_bytes": comm_buffer_bytes(p, par.replica_gpus),
         "reserved_bytes": np.asarray(reserved_bytes(p)),
+        "draft_bytes": draft,
     }
     terms["per_gpu_bytes"] = sum(terms.values())
     return terms
@@ -550,8 +780,10 @@ def wave_terms(p: Problem, par: Parallel | Layouts, m, chunk) -> dict[str, np.nd
 
 def metrics_grid(p: Problem, par: Parallel | Layouts, m, chunk, tails: bool = False) -> dict[str, np.ndarray]:
     """TPOT [s], TTFT [s], throughput [tokens/s/GPU over p.gpus], memory [bytes], f, rho, concurrency
-    [requests per replica], for one layout or many (Layouts) over broadcastable m and chunk; with `tails` (or
-    a percentile SLA) in a closed loop, also the wave terms its TTFT percentiles read (wave_terms)."""
+    [requests per replica], for one layout or many (Layouts) over broadcastable m and chunk. With speculative
+    decoding an iteration is a draft-and-verify step (pass_time) yielding E tokens per request
+    (tokens_per_step): TPOT = mean step / E, and the prefill demand grows E-fold. With `tails` (or a percentile
+    SLA) in a closed loop, also the wave terms its TTFT percentiles read (wave_terms)."""
     m, chunk = np.asarray(m), np.asarray(chunk)
     f = np.minimum(prefill_share(p, m, chunk), 1.0)
     loads = (np.zeros(()), carried_chunk(p, m, chunk), ttft_chunk(p, m, chunk), chunk)
@@ -559,9 +791,10 @@ def metrics_grid(p: Problem, par: Parallel | Layouts, m, chunk, tails: bool = Fa
         decode, carried, first, full = pass_time(p, par, m, np.stack(np.broadcast_arrays(*loads)))
     else:
         decode, carried, first, full = (pass_time(p, par, m, c) for c in loads)
-    tpot = (1 - f) * decode + f * carried  # the mean pass over decode-only and chunk-carrying iterations
+    step = (1 - f) * decode + f * carried  # the mean iteration over decode-only and chunk-carrying ones
+    tpot = step / tokens_per_step(p)  # E tokens per request per step (1 without speculative decoding)
     own, backlog = ttft_passes(p, m, chunk)
-    ttft = own * first + backlog * full + admission_passes(p) * tpot + request_overhead(p)
+    ttft = own * first + backlog * full + admission_passes(p) * step + request_overhead(p)
     concurrency = m * par.attention_dp * par.pp
     thr = par.dp * concurrency / tpot / p.gpus
     out = {"tpot_s": tpot, "ttft_s": ttft, "tokens_per_s_per_gpu": thr, "concurrency": concurrency,
@@ -588,6 +821,7 @@ def evaluate(p: Problem, par: Parallel, m: int, chunk: int) -> Evaluation:
         requests_per_s=g["tokens_per_s_per_gpu"] * p.gpus / p.workload.osl,
         prefill_share=g["prefill_share"],
         prefill_load=g["prefill_load"],
+        tokens_per_step=tokens_per_step(p),
     )
     memory = Memory(
         per_gpu_bytes=g["per_gpu_bytes"],
@@ -598,6 +832,7 @@ def evaluate(p: Problem, par: Parallel, m: int, chunk: int) -> Evaluation:
         activation_bytes=g["activation_bytes"],
         comm_buffer_bytes=g["comm_buffer_bytes"],
         reserved_bytes=g["reserved_bytes"],
+        draft_bytes=g.get("draft_bytes", 0.0),
     )
     return Evaluation(metrics, memory, Batch(concurrency=concurrency, chunk_tokens=chunk, micro_batch=m))
 
@@ -643,7 +878,8 @@ def prefill_held_prompts(p: Problem, par: Parallel | Layouts, chunk) -> np.ndarr
 
 def prefill_memory_breakdown(p: Problem, par: Parallel | Layouts, chunk) -> dict[str, np.ndarray]:
     """Per-GPU memory of a prefill worker's busiest stage [bytes]: weights, the KV cache of the prompts it holds
-    (prefill_held_prompts, at isl tokens), activations of one pass of `chunk` tokens, buffers, reserved."""
+    (prefill_held_prompts, at isl tokens), activations of one pass of `chunk` tokens, buffers, reserved; with
+    speculative decoding the draft's weights and its KV cache of those prompts (`draft_bytes`)."""
     kv = prefill_held_prompts(p, par, chunk) * attended_layer_tokens(p, p.workload.isl) * kv_bytes_per_token_layer(
         p, par.tp)
     terms = {
@@ -653,19 +889,25 @@ def prefill_memory_breakdown(p: Problem, par: Parallel | Layouts, chunk) -> dict
         "comm_buffer_bytes": comm_buffer_bytes(p, par.replica_gpus),
         "reserved_bytes": np.asarray(reserved_bytes(p)),
     }
+    if p.speculation is not None:
+        held = prefill_held_prompts(p, par, chunk) * np.asarray(par.pp)  # the last stage holds every layer's
+        terms["draft_bytes"] = (draft_weight_bytes_per_gpu(p, par.tp, par.attention_dp)
+                                + held * draft_kv_bytes_per_request(p, par.tp, p.workload.isl))
     terms["per_gpu_bytes"] = sum(terms.values())
     return terms
 
 
 def decode_pass_time(p: Problem, par: Parallel | Layouts, m) -> np.ndarray:
-    """One pass of a decode worker: m decode requests per attention-DP rank per micro-batch, no chunk; its
-    time per output token (TPOT) [s]."""
-    return pass_time(p, par, m, 0)
+    """A decode worker's time per output token (TPOT) [s]: one pass of m decode requests per attention-DP rank
+    per micro-batch, no chunk; with speculative decoding its step (spec_decode_step) over the E tokens it
+    yields per request."""
+    step, tokens = spec_decode_step(p, par, m, 0)
+    return step / tokens
 
 
 def decode_rate(p: Problem, par: Parallel | Layouts, m, tpot=None) -> np.ndarray:
-    """Output tokens one decode worker produces per second: m * adp * pp requests, one token each per pass
-    [tokens/s]."""
+    """Output tokens one decode worker produces per second: m * adp * pp requests, each one token per TPOT (E per
+    speculative step) [tokens/s]."""
     t = decode_pass_time(p, par, m) if tpot is None else tpot
     return np.asarray(m) * par.attention_dp * par.pp / t
 
@@ -676,8 +918,12 @@ def decode_memory_breakdown(p: Problem, par: Parallel | Layouts, m) -> dict[str,
 
 
 def kv_request_bytes(p: Problem) -> float:
-    """KV cache of one request's prompt, every layer, one copy (heads unsplit; the MLA latent once) [bytes]."""
-    return float(attended_layer_tokens(p, p.workload.isl) * kv_bytes_per_token_layer(p, 1))
+    """KV cache of one request's prompt, every layer, one copy (heads unsplit; the MLA latent once), with the
+    draft's when it speculates [bytes]."""
+    own = attended_layer_tokens(p, p.workload.isl) * kv_bytes_per_token_layer(p, 1)
+    if p.speculation is None:
+        return float(own)
+    return float(own + draft_kv_bytes_per_request(p, 1, p.workload.isl))
 
 
 def kv_send_bytes_per_gpu(p: Problem, tp, pp) -> np.ndarray:
@@ -688,8 +934,12 @@ def kv_send_bytes_per_gpu(p: Problem, tp, pp) -> np.ndarray:
 
 def kv_receive_bytes_per_gpu(p: Problem, tp, pp) -> np.ndarray:
     """Bytes of one request's KV cache each GPU of a decode worker's rank receives: what it stores of the
-    request, its layers (num_layers / pp) and heads (the MLA latent whole, GQA heads split over tp) [bytes]."""
-    return attended_layer_tokens(p, p.workload.isl) * kv_bytes_per_token_layer(p, tp) / np.asarray(pp)
+    request, its layers (num_layers / pp) and heads (the MLA latent whole, GQA heads split over tp), and on the
+    last stage the draft's when it speculates [bytes]."""
+    own = attended_layer_tokens(p, p.workload.isl) * kv_bytes_per_token_layer(p, tp) / np.asarray(pp)
+    if p.speculation is None:
+        return own
+    return own + draft_kv_bytes_per_request(p, tp, p.workload.isl)
 
 
 def kv_link(p: Problem, same_domain) -> tuple[np.ndarray, np.ndarray]:

@@ -122,7 +122,7 @@ class PoolOptions:
     batch: np.ndarray
     gpus: np.ndarray  # [GPUs] of one worker
     broken: np.ndarray  # uint16 bits (options.BIT) of the pool rules each option breaks
-    pass_s: np.ndarray  # [s] one pass
+    pass_s: np.ndarray  # [s] one pass (decode: its TPOT, the speculative step over E)
     rate: np.ndarray  # [requests/s] prefill capacity, or decode output [tokens/s] per worker
     service_s: np.ndarray  # [s] prefill: one prompt's passes; decode: TPOT
     link_s: np.ndarray  # [s] (options, 2): KV send (prefill) or receive (decode) time, scale-out / scale-up
@@ -636,7 +636,8 @@ def _memory(p: Problem, terms: dict) -> Memory:
     return Memory(per_gpu_bytes=g["per_gpu_bytes"], capacity_bytes=p.cluster.capacity_bytes,
                   usable_bytes=cost.usable_bytes(p), weights_bytes=g["weights_bytes"],
                   kv_cache_bytes=g["kv_cache_bytes"], activation_bytes=g["activation_bytes"],
-                  comm_buffer_bytes=g["comm_buffer_bytes"], reserved_bytes=g["reserved_bytes"])
+                  comm_buffer_bytes=g["comm_buffer_bytes"], reserved_bytes=g["reserved_bytes"],
+                  draft_bytes=g.get("draft_bytes", 0.0))
 
 
 def _short(par: Parallel) -> str:
@@ -669,15 +670,15 @@ def build_plan(dp: DisaggProblem, pre_par: Parallel, chunk: int, dec_par: Parall
         role="decode", cluster=pd.cluster.name, label=_short(dec_par), parallel=dec_par, workers=y,
         gpus_per_worker=dec_par.replica_gpus, gpus=y * dec_par.replica_gpus,
         batch=PoolBatch(micro_batch=m, concurrency=conc), memory=dec_mem,
-        metrics=PoolMetrics(pass_ms=tpot_ms, tpot_ms=tpot_ms, tokens_per_s=g["decode_rate"],
+        metrics=PoolMetrics(pass_ms=tpot_ms * cost.tokens_per_step(pd), tpot_ms=tpot_ms, tokens_per_s=g["decode_rate"],
                             requests_per_s=g["requests_per_s"] / y))
     kv = KVTransfer(bytes_per_request=cost.kv_request_bytes(p), link="scale-up" if same else "scale-out",
                     send_ms=g["kv_send_s"] * 1e3, receive_ms=g["kv_receive_s"] * 1e3,
                     transfer_ms=g["kv_transfer_s"] * 1e3)
     metrics = Metrics(tokens_per_s_per_user=1000 / tpot_ms, tokens_per_s_per_gpu=g["tokens_per_s"] / dp.gpus,
                       tpot_ms=tpot_ms, ttft_ms=g["ttft_s"] * 1e3, requests_per_s=g["requests_per_s"],
-                      prefill_share=0.0, prefill_load=g["prefill_load"],
-                      percentiles=percentiles.disagg_percentiles(p, g))
+                      prefill_share=0.0, prefill_load=g["prefill_load"], tokens_per_step=cost.tokens_per_step(pd),
+                      percentiles=percentiles.disagg_percentiles(p, g, pd))
     cluster = p.cluster.name if dp.shared else f"{p.cluster.name} (prefill) + {pd.cluster.name} (decode)"
     return Plan(
         model=p.model.name, cluster=cluster, gpus=dp.gpus, gpus_used=used, isl=p.workload.isl, osl=p.workload.osl,
@@ -686,8 +687,8 @@ def build_plan(dp: DisaggProblem, pre_par: Parallel, chunk: int, dec_par: Parall
         expert_gemm_math=p.math_for(p.experts) if p.mixed_formats else None,
         label=f"prefill {x}x {_short(pre_par)} + decode {y}x {_short(dec_par)}", parallel=dec_par,
         batch=Batch(concurrency=conc, chunk_tokens=chunk, micro_batch=m), metrics=metrics, memory=dec_mem,
-        solver=info, sla=p.sla, workload=p.workload, backend=p.backend, speculation=p.speculation,
-        notes=list(p.model.approximations),
+        solver=info, sla=p.sla, workload=p.workload, backend=p.backend, speculation=cost.resolved_speculation(p),
+        notes=cost.approximation_notes(p),
         spans_domains=cost.domain_spans(pd, one_d), serving="disagg", prefill=prefill, decode=decode, kv_transfer=kv)
 
 

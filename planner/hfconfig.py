@@ -385,7 +385,8 @@ def _from_config(path: pathlib.Path, top: dict[str, Any], name: str | None) -> M
     else:
         dense_width = c.integer("intermediate_size", "the dense FFN width")
 
-    if c.optional("num_nextn_predict_layers", 0):
+    mtp_layers = c.optional("num_nextn_predict_layers", 0)
+    if mtp_layers:
         notes.append(
             f"{c.data['num_nextn_predict_layers']} multi-token-prediction (MTP) layer(s) not counted: "
             "they serve only speculative decoding"
@@ -417,6 +418,7 @@ def _from_config(path: pathlib.Path, top: dict[str, Any], name: str | None) -> M
         mla=mla,
         sliding_window=window,
         sliding_window_layers=windowed,
+        mtp_layers=mtp_layers,
         approximations=notes,
         checkpoint_precision=_checkpoint_precision(path, top, bool(moe.get("num_experts"))),
         **moe,

@@ -145,8 +145,10 @@ def agg_ttft_quantile(p: Problem, g: Mapping[str, np.ndarray], chunk, q: float) 
         fixed = np.asarray(g["ttft_s"], dtype=float) - passes * stretch * first - backlog
     points, weights = length_points(p, "isl")
     own = _passes(p, chunk, points)
-    # the queue for the chunk budget is busy while chunk-carrying passes run: that share of the time
-    busy = np.asarray(g["prefill_share"]) * np.asarray(g["carried_pass_s"]) / np.asarray(g["tpot_s"])
+    # the queue for the chunk budget is busy while chunk-carrying passes run: that share of the time (a step
+    # is E tokens' time: tpot * tokens_per_step)
+    step = np.asarray(g["tpot_s"]) * cost.tokens_per_step(p)
+    busy = np.clip(np.asarray(g["prefill_share"]), 0, 1) * np.asarray(g["carried_pass_s"]) / step
     pw, lam = _wait_terms(p, busy, own * first, weights)
     b = p.burstiness if p.workload.closed_loop else 0.0
     if b > 0 and "wave_first_pass_s" in g:
@@ -160,29 +162,50 @@ def agg_ttft_quantile(p: Problem, g: Mapping[str, np.ndarray], chunk, q: float) 
     return np.where(np.isfinite(stretch) & np.isfinite(g["ttft_s"]), out, np.inf)
 
 
-def agg_tpot_quantile(p: Problem, g: Mapping[str, np.ndarray], q: float) -> np.ndarray:
-    """Quantile q (0..1) of an aggregated request's TPOT (its mean iteration time) from metrics_grid's `g` [s]."""
-    d, c = np.asarray(g["decode_pass_s"], dtype=float), np.asarray(g["carried_pass_s"], dtype=float)
-    f = np.clip(np.asarray(g["prefill_share"], dtype=float), 0.0, 1.0)
+def step_token_variance(p: Problem) -> float:
+    """Variance of the output tokens one speculative step yields a request: 1 + A tokens, A the accepted drafts
+    (A = j < k with probability a^j (1 - a), A = k with probability a^k); 0 without speculation [tokens^2]."""
+    if p.speculation is None:
+        return 0.0
+    a, k = cost.acceptance(p), cost.draft_tokens(p)
+    j = np.arange(k + 1, dtype=float)
+    prob = np.where(j < k, a ** j * (1 - a), a ** k)
+    tokens = 1 + j
+    return float((prob * tokens ** 2).sum() - (prob * tokens).sum() ** 2)
+
+
+def _tpot_quantile(p: Problem, tpot, spread, f, q: float) -> np.ndarray:
+    """Quantile q of a request's TPOT: its mean over n steps (n = (osl - 1) / E, by quadrature over the output
+    lengths) of iterations taking d, or d + spread with probability f (binomial), each yielding E tokens on
+    average (speculation: the accepted drafts vary per step, step_token_variance); normal per length [s]."""
+    tpot, spread, f = (np.asarray(x, dtype=float) for x in (tpot, spread, f))
+    e, var_tokens = cost.tokens_per_step(p), step_token_variance(p)
     points, weights = length_points(p, "osl")
-    n = np.maximum(points - 1.0, 1.0).reshape((-1,) + (1,) * f.ndim)
-    sd = np.sqrt(f * (1 - f) / n)
-    spread = np.maximum(c - d, 0.0)
-    if not np.any(spread * sd > 0):
-        return np.asarray(g["tpot_s"], dtype=float).copy()
-    lo = d + spread * np.clip(f - 6 * sd.max(axis=0), 0, 1)
-    hi = d + spread * np.clip(f + 6 * sd.max(axis=0), 0, 1)
-    lo, hi = (np.broadcast_to(x, np.broadcast(d, c, f).shape).copy() for x in (lo, hi))
+    n = np.maximum((points - 1.0) / e, 1.0).reshape((-1,) + (1,) * np.broadcast(tpot, f).ndim)
+    var = (spread ** 2 * f * (1 - f) / e ** 2 + tpot ** 2 * var_tokens / e ** 2) / n
+    sd = np.sqrt(var)
+    if not np.any(sd > 0):
+        return np.broadcast_to(tpot, np.broadcast(tpot, spread, f).shape).copy()
+    top = sd.max(axis=0)
+    lo, hi = (np.broadcast_to(x, np.broadcast(tpot, spread, f).shape).copy() for x in (tpot - 7 * top, tpot + 7 * top))
     for _ in range(_BISECTION_STEPS):
         mid = 0.5 * (lo + hi)
-        share = np.where(spread > 0, (mid - d) / np.where(spread > 0, spread, 1.0), 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where(sd > 0, (share - f) / np.where(sd > 0, sd, 1.0), np.where(share >= f, np.inf, -np.inf))
+            z = np.where(sd > 0, (mid - tpot) / np.where(sd > 0, sd, 1.0), np.where(mid >= tpot, np.inf, -np.inf))
         phi = normal_cdf(z)
         cdf = sum(wt * phi[k] for k, wt in enumerate(weights))  # elementwise, in one order: any shape, same bits
         below = cdf < q
         lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    return np.where(spread > 0, hi, np.asarray(g["tpot_s"], dtype=float))
+    return np.where(top > 0, hi, tpot)
+
+
+def agg_tpot_quantile(p: Problem, g: Mapping[str, np.ndarray], q: float) -> np.ndarray:
+    """Quantile q (0..1) of an aggregated request's TPOT (its mean iteration time over its tokens) from
+    metrics_grid's `g` [s]: decode-only steps of decode_pass_s and, with the prefill share's probability,
+    chunk-carrying ones of carried_pass_s."""
+    d, c = np.asarray(g["decode_pass_s"], dtype=float), np.asarray(g["carried_pass_s"], dtype=float)
+    f = np.clip(np.asarray(g["prefill_share"], dtype=float), 0.0, 1.0)
+    return _tpot_quantile(p, g["tpot_s"], np.maximum(c - d, 0.0), f, q)
 
 
 def _disagg_services(p: Problem, service_s) -> tuple[np.ndarray, np.ndarray]:
@@ -249,11 +272,17 @@ def agg_percentiles(p: Problem, par, m: int, chunk: int) -> LatencyPercentiles:
     )
 
 
-def disagg_percentiles(p: Problem, g: Mapping[str, np.ndarray]) -> LatencyPercentiles:
-    """Percentiles of TTFT and TPOT of one disaggregated deployment from cost.disagg_metrics' `g` [ms]."""
-    tpot = float(np.asarray(g["tpot_s"])) * 1e3
+def disagg_percentiles(p: Problem, g: Mapping[str, np.ndarray], dec: Problem | None = None) -> LatencyPercentiles:
+    """Percentiles of TTFT and TPOT of one disaggregated deployment from cost.disagg_metrics' `g` [ms] (p: the
+    prefill pool's problem, dec the decode pool's, p when None)."""
     return LatencyPercentiles(
         ttft_ms={f"p{k}": float(disagg_ttft_quantile(p, g["prefill_service_s"], g["prefill_load"],
                                                      g["kv_transfer_s"], k / 100)) * 1e3 for k in PERCENTILES},
-        tpot_ms={f"p{k}": tpot for k in PERCENTILES},
+        tpot_ms={f"p{k}": float(disagg_tpot_quantile(dec or p, g["tpot_s"], k / 100)) * 1e3 for k in PERCENTILES},
     )
+
+
+def disagg_tpot_quantile(p: Problem, tpot_s, q: float) -> np.ndarray:
+    """Quantile q of a disaggregated request's TPOT: every decode pass alike, so the mean, but for speculative
+    decoding's accepted drafts varying per step (p: the decode pool's problem) [s]."""
+    return _tpot_quantile(p, tpot_s, 0.0, 0.0, q)

@@ -172,9 +172,42 @@ def span_lines(p: Plan) -> list[str]:
 def memory_line(p: Any) -> str:
     """The memory terms of one GPU of the busiest stage (of a Plan, or of one pool of a disaggregated plan)."""
     m = p.memory
-    return (f"memory/GPU: weights {m.weights_bytes / GB:.1f} + KV {m.kv_cache_bytes / GB:.1f} + activations "
+    draft = f" + draft {m.draft_bytes / GB:.1f}" if m.draft_bytes else ""
+    return (f"memory/GPU: weights {m.weights_bytes / GB:.1f} + KV {m.kv_cache_bytes / GB:.1f}{draft} + activations "
             f"{m.activation_bytes / GB:.1f} + buffers {m.comm_buffer_bytes / GB:.1f} + reserved "
             f"{m.reserved_bytes / GB:.1f} = {m.per_gpu_bytes / GB:.1f} GB of {m.usable_bytes / GB:.1f} GB usable")
+
+
+SPEC_METHODS = {"mtp": "the model's MTP modules", "eagle": "an EAGLE head", "draft": "draft model {}"}
+"""How the speculation line names each method's draft."""
+
+
+def speculation_lines(p: Plan, problem: Problem) -> list[str]:
+    """Speculative decoding: the draft, its length and acceptance (given, searched or the calibration's), the
+    tokens per step and the step time; and the best plan of each draft length compared (k = 0: none)."""
+    s = p.speculation
+    if s is None:
+        return []
+    from planner.search import SEARCHED_DRAFT_TOKENS
+
+    asked = problem.speculation
+    searched = f"best of {SEARCHED_DRAFT_TOKENS[0]}..{SEARCHED_DRAFT_TOKENS[-1]}"
+    k_how = "given" if asked is not None and asked.draft_tokens is not None else searched
+    given = asked is not None and asked.acceptance is not None
+    a_how = "given" if given else f"calibration, {s.method.value}_acceptance"
+    m = p.metrics
+    pool = "the decode pool's " if p.serving == "disagg" else ""
+    tokens = f"{s.draft_tokens} draft token{'s' if s.draft_tokens != 1 else ''} per step ({k_how})"
+    out = [f"speculation: {SPEC_METHODS[s.method.value].format(s.draft_model)}, {tokens}, acceptance "
+           f"{s.acceptance:.2f} ({a_how}): {m.tokens_per_step:.2f} tokens per step of "
+           f"{duration(m.tpot_ms * m.tokens_per_step)} ({pool}TPOT {m.tpot_ms:.1f} ms)"]
+    if p.speculation_options:
+        def cell(o: Any) -> str:
+            name = "none" if o.draft_tokens == 0 else f"k={o.draft_tokens}"
+            return f"{name} {o.tokens_per_s_per_gpu:,.1f}" if o.tokens_per_s_per_gpu is not None else f"{name} -"
+        out.append("tok/s/GPU by draft length (best plan of each; none = no speculative decoding): "
+                   + ", ".join(cell(o) for o in p.speculation_options))
+    return out
 
 
 def note_lines(p: Plan) -> list[str]:
@@ -255,11 +288,11 @@ def solve_lines(plans: Sequence[Plan], problem: Problem) -> list[str]:
     best = plans[0]
     head = [sla_line(best, problem), table(PLAN_HEADERS, plan_rows(plans))]
     if best.serving == "disagg":
-        return [*head, *pool_lines(best), *percentile_lines(best), *note_lines(best), *profile_lines(problem),
-                solver_line(best), *alternative_lines(best)]
+        return [*head, *pool_lines(best), *percentile_lines(best), *speculation_lines(best, problem),
+                *note_lines(best), *profile_lines(problem), solver_line(best), *alternative_lines(best)]
     return [*head, layout_line(best), *span_lines(best), *interval_lines(best), *percentile_lines(best),
-            *confidence_lines(best, problem),
-            memory_line(best), *note_lines(best), *profile_lines(problem), solver_line(best), *limits_line(best),
+            *confidence_lines(best, problem), *speculation_lines(best, problem), memory_line(best),
+            *note_lines(best), *profile_lines(problem), solver_line(best), *limits_line(best),
             *alternative_lines(best)]
 
 
@@ -267,9 +300,10 @@ def estimate_lines(plan: Plan, problem: Problem) -> list[str]:
     """Everything `planner estimate` prints for one plan."""
     if plan.serving == "disagg":
         return [describe(plan), table(PLAN_HEADERS, plan_rows([plan])), *pool_lines(plan),
-                *percentile_lines(plan), *note_lines(plan), *profile_lines(problem)]
+                *percentile_lines(plan), *speculation_lines(plan, problem), *note_lines(plan), *profile_lines(problem)]
     return [describe(plan), table(PLAN_HEADERS, plan_rows([plan])), layout_line(plan), *span_lines(plan),
-            *interval_lines(plan), *percentile_lines(plan), memory_line(plan), *note_lines(plan),
+            *interval_lines(plan), *percentile_lines(plan), *speculation_lines(plan, problem), memory_line(plan),
+            *note_lines(plan),
             *profile_lines(problem)]
 
 
@@ -296,6 +330,8 @@ def frontier_table(f: Any) -> str:
         columns.append((f"{next(iter(levels)):.0%} interval", interval))
     if f.serving != "agg":
         columns.append(("serving", lambda pt: pt.serving))
+    if any(pt.speculation is not None for pt in f.points):
+        columns.append(("draft k", lambda pt: str(pt.speculation.draft_tokens) if pt.speculation else "-"))
     if f.serving == "auto":
         columns.append(("other tok/s/GPU", other_throughput))
     for k, (head, cell) in enumerate(columns):

@@ -36,7 +36,7 @@ from planner import cost, percentiles
 from planner.catalog import load_cluster, load_model, validation_message
 from planner.errors import PlannerError, SpecError
 from planner.rules import explain, layout_violations
-from planner.specs import Calibration, Parallel, Precision, Problem, Workload
+from planner.specs import Calibration, Parallel, Precision, Problem, SpecMethod, Speculation, Workload
 
 INPUT_COLUMNS = (
     "model_path", "system", "backend", "backend_version", "precision", "gemm_quant_mode", "moe_quant_mode",
@@ -70,6 +70,17 @@ with their aliases (int4_wo, awq, gptq = int4; nvfp4 = fp4; mxfp4) and the engin
 _FP4_RECORDS = (Precision.fp4, Precision.mxfp4)
 """What data sources write for MXFP4 weights as well as NVFP4 ('fp4', and 'nvfp4' in aiconfigurator's
 silicon data for openai/gpt-oss-*, whose only checkpoint is MXFP4)."""
+ASSUMED_DRAFT_TOKENS: dict[str, int] = {"trtllm": 3, "sglang": 1, "vllm": 1, "*": 3}
+"""ASSUMPTION: the draft tokens k per step of a measured speculative run that does not record it (no
+`draft_tokens` column; InferenceMAX's rows do not), by engine: the engines' usual setting for DeepSeek's MTP.
+TensorRT-LLM 3 (its DeepSeek-R1 MTP examples set num_nextn_predict_layers 3, the one MTP module reused);
+SGLang 1 (--speculative-num-steps 1, 2 draft tokens verified); vLLM 1 (num_speculative_tokens 1 in its
+deepseek_mtp examples). On the InferenceMAX MTP rows the engines' streamed chunks agree: SGLang's (one per step)
+hold at most 2 tokens (median ITL / median TPOT up to 2.0, against 1.0 without MTP: a ceiling of k + 1 = 2),
+TensorRT-LLM's (one every 20 iterations without MTP) up to 2.4 tokens per iteration, more than k = 1 allows
+(benchmarks/spec_accuracy.py prints these ratios). Not recorded, so not checked row by row."""
+SPEC_COLUMN_METHODS = {"mtp": SpecMethod.mtp, "eagle": SpecMethod.eagle}
+"""The `spec_decoding` values of a measured run that are predicted, and their method ('none' or empty: none)."""
 _FIXED_POINT_STEPS = 12
 """Iterations of the Little's-law fixed point (it contracts fast: TTFT << osl * TPOT mostly)."""
 
@@ -178,13 +189,29 @@ def _specs(model_ref: str, system: str):
     return load_model(model_ref), load_cluster(system)
 
 
+def row_spec(row: dict[str, str]) -> str:
+    """A row's speculative decoding as recorded: 'none' (also for an empty or missing column), 'mtp', ..."""
+    return (row.get("spec_decoding") or "none").strip().lower() or "none"
+
+
+def row_speculation(row: dict[str, str], backend: str) -> Speculation | None:
+    """The Speculation of a row: None for spec_decoding none; its method (SPEC_COLUMN_METHODS), the draft tokens
+    of its `draft_tokens` column or else ASSUMED_DRAFT_TOKENS of its engine, and the calibration's acceptance.
+    SpecError for a method that is not predicted."""
+    spec = row_spec(row)
+    if spec == "none":
+        return None
+    if spec not in SPEC_COLUMN_METHODS:
+        raise SpecError(f"spec_decoding '{spec}': only {', '.join(SPEC_COLUMN_METHODS)} (and none) are predicted")
+    k = _int(row, "draft_tokens", default=0) or ASSUMED_DRAFT_TOKENS.get(backend, ASSUMED_DRAFT_TOKENS["*"])
+    if not 1 <= k <= 8:
+        raise SpecError(f"column draft_tokens: {k} draft tokens, 1 to 8 are modelled")
+    return Speculation(method=SPEC_COLUMN_METHODS[spec], draft_tokens=k)
+
+
 def _row_basics(row: dict[str, str]):
     """(model, cluster, backend, weight format, expert format or None) of a row, as its engine served them;
-    SpecError for speculative-decoding rows (not modelled) and unknown names or formats."""
-    spec = (row.get("spec_decoding") or "none").strip().lower() or "none"
-    if spec != "none":
-        raise SpecError(f"spec_decoding '{spec}': speculative decoding is not modelled; only runs without it "
-                        "(spec_decoding none) are predicted")
+    SpecError for unknown names or formats."""
     model, cluster = _specs((row.get("model_path") or "").strip(), (row.get("system") or "").strip())
     backend = (row.get("backend") or "*").strip().lower() or "*"
     weights = _precision(row.get("gemm_quant_mode")) or _precision(row.get("precision")) or Precision.bf16
@@ -217,6 +244,7 @@ def parse_run(row: dict[str, str], calibration: Calibration) -> Run:
                         "and this prediction take aggregated runs (mode agg); disaggregated ones are predicted by "
                         "parse_disagg_run")
     model, cluster, backend, weights, experts = _row_basics(row)
+    speculation = row_speculation(row, backend)
     tp, pp = _int(row, "tp_size"), _int(row, "pp_size")
     adp = _int(row, "attention_dp_size")
     ep = _int(row, "moe_ep_size") if model.is_moe else 1
@@ -237,6 +265,7 @@ def parse_run(row: dict[str, str], calibration: Calibration) -> Run:
                               closed_loop=True),
             precision=weights, expert_precision=experts if experts not in (None, weights) else None,
             kv_precision=_kv_precision(backend, weights, experts, cluster), calibration=calibration, backend=backend,
+            speculation=speculation,
         )
     except ValidationError as e:
         raise SpecError(validation_message(e)) from None
@@ -284,6 +313,7 @@ def parse_disagg_run(row: dict[str, str], calibration: Calibration) -> DisaggRun
     if row_mode(row) != "disagg":
         raise SpecError(f"mode '{row_mode(row)}': not a disaggregated run")
     model, cluster, backend, weights, experts = _row_basics(row)
+    speculation = row_speculation(row, backend)
     pre, dec = _pool_layout(row, "prefill", model), _pool_layout(row, "decode", model)
     for col in ("isl", "osl"):
         if _int(row, col, 0) < 1:
@@ -294,6 +324,7 @@ def parse_disagg_run(row: dict[str, str], calibration: Calibration) -> DisaggRun
             workload=Workload(isl=_int(row, "isl", 0), osl=_int(row, "osl", 0), burstiness=None, closed_loop=True),
             precision=weights, expert_precision=experts if experts not in (None, weights) else None,
             kv_precision=_kv_precision(backend, weights, experts, cluster), calibration=calibration, backend=backend,
+            speculation=speculation,
         )
     except ValidationError as e:
         raise SpecError(validation_message(e)) from None
@@ -313,7 +344,8 @@ def parse_disagg_run(row: dict[str, str], calibration: Calibration) -> DisaggRun
     decode_batch = _int(row, "decode_batch_size", default=0) or None
     for name, par in (("prefill", pre), ("decode", dec)):
         one = par.model_copy(update={"dp": 1})
-        weights = float(cost.weight_bytes_per_gpu(problem, one.tp, one.attention_dp, one.pp))
+        weights = float(cost.weight_bytes_per_gpu(problem, one.tp, one.attention_dp, one.pp)
+                        + cost.draft_weight_bytes_per_gpu(problem, one.tp, one.attention_dp))
         if weights + cost.reserved_bytes(problem) > cost.usable_bytes(problem):
             raise SpecError(f"{name} worker {_short_label(one)} cannot hold the weights: {weights / 1e9:.0f} GB per "
                             f"GPU at {problem.precision_label}, {cost.usable_bytes(problem) / 1e9:.0f} GB usable on "
@@ -370,7 +402,8 @@ def _predict_disagg_group(runs: list[DisaggRun]) -> dict[str, np.ndarray]:
     n = b / (y * ranks)  # clients per decode rank
     mem1 = cost.decode_memory_breakdown(p, ld, 1.0)
     w = p.workload
-    per_request = cost.kv_cache_bytes_per_gpu(p, ld.tp, 1.0) * (w.isl + w.osl / 2) / (w.isl + w.osl)
+    per_request = (cost.kv_cache_bytes_per_gpu(p, ld.tp, 1.0) + ld.pp * cost.draft_kv_bytes_per_request(
+        p, ld.tp, w.isl + w.osl)) * (w.isl + w.osl / 2) / (w.isl + w.osl)
     room = cost.usable_bytes(p) - (mem1["per_gpu_bytes"] - mem1["kv_cache_bytes"])
     most = np.maximum(np.floor(room / per_request), 1.0)
     limit = np.array([r.decode_batch or np.inf for r in runs], dtype=float)
@@ -401,7 +434,7 @@ def _predict_disagg_group(runs: list[DisaggRun]) -> dict[str, np.ndarray]:
     q = {f"ttft_p{k}_ms": (np.minimum(percentiles.disagg_ttft_quantile(
         p, g["prefill_service_s"], g["prefill_load"], g["kv_transfer_s"], k / 100), 1e6) + wait) * 1e3
         for k in (50, 99)}
-    q.update({f"tpot_p{k}_ms": tpot * 1e3 for k in (50, 99)})  # every decode pass alike: no spread modelled
+    q.update({f"tpot_p{k}_ms": percentiles.disagg_tpot_quantile(p, tpot, k / 100) * 1e3 for k in (50, 99)})
     return {"ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3, "tokens_per_s_per_gpu": thr, "decoding_per_rank": m, **q}
 
 
@@ -428,7 +461,8 @@ def predict_runs(runs: list[Run]) -> dict[str, np.ndarray]:
     # its mean resident context, isl + osl / 2, not the full isl + osl the planner reserves
     mem1 = cost.memory_breakdown(p, par, 1.0, chunk)
     w = p.workload
-    per_request = cost.kv_cache_bytes_per_gpu(p, par.tp, 1.0) * (w.isl + w.osl / 2) / (w.isl + w.osl)
+    per_request = (cost.kv_cache_bytes_per_gpu(p, par.tp, 1.0) + par.pp * cost.draft_kv_bytes_per_request(
+        p, par.tp, w.isl + w.osl)) * (w.isl + w.osl / 2) / (w.isl + w.osl)
     room = cost.usable_bytes(p) - (mem1["per_gpu_bytes"] - mem1["kv_cache_bytes"])
     capacity = np.maximum(np.floor(room / per_request), 1.0)
     m = np.minimum(n, capacity)
@@ -462,7 +496,7 @@ def run_throughput(runs: list[Run], ttft_s, tpot_s) -> np.ndarray:
 def _group_key(run: Run) -> tuple:
     p = run.problem
     return (p.model.name, p.cluster.name, p.precision, p.expert_precision, p.kv_precision, p.workload.isl,
-            p.workload.osl, p.backend, id(p.calibration))
+            p.workload.osl, p.backend, p.speculation, id(p.calibration))
 
 
 def predict_all(runs: list[Run]) -> dict[str, np.ndarray]:

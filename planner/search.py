@@ -27,12 +27,14 @@ from planner.specs import (
     Calibration,
     ClusterSpec,
     ConfidenceInfo,
+    DraftOption,
     ModelSpec,
     Parallel,
     Plan,
     Precision,
     Problem,
     SolverInfo,
+    Speculation,
     Workload,
 )
 
@@ -53,6 +55,9 @@ time within about this much [s]."""
 CERTIFY_REL_TOL = 1e-9
 """Relative slack of the certificate: a plan within it of the best evaluated option counts as optimal."""
 
+
+SEARCHED_DRAFT_TOKENS: tuple[int, ...] = (1, 2, 3, 4)
+"""Draft lengths k a search tries when Speculation.draft_tokens is None [tokens per step]."""
 
 CHECKPOINT = "checkpoint"
 """The precision that asks for the model's published checkpoint formats (ModelSpec.checkpoint_precision)."""
@@ -111,6 +116,7 @@ def make_problem(
     workload: Workload | None = None,
     tpot_percentile: int | None = None,
     ttft_percentile: int | None = None,
+    speculation: Speculation | None = None,
 ) -> Problem:
     """A validated Problem from names or specs; raises SpecError/UnknownNameError on bad input.
 
@@ -123,6 +129,8 @@ def make_problem(
     workload: the traffic (length spread, trace, prefix cache: planner.traffic), replacing isl/osl.
     tpot_percentile / ttft_percentile: the SLA floor / TTFT limit hold at this percentile of requests
     (50, 90, 95, 99) instead of the mean.
+    speculation: speculative decoding (planner.specs.Speculation: mtp, eagle or a draft model; draft_tokens None
+    = searched over SEARCHED_DRAFT_TOKENS; acceptance None = the calibration's).
     """
     from pydantic import ValidationError
 
@@ -151,12 +159,41 @@ def make_problem(
         )
         if not isinstance(backend, str):
             raise SpecError(f"backend must be an engine name (trtllm, vllm, sglang or *), got {backend!r}")
-        return Problem(
+        p = Problem(
             model=m, cluster=c, gpus=gpus, workload=workload or Workload(isl=isl, osl=osl), precision=prec,
             expert_precision=experts, kv_precision=kv, sla=sla, calibration=cal, backend=backend.lower(),
         )
     except ValidationError as e:
         raise SpecError(validation_message(e)) from None
+    return with_speculation(p, speculation)
+
+
+def with_speculation(p: Problem, speculation: Speculation | None) -> Problem:
+    """p with this speculative decoding (None: none), checked: an MTP module in the model, a draft model of the
+    target's vocabulary; SpecError otherwise."""
+    from pydantic import ValidationError
+
+    from planner.catalog import validation_message
+
+    if speculation is not None and not isinstance(speculation, Speculation):
+        raise SpecError(f"speculation must be a planner.specs.Speculation, got {type(speculation).__name__}")
+    try:
+        q = Problem(**{**{name: getattr(p, name) for name in Problem.model_fields}, "speculation": speculation})
+    except ValidationError as e:
+        raise SpecError(validation_message(e)) from None
+    if speculation is not None:
+        cost.draft_problem(q)  # loads and checks a draft model
+    return q
+
+
+def speculation_variants(p: Problem) -> list[Problem]:
+    """The problems a search of p solves: p itself without speculative decoding or with a given draft length,
+    else one per draft length k of SEARCHED_DRAFT_TOKENS (the plan keeps the best)."""
+    s = p.speculation
+    if s is None or s.draft_tokens is not None:
+        return [p]
+    return [p.model_copy(update={"speculation": s.model_copy(update={"draft_tokens": k})})
+            for k in SEARCHED_DRAFT_TOKENS]
 
 
 def with_sla(p: Problem, min_tokens_per_s_per_user: float | None) -> Problem:
@@ -365,7 +402,7 @@ def diagnose(s: Searcher) -> InfeasibleError:
     p, space = s.p, s.space
     if not s.best(use_sla=False, use_ttft=False):
         w = p.workload
-        need = int(w.prefill_tokens // w.osl) + 1  # one request per rank needs chunk > prefilled tokens / osl
+        need = int(cost.tokens_per_step(p) * w.prefill_tokens // w.osl) + 1  # one per rank needs chunk > E isl/osl
         if max(space.chunks) < need:
             return InfeasibleError(
                 f"no chunk in {short_list(space.chunks)} keeps the batch full: with isl {w.isl} / osl {w.osl} even one "
@@ -407,8 +444,10 @@ def build_plan(p: Problem, cand: Candidate, info: SolverInfo) -> Plan:
     calibration has an interval table) and, with p.confidence, the figures the SLA was checked at."""
     ev = cost.evaluate(p, cand.parallel, cand.micro_batch, cand.chunk)
     m = ev.metrics
+    if p.speculation is None:  # the interval table holds the errors of runs without speculative decoding
+        m = m.model_copy(update=uncertainty.plan_intervals(p, m.tpot_ms, m.ttft_ms, m.tokens_per_s_per_gpu,
+                                                           ev.batch.concurrency))
     metrics = m.model_copy(update={
-        **uncertainty.plan_intervals(p, m.tpot_ms, m.ttft_ms, m.tokens_per_s_per_gpu, ev.batch.concurrency),
         "percentiles": percentiles.agg_percentiles(p, cand.parallel, cand.micro_batch, cand.chunk)})
     confidence = None
     if p.confidence is not None:
@@ -420,8 +459,8 @@ def build_plan(p: Problem, cand: Candidate, info: SolverInfo) -> Plan:
         gemm_math=p.gemm_math, expert_precision=p.experts if p.mixed_formats else None,
         expert_gemm_math=p.math_for(p.experts) if p.mixed_formats else None, label=cand.parallel.label,
         parallel=cand.parallel, batch=ev.batch, metrics=metrics, memory=ev.memory, solver=info, sla=p.sla,
-        workload=p.workload, backend=p.backend, speculation=p.speculation, confidence=confidence,
-        notes=list(p.model.approximations),
+        workload=p.workload, backend=p.backend, speculation=cost.resolved_speculation(p), confidence=confidence,
+        notes=cost.approximation_notes(p),
         spans_domains=cost.domain_spans(p, cand.parallel),
     )
 
@@ -472,6 +511,7 @@ def solve(
     serving: str = "agg",
     decode_cluster: str | Path | ClusterSpec | None = None,
     decode_gpus: int | None = None,
+    speculation: Speculation | None = None,
     **problem_args,
 ) -> list[Plan]:
     """The `top` best distinct layouts (best first) maximising tokens/s/GPU under the SLA.
@@ -488,6 +528,11 @@ def solve(
     one plan) or 'auto' (both searched; the better plan first, the other mode's best in its `alternative`; with
     top > 1 the best disagg plan ranks among the agg layouts). decode_cluster / decode_gpus: a decode pool on
     another GPU type (disagg only), its own GPU count (default: as many as `gpus`).
+
+    speculation (or the problem's own): speculative decoding; with draft_tokens None each k of
+    SEARCHED_DRAFT_TOKENS is searched and the best kept (ties: the shorter draft). Each plan records its k and
+    acceptance (`speculation`), its tokens per step (`metrics.tokens_per_step`) and, in `speculation_options`,
+    the best plan of every k searched and without speculation (k = 0, for comparison only).
     """
     if serving not in SERVING_MODES:
         raise SpecError(f"unknown serving mode {serving!r}: agg, disagg or auto")
@@ -496,11 +541,21 @@ def solve(
     if serving == "agg" and (decode_cluster is not None or decode_gpus is not None):
         raise SpecError("--decode-cluster and --decode-gpus plan a disaggregated decode pool: give --serving "
                         "disagg or auto")
+    p = problem or make_problem(**problem_args)
+    if speculation is not None:
+        p = with_speculation(p, speculation)
+    if p.speculation is not None and (confidence is not None or p.confidence is not None):
+        raise SpecError("--confidence checks the SLA at the error bars of runs without speculative decoding: give "
+                        "one or the other")
     if serving == "agg":
-        return _solve_agg(problem, method, top, chunks, micro_batches, params, confidence, **problem_args)
+        if p.speculation is None:
+            return _solve_agg(p, method, top, chunks, micro_batches, params, confidence)
+        if top < 1:
+            raise SpecError(f"top must be at least 1, got {top}")
+        deadline = time.perf_counter() + (params.time_limit_s if params is not None else DEFAULT_TIME_LIMIT_S)
+        return _agg_plans(p, method, top, chunks, micro_batches, params, deadline)
     from planner import disagg
 
-    p = problem or make_problem(**problem_args)
     if confidence is not None:
         p = uncertainty.with_confidence(p, confidence)
     if top < 1:
@@ -512,11 +567,10 @@ def solve(
     if serving == "disagg" or hetero:  # another GPU type decodes (auto too): only a disaggregated plan uses both
         if top > 1:
             raise SpecError("--top lists aggregated layouts; a disaggregated search returns its one best plan")
-        return [disagg.solve_disagg(disagg.make_disagg(p, decode_cluster, decode_gpus), method=method,
-                                    chunks=chunks, micro_batches=micro_batches, params=params, deadline=deadline)]
+        return [_disagg_plan(p, decode_cluster, decode_gpus, method, chunks, micro_batches, params, deadline)]
     agg_plans, agg_error = [], None
     try:
-        agg_plans = _solve_agg(p, method, top, chunks, micro_batches, params, None)
+        agg_plans = _agg_plans(p, method, top, chunks, micro_batches, params, deadline)
     except InfeasibleError as e:
         agg_error = e
     if p.confidence is not None:  # the error bars are fitted on aggregated runs only
@@ -526,8 +580,7 @@ def solve(
         return [agg_plans[0].model_copy(update={"alternative": disagg.alternative_of(None, "disagg", why)}),
                 *agg_plans[1:]]
     try:
-        dis = disagg.solve_disagg(disagg.make_disagg(p), method=method, chunks=chunks, micro_batches=micro_batches,
-                                  params=params, deadline=deadline)
+        dis = _disagg_plan(p, None, None, method, chunks, micro_batches, params, deadline)
     except TimeLimitError as e:  # the aggregated plan stands, and says the other search did not finish
         if agg_error is not None:
             raise
@@ -550,6 +603,80 @@ def solve(
     return ranked[:top]
 
 
+def _agg_plans(p: Problem, method: Method, top: int, chunks: tuple[int, ...] | None,
+               micro_batches: tuple[int, ...] | None, params, deadline: float) -> list[Plan]:
+    """The aggregated plans of `solve`: one search, or with speculative decoding one per draft length
+    (over_draft_lengths), all within `deadline` (time.perf_counter)."""
+    if p.speculation is None:
+        return _solve_agg(p, method, top, chunks, micro_batches, params, None)
+    return over_draft_lengths(p, lambda q: _solve_agg(q, method, top, chunks, micro_batches, params, None,
+                                                      deadline=deadline), top)
+
+
+def _disagg_plan(p: Problem, decode_cluster, decode_gpus: int | None, method: Method, chunks: tuple[int, ...] | None,
+                 micro_batches: tuple[int, ...] | None, params, deadline: float) -> Plan:
+    """The disaggregated plan of `solve`: one search, or with speculative decoding (both pools run the draft)
+    the best over the draft lengths (over_draft_lengths)."""
+    from planner import disagg
+
+    def one(q: Problem) -> list[Plan]:
+        return [disagg.solve_disagg(disagg.make_disagg(q, decode_cluster, decode_gpus), method=method, chunks=chunks,
+                                    micro_batches=micro_batches, params=params, deadline=deadline)]
+
+    return one(p)[0] if p.speculation is None else over_draft_lengths(p, one, 1)[0]
+
+
+def over_draft_lengths(p: Problem, run, top: int, errors: tuple[type[Exception], ...] = (InfeasibleError,)
+                       ) -> list[Plan]:
+    """The best `top` distinct layouts of a speculative problem over its draft lengths: `run(q)` (best first,
+    raising one of `errors` when q has no plan) for each problem of speculation_variants(p) and, for
+    comparison only, for p without speculation (k = 0). Ranked by tokens/s/GPU, ties to the shorter draft;
+    each plan carries the best of every k in `speculation_options`. Raises the error of the draft length whose
+    reach is best when none has a plan."""
+    variants = speculation_variants(p)
+    found: dict[int, list[Plan]] = {}
+    failed: dict[int, Exception] = {}
+    for q in (*variants, p.model_copy(update={"speculation": None})):
+        k = cost.draft_tokens(q)
+        try:
+            found[k] = run(q)
+        except errors as e:
+            failed[k] = e
+    ranked = sorted(((plan, k) for k, plans in found.items() if k > 0 for plan in plans),
+                    key=lambda x: (-x[0].metrics.tokens_per_s_per_gpu, x[1]))
+    if not ranked:
+        raise _best_error([failed[cost.draft_tokens(q)] for q in variants])
+    options = []
+    for q in (p.model_copy(update={"speculation": None}), *variants):
+        k = cost.draft_tokens(q)
+        best = found[k][0] if k in found else None
+        options.append(DraftOption(
+            draft_tokens=k, tokens_per_step=cost.tokens_per_step(q), label=best.label if best else None,
+            tokens_per_s_per_gpu=best.metrics.tokens_per_s_per_gpu if best else None,
+            tokens_per_s_per_user=best.metrics.tokens_per_s_per_user if best else None,
+            reason=None if best else str(failed[k])))
+    out, seen = [], set()
+    for plan, _ in ranked:
+        if plan.label not in seen:
+            seen.add(plan.label)
+            out.append(plan.model_copy(update={"speculation_options": options}))
+    return out[:top]
+
+
+def _best_error(errors: list[Exception]) -> Exception:
+    """Of the errors of several draft lengths, the one saying the most is reachable: the highest tokens/s/user,
+    the lowest TTFT, the fewest GPUs (InfeasibleError.reachable), else the first."""
+    def reach(e: Exception) -> float:
+        got = getattr(e, "reachable", None) or {}
+        if "tokens_per_s_per_user" in got:
+            return -got["tokens_per_s_per_user"]
+        if "ttft_ms" in got:
+            return got["ttft_ms"]
+        return got.get("gpus", math.inf)
+
+    return min(errors, key=reach)
+
+
 def _solve_agg(
     problem: Problem | None,
     method: Method,
@@ -558,15 +685,16 @@ def _solve_agg(
     micro_batches: tuple[int, ...] | None,
     params,
     confidence: float | None,
+    deadline: float | None = None,
     **problem_args,
 ) -> list[Plan]:
-    """The aggregated search of `solve`."""
+    """The aggregated search of `solve` (`deadline`: shared with other searches, time.perf_counter)."""
     p = problem or make_problem(**problem_args)
     if confidence is not None:
         p = uncertainty.with_confidence(p, confidence)
     if top < 1:
         raise SpecError(f"top must be at least 1, got {top}")
-    s = Searcher(p, Space.of(p, chunks, micro_batches), method, params)
+    s = Searcher(p, Space.of(p, chunks, micro_batches), method, params, deadline=deadline)
     found = s.best(top=top)
     wall = time.perf_counter() - s.started
     if not found:
@@ -592,13 +720,42 @@ def estimate(
     parallel: Parallel,
     concurrency: int | None = None,
     chunk: int = 2048,
+    speculation: Speculation | None = None,
     **problem_args,
 ) -> Plan:
     """Evaluate one given plan with the cost model; raises InvalidLayoutError naming the broken rule.
 
-    concurrency is requests per replica; it must split evenly over attention_dp * pp.
+    concurrency is requests per replica; it must split evenly over attention_dp * pp. speculation (or the
+    problem's own): speculative decoding; with draft_tokens None every k of SEARCHED_DRAFT_TOKENS is evaluated
+    and the one of most tokens/s/GPU kept (speculation_options: each k and k = 0).
     """
     p = problem or make_problem(**problem_args)
+    if speculation is not None:
+        p = with_speculation(p, speculation)
+    if p.speculation is not None:
+        return over_draft_lengths(p, lambda q: [_estimate(q, parallel, concurrency, chunk)], 1,
+                                  errors=(InvalidLayoutError,))[0]
+    return _estimate(p, parallel, concurrency, chunk)
+
+
+def estimate_disagg(p: Problem, prefill: Parallel, chunk: int, decode: Parallel, micro_batch: int,
+                    decode_cluster=None, decode_gpus: int | None = None) -> Plan:
+    """disagg.estimate of a given deployment (prefill.dp / decode.dp workers), the decode pool on
+    `decode_cluster` when given; with speculative decoding of searched draft length, the best k
+    (over_draft_lengths)."""
+    from planner import disagg
+
+    def one(q: Problem) -> list[Plan]:
+        return [disagg.estimate(disagg.make_disagg(q, decode_cluster, decode_gpus), prefill, chunk, decode,
+                                micro_batch)]
+
+    if p.speculation is None:
+        return one(p)[0]
+    return over_draft_lengths(p, one, 1, errors=(InvalidLayoutError,))[0]
+
+
+def _estimate(p: Problem, parallel: Parallel, concurrency: int | None, chunk: int) -> Plan:
+    """`estimate` of one problem (no draft length to choose)."""
     broken = rules.layout_violations(p, parallel)
     if broken:
         raise InvalidLayoutError(f"invalid layout {parallel.label}: {rules.explain(p, parallel, broken[0])}",
@@ -615,7 +772,7 @@ def estimate(
     m = concurrency // share
     broken = rules.violations(p, parallel, m, chunk, use_sla=False, use_ttft=False)
     if "chunk_keeps_up" in broken:
-        need = int(m * p.workload.prefill_tokens // p.workload.osl) + 1
+        need = int(m * cost.tokens_per_step(p) * p.workload.prefill_tokens // p.workload.osl) + 1
         raise InvalidLayoutError(
             f"{rules.explain(p, parallel, 'chunk_keeps_up')}: {m} requests per rank need a chunk of at least "
             f"{need} tokens for isl {p.workload.isl} / osl {p.workload.osl}", "chunk_keeps_up")

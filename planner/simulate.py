@@ -332,8 +332,9 @@ class _Engine:
 
     def __init__(self, *, agg: bool, lanes: list[_Lane], pre_lanes: list[_Lane], t_agg, t_dec, t_pre, chunk: int,
                  pre_chunk: int, cap: int, lag: float, handoff: float, transfer, overhead: float, lengths,
-                 arrivals, clients: int | None, measure: tuple[int, int]) -> None:
+                 arrivals, clients: int | None, measure: tuple[int, int], steps=None) -> None:
         self.agg = agg
+        self.steps = steps or (lambda tokens: tokens)  # decode steps a request needs for `tokens` more tokens
         self.lanes, self.pre_lanes = lanes, pre_lanes
         self.T_agg, self.T_dec, self.T_pre = t_agg, t_dec, t_pre
         self.C, self.CP, self.cap = chunk, pre_chunk, cap
@@ -433,7 +434,7 @@ class _Engine:
         self.kv_join[rid] = kv_held
         self.t_join[rid] = L.t
         e = self.epoch[rid]
-        heapq.heappush(L.heap, (L.step + self.osl[rid] - self.gen[rid], e, rid))
+        heapq.heappush(L.heap, (L.step + self.steps(self.osl[rid] - self.gen[rid]), e, rid))
         order = L.order
         order.append((rid, e))
         if len(order) > 64 and len(order) > 4 * L.dec_n:  # drop the requests that left, keeping the order
@@ -812,9 +813,33 @@ def _transfer_fn(plan: Plan, pre: Problem, dec: Problem, ppar: Parallel, dpar: P
 
 
 def check_supported(plan: Plan) -> None:
-    """SpecError for a plan the simulator does not model: speculative decoding."""
-    if plan.speculation is not None:
-        raise SpecError("simulate: speculative decoding is not simulated yet")
+    """SpecError for a plan the simulator does not model: a speculative plan without its draft length."""
+    if plan.speculation is not None and plan.speculation.draft_tokens is None:
+        raise SpecError("simulate: the plan's speculative decoding has no draft length (a plan of `planner solve` "
+                        "records the one it chose)")
+
+
+def step_counts(p: Problem, rng: np.random.Generator):
+    """Decode steps a request needs for n more tokens: n without speculative decoding; with k drafts of
+    acceptance a, each step yields 1 + A tokens (A accepted drafts: j < k with probability a^j (1 - a), k with
+    probability a^k), drawn per request until the n tokens are out."""
+    if p.speculation is None:
+        return None
+    a, k = cost.acceptance(p), cost.draft_tokens(p)
+    e = float(cost.expected_tokens(a, k))
+
+    def steps(n: int) -> int:
+        if n <= 0:
+            return 0
+        draws = int(n / e * 1.3) + 16
+        while True:
+            accepted = np.minimum(rng.geometric(1 - a, draws) - 1, k) if a < 1 else np.full(draws, k)
+            done = np.searchsorted(np.cumsum(1 + accepted), n)  # the step whose tokens reach n
+            if done < draws:
+                return int(done) + 1
+            draws *= 2
+
+    return steps
 
 
 def simulate(problem: Problem, plan: Plan, *, trace: traffic.Trace | None = None, rate_per_s: float | None = None,
@@ -894,8 +919,8 @@ def simulate(problem: Problem, plan: Plan, *, trace: traffic.Trace | None = None
         raise SpecError("simulate: the plan leaves no memory for the KV cache")
     overhead = cost.request_overhead(problem)
 
-    seq = np.random.SeedSequence(seed).spawn(3)
-    rng_len, rng_arr, rng_lane = (np.random.default_rng(s) for s in seq)
+    seq = np.random.SeedSequence(seed).spawn(4)
+    rng_len, rng_arr, rng_lane, rng_spec = (np.random.default_rng(s) for s in seq)
     block = max(1024, (warmup + requests) // 4)
     isl_l: list[int] = []
     osl_l: list[int] = []
@@ -945,7 +970,8 @@ def simulate(problem: Problem, plan: Plan, *, trace: traffic.Trace | None = None
     eng = _Engine(agg=not disagg, lanes=lanes, pre_lanes=pre_lanes, t_agg=t_agg, t_dec=t_dec, t_pre=t_pre,
                   chunk=chunk, pre_chunk=pre_chunk, cap=cap, lag=lag, handoff=handoff, transfer=transfer,
                   overhead=overhead, lengths=lengths, arrivals=arrivals, clients=clients,
-                  measure=(warmup, warmup + requests))
+                  measure=(warmup, warmup + requests),
+                  steps=step_counts(dec_p if disagg else problem, rng_spec))
     eng.run()
     return _result(eng, plan, problem, disagg=disagg, timed=timed, rate_per_s=rate_per_s, clients=clients,
                    seed=seed, warmup=warmup, requests=requests, lanes=lanes, n_pre=n_pre, kv_cap=kv_cap,

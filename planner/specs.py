@@ -237,6 +237,11 @@ class ModelSpec(_Input):
     sliding_window_layers: int = Field(
         0, ge=0, le=MAX_LAYERS, description="Layers that attend within sliding_window [layers]"
     )
+    mtp_layers: int = Field(
+        0, ge=0, le=MAX_LAYERS, description="Multi-token-prediction (MTP) modules the checkpoint ships beside its "
+        "layers (HuggingFace num_nextn_predict_layers), each one transformer layer of the model's own kind that "
+        "proposes draft tokens; counted only with speculative decoding (Speculation method mtp) [layers]"
+    )
     approximations: list[str] = Field(
         default_factory=list, description="Parts of the architecture the cost model approximates"
     )
@@ -646,6 +651,19 @@ class Factors(_Input):
         "lets pass before admitting it, and one more where the engine streams tokens an iteration behind "
         "(overlap scheduling) [iterations of the mean TPOT]"
     )
+    mtp_acceptance: float = Field(
+        0.85, ge=0.3, le=0.95, description="Speculative decoding with multi-token-prediction modules (Speculation "
+        "mtp): probability that a draft token is accepted given that the ones before it were, the same at every "
+        "position (planner.cost.expected_tokens); dimensionless"
+    )
+    eagle_acceptance: float = Field(
+        0.75, ge=0.3, le=0.95, description="Speculative decoding with an EAGLE head (Speculation eagle): per-token "
+        "acceptance as for mtp_acceptance; dimensionless"
+    )
+    draft_acceptance: float = Field(
+        0.7, ge=0.3, le=0.95, description="Speculative decoding with a separate draft model (Speculation draft): "
+        "per-token acceptance as for mtp_acceptance; dimensionless"
+    )
     queue_burstiness: float = Field(
         0.5, ge=0, le=1, description="How synchronised a closed loop of fixed-length requests stays: the share "
         "of a rank's other requests whose prompts arrive together with a request (0 = they have drifted "
@@ -908,6 +926,8 @@ class Memory(_Strict):
     activation_bytes: float = Field(description="Activations/workspace for one iteration's tokens [bytes]")
     comm_buffer_bytes: float = Field(description="Collective communication buffers [bytes]")
     reserved_bytes: float = Field(description="Runtime context, never usable [bytes]")
+    draft_bytes: float = Field(0.0, description="Speculative decoding: the draft's weights and KV cache (MTP "
+                               "modules, EAGLE head or draft model); 0 without [bytes]")
 
 
 class SolverInfo(_Strict):
@@ -1027,6 +1047,17 @@ class Alternative(_Strict):
     reason: str | None = Field(None, description="Why it has no plan (None: it has one)")
 
 
+class DraftOption(_Strict):
+    """The best plan of one draft length, as a speculative search compared them (k = 0: no speculation)."""
+
+    draft_tokens: int = Field(description="Draft tokens k per step; 0 = no speculative decoding")
+    tokens_per_step: float = Field(description="Expected output tokens per step at this k [tokens]")
+    label: str | None = Field(None, description="Layout of the best plan at this k (None: no plan)")
+    tokens_per_s_per_gpu: float | None = Field(None, description="Its tokens/s/GPU (None: no plan) [tokens/s/GPU]")
+    tokens_per_s_per_user: float | None = Field(None, description="Its tokens/s/user [tokens/s]")
+    reason: str | None = Field(None, description="Why this k has no plan")
+
+
 class Plan(_Strict):
     """A deployment: layout, batching and predicted figures. The JSON contract of `planner solve`."""
 
@@ -1055,6 +1086,9 @@ class Plan(_Strict):
     backend: str = Field("*", description="Serving engine whose calibration profile applies, or '*'")
     speculation: Speculation | None = Field(
         None, description="Speculative decoding of the plan: method, draft tokens k, acceptance (None: none)")
+    speculation_options: list[DraftOption] = Field(
+        default_factory=list, description="Speculative decoding: the best plan of each draft length searched and "
+        "without speculation (draft_tokens 0), as compared by the search (empty: not compared)")
     confidence: ConfidenceInfo | None = Field(
         None, description="The SLA checked at the pessimistic end of the error bars (solve --confidence)")
     notes: list[str] = Field(default_factory=list, description="Parts of the model the cost model approximates")
@@ -1100,11 +1134,15 @@ class Problem(_Input):
             raise ValueError(f"expert_precision given, but {self.model.name} is a dense model (no routed experts)")
         if self.confidence is not None and self.calibration.intervals is None:
             raise ValueError("confidence needs a calibration with an interval table (planner calibrate --intervals)")
+        spec = self.speculation
+        if spec is not None and spec.method == SpecMethod.mtp and not self.model.mtp_layers:
+            raise ValueError(f"{self.model.name} has no multi-token-prediction module (mtp_layers 0): speculate "
+                             "with an EAGLE head (eagle) or a draft model (draft) instead")
         return self
 
     def model_copy(self, *, update=None, deep: bool = False) -> Problem:  # noqa: D102
         copy = super().model_copy(update=update, deep=deep)
-        for cached in ("factors", "_rates"):  # derived from fields the update may change
+        for cached in ("factors", "_rates", "_draft"):  # derived from fields the update may change
             copy.__dict__.pop(cached, None)
         return copy
 

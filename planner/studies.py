@@ -36,6 +36,7 @@ from planner.search import (
     diagnose,
     min_gpus_to_fit,
     plan_of,
+    speculation_variants,
     with_sla,
 )
 from planner.space import Candidate, Space
@@ -338,7 +339,50 @@ class _DisaggSweep:
         return plan.model_copy(update={"sla": with_sla(self.p, sla).sla})
 
 
-_Sweep = _AggSweep | _DisaggSweep
+class _DraftSweep:
+    """The sweeps of one mode, one per draft length k, when speculative decoding searches k: each level's plan is
+    the best of them (ties: the shorter draft). Its candidates are (k, the sweep's candidate) pairs."""
+
+    def __init__(self, sweeps: list[tuple[int, _AggSweep | _DisaggSweep]]) -> None:
+        self.subs = dict(sweeps)
+        self.serving = sweeps[0][1].serving
+
+    @property
+    def searches(self) -> int:
+        return sum(s.searches for s in self.subs.values())
+
+    def ends(self) -> tuple[tuple, tuple]:
+        """(the best plan with no SLA, the plan of the highest tokens/s/user) over the draft lengths with a plan;
+        the error of the first when none has one."""
+        ends, errors = [], []
+        for k, s in self.subs.items():
+            try:
+                base, fast = s.ends()
+                ends.append(((k, base), (k, fast)))
+            except InfeasibleError as e:
+                errors.append(e)
+        if not ends:
+            raise errors[0]
+        self.subs = {k: self.subs[k] for k in sorted({b[0] for b, _ in ends})}  # those with a plan
+        base = max((b for b, _ in ends), key=lambda c: (self.rates(c)[1], -c[0]))
+        fast = max((f for _, f in ends), key=lambda c: (self.rates(c)[0], -c[0]))
+        return base, fast
+
+    def best(self, sla: float | None) -> tuple | None:
+        found = [(k, c) for k, s in self.subs.items() if (c := s.best(sla)) is not None]
+        return max(found, key=lambda c: (self.rates(c)[1], -c[0])) if found else None
+
+    def rates(self, c: tuple) -> tuple[float, float]:
+        return self.subs[c[0]].rates(c[1])
+
+    def key(self, c: tuple) -> tuple:
+        return (c[0], self.subs[c[0]].key(c[1]))
+
+    def plan(self, sla: float, c: tuple, wall_s: float) -> Plan:
+        return self.subs[c[0]].plan(sla, c[1], wall_s)
+
+
+_Sweep = _AggSweep | _DisaggSweep | _DraftSweep
 
 
 @dataclass
@@ -394,7 +438,19 @@ def _layout_of(plan: Plan) -> tuple:
 
 def _sweeps(p: Problem, space: Space, serving: str, method: Method, params, deadline: float,
             all_layouts: bool) -> tuple[list[_Sweep], dict[str, str]]:
-    """The modes a frontier sweeps, and why a mode of `auto` is left out (by mode)."""
+    """The modes a frontier sweeps, and why a mode of `auto` is left out (by mode); with speculative decoding of
+    searched draft length, each mode's sweeps of every k (_DraftSweep)."""
+    variants = speculation_variants(p)
+    if len(variants) > 1:
+        if all_layouts:
+            raise SpecError("--all-layouts draws each layout's own curve at one draft length: give --draft-tokens")
+        per_k = [_sweeps(q, space, serving, method, params, deadline, False) for q in variants]
+        modes = [[(q.speculation.draft_tokens, sweeps[i]) for q, (sweeps, _) in zip(variants, per_k)]
+                 for i in range(len(per_k[0][0]))]
+        return [_DraftSweep(m) for m in modes], per_k[0][1]
+    if p.speculation is not None and p.confidence is not None:
+        raise SpecError("--confidence checks the SLA at the error bars of runs without speculative decoding: give "
+                        "one or the other")
     if serving == "agg":
         return [_AggSweep(p, space, method, params, deadline)], {}
     if p.confidence is not None:
@@ -473,7 +529,7 @@ def frontier(
     progress(1, 1, "done")
     reasons = {**errors, **{m: f"above its highest, {r.highest:.1f} tokens/s/user" for m, r in reach.items()}}
     out_points = _winners(levels, plans, reasons, serving == "auto")
-    agg = next((s for s in sweeps if isinstance(s, _AggSweep)), None)
+    agg = next((s for s in sweeps if isinstance(s, _AggSweep)), None)  # a _DraftSweep draws no layouts
     curves = layout_curves(agg.search) if (all_layouts and agg is not None) else []
     return Frontier(
         case=case_name(p), model=p.model.name, cluster=p.cluster.name, gpus=p.gpus, isl=p.workload.isl,
@@ -552,6 +608,8 @@ def frontier_rows(f: Frontier) -> list[dict[str, object]]:
             "tokens_per_s_per_gpu": round(m.tokens_per_s_per_gpu, 4), "ttft_ms": round(m.ttft_ms, 2),
             "tpot_ms": round(m.tpot_ms, 4), "memory_per_gpu_gb": round(pt.memory.per_gpu_bytes / 1e9, 3),
             "status": pt.solver.status, **_interval_columns(m),
+            **({"draft_tokens": pt.speculation.draft_tokens, "tokens_per_step": round(m.tokens_per_step, 4)}
+               if pt.speculation is not None else {}),
         })
     return rows
 
@@ -684,6 +742,20 @@ def size(
     t0 = time.perf_counter()
     _check_serving(serving)
     p = problem
+    variants = speculation_variants(p)
+    if len(variants) > 1:  # speculative decoding of searched draft length: the fewest GPUs of any k
+        found, errors = [], []
+        for q in variants:
+            try:
+                found.append(size(q, demand_requests_per_s=demand_requests_per_s,
+                                  demand_tokens_per_s=demand_tokens_per_s, chunks=chunks, micro_batches=micro_batches,
+                                  method=method, params=params, max_gpus=max_gpus, replica_limit=replica_limit,
+                                  serving=serving))
+            except InfeasibleError as e:
+                errors.append(e)
+        if not found:
+            raise errors[0]
+        return min(found, key=lambda z: (z.gpus, z.gpus_used, z.plan.metrics.tpot_ms))
     tokens = _demand_tokens(p, demand_requests_per_s, demand_tokens_per_s)
     if max_gpus < 1:
         raise SpecError(f"max GPUs must be at least 1, got {max_gpus}")

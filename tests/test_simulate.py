@@ -213,10 +213,28 @@ def test_disaggregated_prompts_queue_in_one_fifo_and_outputs_of_one_token():
     assert r.e2e.mean_ms == pytest.approx(r.ttft.mean_ms)
 
 
-def test_speculation_and_conflicting_traffic_are_refused():
+@pytest.mark.parametrize("serving", ["agg", "disagg"])
+def test_speculative_plans_decode_several_tokens_a_step(serving):
+    """With MTP drafts each step yields 1 + the accepted drafts: the simulated mean TPOT is the cost model's step
+    / E at the simulated batch, and E tokens a step show as fewer, longer-apart streamed chunks."""
+    p = search.make_problem(model="deepseek-r1", cluster="b200", gpus=8, isl=2000, osl=500, precision="fp4",
+                            min_tokens_per_s_per_user=40, speculation=Speculation(method="mtp", draft_tokens=3))
+    plan = search.solve(p, serving=serving)[0]
+    assert plan.speculation.draft_tokens == 3 and plan.metrics.tokens_per_step > 2
+    r = sim.simulate(p, plan, rate_per_s=0.5 * plan.metrics.requests_per_s, requests=2000)
+    par = plan.parallel if serving == "agg" else plan.decode.parallel
+    if serving == "agg":
+        want = float(cost.metrics_grid(p, par, r.mean_decode_batch, plan.batch.chunk_tokens)["tpot_s"]) * 1e3
+    else:
+        want = float(cost.decode_pass_time(p, par, r.mean_decode_batch)) / cost.tokens_per_step(p) * 1e3
+    assert r.tpot.mean_ms == pytest.approx(want, rel=TPOT_TOL)
+    assert r.itl.mean_ms > 1.5 * r.tpot.mean_ms  # a streamed chunk per step, E tokens in it
+
+
+def test_conflicting_traffic_and_unsearched_drafts_are_refused():
     p, plan = CASES["agg-tp1"]()
-    spec = plan.model_copy(update={"speculation": Speculation(method="mtp", draft_tokens=2)})
-    with pytest.raises(SpecError, match="^simulate: speculative decoding is not simulated yet$"):
+    spec = plan.model_copy(update={"speculation": Speculation(method="mtp")})
+    with pytest.raises(SpecError, match="no draft length"):
         sim.simulate(p, spec)
     with pytest.raises(SpecError, match="not both"):
         sim.simulate(p, plan, rate_per_s=1.0, clients=3)

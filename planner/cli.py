@@ -784,12 +784,19 @@ def clusters(as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--of", "of", type=click.Choice(["plan", "frontier", "compare", "size"]), default="plan",
-              show_default=True, help="Whose JSON: solve/estimate (plan), frontier, compare or size.")
+@click.option("--of", "of", type=click.Choice(["plan", "frontier", "compare", "size", "fleet", "fleet-file"]),
+              default="plan", show_default=True,
+              help="Whose JSON: solve/estimate (plan), frontier, compare, size, fleet (its answer) or fleet-file (the "
+                   "FLEET.yaml it reads).")
 def schema(of: str) -> None:
     """JSON schema of what `--json` prints: the plan of solve/estimate, or a study's result."""
     from planner import studies
 
+    if of in ("fleet", "fleet-file"):
+        from planner import fleet as fleet_mod
+
+        _dump((fleet_mod.FleetResult if of == "fleet" else fleet_mod.FleetSpec).model_json_schema())
+        return
     model = {"plan": Plan, "frontier": studies.Frontier, "compare": studies.Comparison, "size": studies.Sizing}[of]
     _dump(model.model_json_schema())
 
@@ -1009,3 +1016,48 @@ def size(demand: tuple[float | None, float | None], sla: tuple[float, int | None
         _dump(result.model_dump(mode="json"))
         return
     _echo(render.size_lines(result, problem, _limit(sla)[0], _limit(ttft)[0]))
+
+
+FLEET_SCALES = (0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+"""Demand levels `planner fleet --plot` draws the cost at (every workload's demand times each)."""
+
+
+@main.command()
+@click.argument("fleet_file", metavar="FLEET.yaml")
+@click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
+@click.option("--method", type=click.Choice(["cpsat", "exhaustive"]), default="cpsat", show_default=True,
+              help="CP-SAT over the replica counts, or their enumeration (the test oracle, small fleets only).")
+@click.option("--time-limit", default="60", show_default=True, callback=_callback(parse_time_limit),
+              help="Time limit of the whole fleet [s]: a plan found by then is reported FEASIBLE with its gap.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the cost against demand here (.png, .svg or .pdf): the optimum and the greedy baseline "
+                   "at 10% to 300% of the demand; a day plan: each hour's cost and demand.")
+def fleet(fleet_file: str, as_json: bool, method: str, time_limit: float, plot_out: str | None) -> None:
+    """Many workloads on a priced, mixed inventory: the cheapest deployments serving every demand.
+
+    FLEET.yaml lists the inventory (cluster, gpus, cost_per_gpu_hour), the workloads (name, model, isl, osl,
+    sla, demand, and any option of `planner solve`: precision, serving, ttft, percentiles, spec, ...) and the
+    objective (min_cost, or max_served: as much demand as the inventory allows). A demand of 24 hourly values
+    gives a day plan: the replicas of every hour and the peak inventory. `planner schema --of fleet-file`
+    gives the file's schema.
+    """
+    from planner import fleet as fleet_mod
+
+    _check_plot_path(plot_out)
+    params = _params(time_limit)
+    result = fleet_mod.fleet(fleet_file, method=method, params=params)
+    if plot_out:
+        from planner import plots
+
+        if result.hours:
+            plots.plot_fleet_day(result, plot_out)
+        else:
+            left = max(1.0, time_limit - result.solver.wall_s)
+            points = fleet_mod.cost_curve(fleet_file, FLEET_SCALES, method=method, params=_params(left))
+            plots.plot_fleet_costs(points, plot_out)
+    if as_json:
+        _dump(result.model_dump(mode="json"))
+        return
+    _echo(render.fleet_lines(result))
+    if plot_out:
+        click.echo(f"chart written to {plot_out}")

@@ -72,22 +72,14 @@ def exhaustive(
     return [cand for _, cand in best[:top]], time.perf_counter() - t0
 
 
-def exhaustive_disagg(dp, sp: Space, sd: Space, floor: float | None, limit_s: float | None,
-                      deadline: float | None = None):
-    """The disaggregated deployment with the most output tokens/s, by plain enumeration: every prefill layout
-    of the candidate lists (layout rules by planner.rules) with every chunk that fits in memory, every decode
-    layout with every micro-batch that fits and meets the SLA, and every pair of worker counts within the GPU
-    budget, each evaluated by cost.disagg_metrics (TTFT from the load directly). None when none is valid;
-    raises OutOfTime when `deadline` passes first. Shares with planner.disagg only the cost model and the
-    rule checker.
-    """
-    from planner.disagg import DisaggCandidate
-    from planner.rules import rate_matching_broken, sla_broken, ttft_broken
+def _disagg_pools(dp, sp: Space, sd: Space, floor: float | None) -> tuple[list, list]:
+    """The disaggregated oracle's workers: every prefill layout (layout rules by planner.rules) with every chunk
+    that fits in memory, every decode layout (dp = 1) with every micro-batch that fits and meets the SLA."""
+    from planner.rules import sla_broken
 
     pre_p, dec_p = dp.prefill, dp.decode
-    budget_p = pre_p.gpus
     budget_d = pre_p.gpus if dp.shared else dec_p.gpus
-    prefill = [(par, c) for par in layouts(pre_p, sp, budget_p) for c in sp.chunks
+    prefill = [(par, c) for par in layouts(pre_p, sp, pre_p.gpus) for c in sp.chunks
                if float(cost.prefill_memory_breakdown(pre_p, par.model_copy(update={"dp": 1}), c)["per_gpu_bytes"])
                <= cost.usable_bytes(pre_p)]
     decode = []
@@ -99,10 +91,19 @@ def exhaustive_disagg(dp, sp: Space, sd: Space, floor: float | None, limit_s: fl
             if floor and bool(sla_broken(cost.decode_pass_time(dec_p, one, m), floor)):
                 continue
             decode.append((one, m))
-    if not prefill or not decode:
-        return None
+    return prefill, decode
+
+
+def _disagg_blocks(dp, prefill: list, decode: list, limit_s: float | None, deadline: float | None):
+    """Every (prefill worker, its count, decode worker, its count) within the GPU budget, in numpy blocks: yields
+    (prefill layout, chunk, prefill workers [X,1,1], decode block, decode workers [1,1,Y], GPUs used, valid,
+    output tokens/s), each evaluated by cost.disagg_metrics with the TTFT checked at the load directly."""
+    from planner.rules import rate_matching_broken, ttft_broken
+
+    pre_p, dec_p = dp.prefill, dp.decode
+    budget_p = pre_p.gpus
+    budget_d = pre_p.gpus if dp.shared else dec_p.gpus
     ys = np.arange(1, budget_d // min(d.replica_gpus for d, _ in decode) + 1)[None, None, :]
-    best, found = 0.0, None
     for n, (par, c) in enumerate(prefill):
         one = par.model_copy(update={"dp": 1})
         xs = np.arange(1, budget_p // par.replica_gpus + 1)[:, None, None]
@@ -120,13 +121,60 @@ def exhaustive_disagg(dp, sp: Space, sd: Space, floor: float | None, limit_s: fl
             g = cost.disagg_metrics(pre_p, one, c, xs, dec_p, lay, m, ys, dp.same_domain(used))
             ok = fits & ~rate_matching_broken(g["prefill_load"]) & ~ttft_broken(g["ttft_checked_s"], limit_s)
             tokens = np.where(ok, np.broadcast_to(g["tokens_per_s"], ok.shape), -np.inf)
-            i = np.unravel_index(int(np.argmax(tokens)), tokens.shape)
-            if tokens[i] > best:
-                best = float(tokens[i])
-                d, mb = block[i[1]]
-                found = DisaggCandidate(one.model_copy(update={"dp": int(xs.ravel()[i[0]])}), int(c),
-                                        d.model_copy(update={"dp": int(ys.ravel()[i[2]])}), int(mb), "OPTIMAL")
+            yield one, c, xs, block, ys, np.broadcast_to(used, ok.shape), ok, tokens
+
+
+def _candidate(one: Parallel, c: int, xs, block: list, ys, i: tuple):
+    from planner.disagg import DisaggCandidate
+
+    d, mb = block[i[1]]
+    return DisaggCandidate(one.model_copy(update={"dp": int(xs.ravel()[i[0]])}), int(c),
+                           d.model_copy(update={"dp": int(ys.ravel()[i[2]])}), int(mb), "OPTIMAL")
+
+
+def exhaustive_disagg(dp, sp: Space, sd: Space, floor: float | None, limit_s: float | None,
+                      deadline: float | None = None):
+    """The disaggregated deployment with the most output tokens/s, by plain enumeration: every prefill layout
+    of the candidate lists (layout rules by planner.rules) with every chunk that fits in memory, every decode
+    layout with every micro-batch that fits and meets the SLA, and every pair of worker counts within the GPU
+    budget, each evaluated by cost.disagg_metrics (TTFT from the load directly). None when none is valid;
+    raises OutOfTime when `deadline` passes first. Shares with planner.disagg only the cost model and the
+    rule checker.
+    """
+    prefill, decode = _disagg_pools(dp, sp, sd, floor)
+    if not prefill or not decode:
+        return None
+    best, found = 0.0, None
+    for one, c, xs, block, ys, _, _, tokens in _disagg_blocks(dp, prefill, decode, limit_s, deadline):
+        i = np.unravel_index(int(np.argmax(tokens)), tokens.shape)
+        if tokens[i] > best:
+            best = float(tokens[i])
+            found = _candidate(one, c, xs, block, ys, i)
     return found
+
+
+def exhaustive_disagg_front(dp, sp: Space, floor: float | None, limit_s: float | None,
+                            deadline: float | None = None) -> dict[int, tuple[float, object]]:
+    """For every GPU count a deployment of one shared cluster can use (both pools), the disaggregated deployment
+    of the most output tokens/s using exactly that many GPUs: {GPUs: (tokens/s, DisaggCandidate)}, by the same
+    enumeration as exhaustive_disagg (the fleet's oracle of disaggregated units)."""
+    prefill, decode = _disagg_pools(dp, sp, sp, floor)
+    out: dict[int, tuple[float, object]] = {}
+    if not prefill or not decode:
+        return out
+    for one, c, xs, block, ys, used, ok, tokens in _disagg_blocks(dp, prefill, decode, limit_s, deadline):
+        flat = np.flatnonzero(ok.ravel())
+        if not len(flat):
+            continue
+        u, t = used.ravel()[flat], tokens.ravel()[flat]
+        order = np.lexsort((-t, u))
+        first = order[np.r_[True, u[order][1:] != u[order][:-1]]]
+        for k in first:
+            g = int(u[k])
+            if g not in out or t[k] > out[g][0]:
+                i = np.unravel_index(int(flat[k]), tokens.shape)
+                out[g] = (float(t[k]), _candidate(one, c, xs, block, ys, i))
+    return out
 
 
 ORACLE_BLOCK = 1 << 18

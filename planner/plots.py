@@ -132,3 +132,84 @@ def plot_frontiers(
     finally:
         plt.close(fig)
     return path
+
+
+def _figure(path: str | Path):
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise SpecError(f"{path}: cannot tell the picture format; use a name ending in {', '.join(FORMATS)}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return path, plt
+
+
+def _write(fig, plt, path: Path) -> Path:
+    fig.tight_layout()
+    try:
+        fig.savefig(path)
+    except OSError as e:
+        raise SpecError(f"{path}: cannot write ({e.strerror or e})") from None
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plot_fleet_costs(points: Sequence, path: str | Path, *, title: str | None = None) -> Path:
+    """A fleet's cost against its demand (planner.fleet.cost_curve): the optimum's $/hour and the greedy
+    baseline's at each demand level [output tokens/s], the demand of the fleet file marked."""
+    path, plt = _figure(path)
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
+    opt = [(p.demand_tokens_per_s, p.cost_per_hour) for p in points if p.cost_per_hour is not None]
+    gre = [(p.demand_tokens_per_s, p.greedy_cost_per_hour) for p in points if p.greedy_cost_per_hour is not None]
+    if opt:
+        ax.plot(*zip(*opt), marker="o", linewidth=2, drawstyle="default", label="optimum (CP-SAT, proven)")
+    if gre:
+        ax.plot(*zip(*gre), marker="s", linewidth=1.2, linestyle="--", label="greedy: cheapest $/token first")
+    for p in points:
+        if p.scale == 1.0:
+            ax.axvline(p.demand_tokens_per_s, color="grey", linestyle=":", linewidth=1)
+            ax.annotate("the file's demand", (p.demand_tokens_per_s, 0.96), xycoords=("data", "axes fraction"),
+                        xytext=(4, 0), textcoords="offset points", fontsize=8, color="grey")
+    short = [p.demand_tokens_per_s for p in points if p.cost_per_hour is None]
+    if short:
+        ax.axvspan(min(short), max(p.demand_tokens_per_s for p in points), color="red", alpha=0.06)
+        ax.annotate("beyond the inventory", (min(short), 0.04), xycoords=("data", "axes fraction"), xytext=(4, 0),
+                    textcoords="offset points", fontsize=8, color="red")
+    ax.set_xlabel("demand: output tokens/s (every workload's demand scaled alike)")
+    ax.set_ylabel("cost: $/hour")
+    ax.set_title(title or "Fleet cost against demand", pad=12)
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(left=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    return _write(fig, plt, path)
+
+
+def plot_fleet_day(result, path: str | Path, *, title: str | None = None) -> Path:
+    """A day plan (planner.fleet.FleetResult with hours): each hour's cost, the optimum's and the greedy
+    baseline's [$/hour], against its demand [output tokens/s]."""
+    path, plt = _figure(path)
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
+    hours = [h.hour for h in result.hours]
+    ax.step(hours, [h.cost_per_hour for h in result.hours], where="mid", linewidth=2, label="optimum $/hour")
+    g = [(h.hour, h.greedy_cost_per_hour) for h in result.hours if h.greedy_cost_per_hour is not None]
+    if g:
+        ax.step(*zip(*g), where="mid", linewidth=1.2, linestyle="--", label="greedy $/hour")
+    ax.set_xlabel("hour of the day")
+    ax.set_ylabel("cost: $/hour")
+    ax.set_ylim(bottom=0)
+    right = ax.twinx()
+    right.plot(hours, [h.demand_tokens_per_s for h in result.hours], color="grey", marker=".", linewidth=1,
+               label="demand (right axis)")
+    right.set_ylabel("demand: output tokens/s")
+    right.set_ylim(bottom=0)
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left", fontsize=8)
+    ax.set_title(title or "A day's autoscaling plan: cost per hour and demand", pad=12)
+    ax.grid(True, alpha=0.3)
+    ax.set_xticks(range(0, 24, 2))
+    return _write(fig, plt, path)

@@ -519,3 +519,141 @@ def interval_table_text(t: Any) -> str:
     head = table(["regime", "runs", f"TPOT {level}", f"TTFT {level}", f"tok/s/GPU {level}"], rows)
     return (f"error bars ({t.source}): measured / predicted - 1, {level} of held-out runs; regimes with fewer "
             f"than {t.min_runs} runs use 'all'\n{head}")
+
+
+# --- planner fleet -------------------------------------------------------------------------------------------------
+
+
+def money(x: float | None) -> str:
+    """'$1,234.50' ('-' for None)."""
+    return "-" if x is None else f"${x:,.2f}"
+
+
+def _rate(req: float, osl: int) -> str:
+    """'12 req/s (6,144 tok/s)'."""
+    return f"{req:,.4g} req/s ({req * osl:,.0f} tok/s)"
+
+
+def _sla_text(sla: Any) -> str:
+    """'>= 30 tok/s/user, TTFT <= 2.00 s' with their percentiles."""
+    if sla is None:
+        return "-"
+    parts = []
+    if sla.min_tokens_per_s_per_user:
+        at = f" at p{sla.tpot_percentile}" if sla.tpot_percentile else ""
+        parts.append(f">= {sla.min_tokens_per_s_per_user:g} tok/s/user{at}")
+    if sla.max_ttft_s:
+        at = f" at p{sla.ttft_percentile}" if sla.ttft_percentile else ""
+        parts.append(f"TTFT <= {duration(sla.max_ttft_s * 1000)}{at}")
+    return ", ".join(parts)
+
+
+def _inventory(r: Any) -> str:
+    return ", ".join(f"{t.cluster} ({t.gpus_inventory} GPUs, {money(t.cost_per_gpu_hour)}/GPU-hour)"
+                     for t in r.gpu_types)
+
+
+OBJECTIVES = {"min_cost": "the cheapest plan serving every demand",
+              "max_served": "as much demand as the inventory serves, then the cheapest"}
+"""What each objective asks for, as the first line of `planner fleet` says it."""
+
+
+def _placement_lines(r: Any) -> list[str]:
+    out = []
+    for t in r.gpu_types:
+        if not t.placement:
+            continue
+        groups = []
+        for g in t.placement:
+            seen: dict[str, int] = {}
+            for x in g.replicas:
+                seen[x] = seen.get(x, 0) + 1
+            content = ", ".join(f"{n}x {x}" if n > 1 else x for x, n in seen.items())
+            unit = t.node_unit + ("s" if g.nodes_each > 1 else "")
+            what = f"{g.nodes_each} {unit}" if g.nodes_each > 1 else f"1 {unit}"
+            groups.append(f"{g.count} x {what} [{content}]" if g.count > 1 else f"{what} [{content}]")
+        out.append(f"placement {t.cluster}: " + "; ".join(groups))
+    return out
+
+
+def _solver_text(r: Any) -> str:
+    s = r.solver
+    if r.objective == "min_cost":
+        bound = (f"bound {money(s.cost_bound_per_hour * 24)} per day" if r.hours else
+                 f"bound {money(s.cost_bound_per_hour)}/hour") if s.cost_bound_per_hour is not None else "no bound"
+    else:
+        bound = (f"bound {s.served_bound_tokens_per_s:,.0f} tok/s served" if s.served_bound_tokens_per_s is not None
+                 else "no bound")
+    gap = f", gap {s.gap:.2%}" if s.gap is not None else ""
+    hours = f", {s.hours_optimal} of 24 hours OPTIMAL" if s.hours_optimal is not None else ""
+    return (f"solver: {s.method} {s.status} in {s.search_wall_s:.2f} s{hours}, {bound}{gap}; {s.options} options in "
+            f"the model (built in {s.options_wall_s:.2f} s); every replica re-checked on the float cost model, the "
+            f"placement node by node")
+
+
+def _greedy_text(r: Any) -> str:
+    g = r.greedy
+    what = "greedy (per workload in turn, the cheapest $/token option first)"
+    if not g.feasible:
+        return f"{what}: no plan ({g.reason})"
+    if r.objective == "max_served":
+        return (f"{what}: {g.served_tokens_per_s:,.0f} tok/s served, {g.worse_by:.1%} less, at "
+                f"{money(g.cost_per_hour)}/hour")
+    cost = f"{money(g.cost_per_hour * 24)} per day" if r.hours else f"{money(g.cost_per_hour)}/hour"
+    return f"{what}: {cost}, {g.worse_by:.1%} more than the optimum"
+
+
+def fleet_lines(r: Any) -> list[str]:
+    """Everything `planner fleet` prints (planner.fleet.FleetResult): the workloads and their deployments, the
+    GPU types used and their cost, the solver's status with bound and gap, and the greedy baseline; a day plan's
+    hours, replicas per hour and peak inventory."""
+    day = bool(r.hours)
+    head = (f"fleet: {len(r.workloads)} workload{'s' if len(r.workloads) != 1 else ''} on {_inventory(r)}; "
+            f"{r.objective}: {OBJECTIVES[r.objective]}" + ("; a day's load curve, 24 hourly demands" if day else ""))
+    demand = "demand (mean)" if day else "demand"
+    rows = [[w.name, w.model, f"{w.isl}/{w.osl}", _sla_text(w.sla), _rate(w.demand_req_per_s, w.osl),
+             f"{w.served_req_per_s:,.4g} req/s", f"{w.capacity_req_per_s:,.4g} req/s"] for w in r.workloads]
+    out = [head, table(["workload", "model", "isl/osl", "SLA", demand, "served", "capacity"], rows)]
+    for w in r.workloads:
+        for name, why in w.gpu_types_without_option.items():
+            out.append(f"{w.name}: nothing on {name} ({why})")
+    deps = [[w.name, d.cluster, d.serving, d.label, str(d.replicas), str(d.gpus), f"{d.requests_per_s:,.4g}",
+             f"{d.tokens_per_s_per_user:.1f}", duration(d.ttft_ms)] for w in r.workloads for d in w.deployments]
+    peak = " (peak)" if day else ""
+    out.append(table(["workload", "GPU type", "serving", "layout", f"replicas{peak}", "GPUs", "req/s", "tok/s/user",
+                      "TTFT"], deps))
+    if day:
+        out += _day_lines(r)
+    types = [[t.cluster, str(t.gpus_used), str(t.gpus_inventory), f"{t.nodes_used} of {t.nodes_inventory}",
+              str(t.gpus_busy), f"{t.cost_per_gpu_hour:,.2f}", f"{t.cost_per_hour:,.2f}"] for t in r.gpu_types]
+    used = "peak GPUs" if day else "GPUs used"
+    out.append(table(["GPU type", used, "of", "nodes" + (" (peak)" if day else ""), "busy GPUs", "$/GPU-hour",
+                      "$/hour" + (" (mean)" if day else "")], types))
+    out += _placement_lines(r) if not day else []
+    per_m = f", {money(r.cost_per_million_tokens)} per 1M output tokens" if r.cost_per_million_tokens else ""
+    if day:
+        out.append(f"cost: {money(r.cost_per_day)} per day (mean {money(r.cost_per_hour)}/hour) for "
+                   f"{r.served_tokens_per_s:,.0f} output tokens/s on average{per_m}")
+    else:
+        out.append(f"cost: {money(r.cost_per_hour)}/hour for {r.served_tokens_per_s:,.0f} output tokens/s served"
+                   f"{per_m}")
+    out += [_solver_text(r), _greedy_text(r)]
+    return out
+
+
+def _day_lines(r: Any) -> list[str]:
+    """A day plan: each hour's demand, GPUs and cost; the replicas of every deployment per hour; the peak."""
+    names = [t.cluster for t in r.gpu_types]
+    rows = [[str(h.hour), f"{h.demand_tokens_per_s:,.0f}", f"{h.served_tokens_per_s:,.0f}",
+             *(str(h.gpus_used[n]) for n in names), f"{h.cost_per_hour:,.2f}",
+             f"{h.greedy_cost_per_hour:,.2f}" if h.greedy_cost_per_hour is not None else "-",
+             f"{h.gap:.2%}" if h.gap is not None else "-"] for h in r.hours]
+    out = [table(["hour", "demand tok/s", "served tok/s", *(f"{n} GPUs" for n in names), "$/hour", "greedy $/hour",
+                  "gap"], rows), "replicas per hour:"]
+    grid = [[w.name, f"{d.cluster} {d.serving} {d.label}", *(str(x) for x in d.replicas_by_hour or [])]
+            for w in r.workloads for d in w.deployments]
+    out.append(table(["workload", "deployment", *(str(h) for h in range(24))], grid))
+    peaks = [f"{t.cluster} {t.gpus_used} of {t.gpus_inventory} GPUs (hour {t.peak_hour})" for t in r.gpu_types
+             if t.gpus_used]
+    out.append("peak inventory needed: " + (", ".join(peaks) if peaks else "none"))
+    return out

@@ -1041,20 +1041,24 @@ def fleet(fleet_file: str, as_json: bool, method: str, time_limit: float, plot_o
     gives a day plan: the replicas of every hour and the peak inventory. `planner schema --of fleet-file`
     gives the file's schema.
     """
+    import time
+
     from planner import fleet as fleet_mod
 
     _check_plot_path(plot_out)
     params = _params(time_limit)
-    result = fleet_mod.fleet(fleet_file, method=method, params=params)
+    t0 = time.perf_counter()
+    opts = fleet_mod.FleetOptions.of(fleet_file, method, params, t0 + time_limit)
+    result = fleet_mod.fleet(options=opts, params=_params(max(0.01, time_limit - (time.perf_counter() - t0))))
     if plot_out:
         from planner import plots
 
         if result.hours:
             plots.plot_fleet_day(result, plot_out)
         else:
-            left = max(1.0, time_limit - result.solver.wall_s)
-            points = fleet_mod.cost_curve(fleet_file, FLEET_SCALES, method=method, params=_params(left))
-            plots.plot_fleet_costs(points, plot_out)
+            left = max(1.0, time_limit - (time.perf_counter() - t0))
+            plots.plot_fleet_costs(fleet_mod.cost_curve(None, FLEET_SCALES, options=opts, params=_params(left)),
+                                   plot_out)
     if as_json:
         _dump(result.model_dump(mode="json"))
         return

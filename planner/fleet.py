@@ -519,6 +519,20 @@ class FleetOptions:
         self.hourly = any(wl.hourly for wl in spec.workloads)
         self.wall_s = time.perf_counter() - t0
 
+    @classmethod
+    def of(cls, spec: FleetSpec | dict | str | Path, method: Method = "cpsat", params=None,
+           deadline: float | None = None) -> FleetOptions:
+        """The options of a fleet file (a path), its parsed content (a dict) or a FleetSpec, built by `method` within
+        `deadline` (time.perf_counter; default: params' time limit from now)."""
+        from planner.solver import SolverParams
+
+        if method not in ("cpsat", "exhaustive"):
+            raise SpecError(f"unknown method {method!r}: cpsat or exhaustive")
+        params = params or SolverParams(time_limit_s=DEFAULT_TIME_LIMIT_S)
+        fs, base = _spec_of(spec)
+        return cls(fs, base, method, params, deadline if deadline is not None else
+                   time.perf_counter() + params.time_limit_s)
+
     def demand_at(self, hour: int | None, scale: float = 1.0) -> list[float]:
         """Each workload's demand in one hour (None: a constant demand), times `scale` [tokens/s]."""
         return [(d[hour] if len(d) > 1 and hour is not None else d[0]) * scale for d in self.demand]
@@ -567,7 +581,7 @@ def check(opts: FleetOptions, inst: FleetInstance, sol: FleetSolution) -> list[s
         if broken:
             out.append(f"{inst.label(k)} breaks {broken}")
         tokens = o.float_tokens()
-        if tokens < o.rate * RATE_UNIT:
+        if tokens < o.rate * RATE_UNIT * (1 - 1e-12):  # the table and a scalar evaluation agree to rounding
             out.append(f"{inst.label(k)} serves {tokens:g} tokens/s, counted {o.rate * RATE_UNIT:g}")
         served[o.workload] += n * tokens
     if inst.objective == "min_cost":
@@ -709,13 +723,14 @@ def _checked(opts: FleetOptions, inst: FleetInstance, sol: FleetSolution) -> Non
         raise RuntimeError(f"the fleet's solution fails its float check: {'; '.join(broken[:3])}")  # a bug
 
 
-def fleet(spec: FleetSpec | dict | str | Path, *, method: Method = "cpsat", params=None,
-          time_limit_s: float | None = None) -> FleetResult:
+def fleet(spec: FleetSpec | dict | str | Path | None = None, *, method: Method = "cpsat", params=None,
+          time_limit_s: float | None = None, options: FleetOptions | None = None) -> FleetResult:
     """The fleet plan of a fleet file (a path), its parsed content (a dict) or a FleetSpec: per workload its
     deployments, per GPU type what it uses, the cost [$/hour] and [$/1M output tokens], the solver's status with its
     proven bound and gap, and the greedy baseline's cost beside it. Hourly demands give a day plan (the replicas of
     each hour). `method`: 'cpsat' or 'exhaustive' (the enumeration oracle, small fleets). One time limit
-    (params.time_limit_s or time_limit_s, default 60 s) for everything.
+    (params.time_limit_s or time_limit_s, default 60 s) for everything. `options`: a FleetOptions already built
+    (FleetOptions.of; then `spec` is not read again and its method applies).
 
     Raises SpecError/UnknownNameError on bad input, InfeasibleError ('workload': a workload no GPU type serves at
     its SLA; 'inventory': min_cost and the inventory cannot serve every demand) saying what would work, and
@@ -724,14 +739,13 @@ def fleet(spec: FleetSpec | dict | str | Path, *, method: Method = "cpsat", para
     from planner.solver import SolverParams
 
     t0 = time.perf_counter()
-    if method not in ("cpsat", "exhaustive"):
-        raise SpecError(f"unknown method {method!r}: cpsat or exhaustive")
     if params is None:
         params = SolverParams(time_limit_s=time_limit_s or DEFAULT_TIME_LIMIT_S)
     deadline = t0 + params.time_limit_s
-    fs, base = _spec_of(spec)
-    opts = FleetOptions(fs, base, method, params, deadline)
+    opts = options or FleetOptions.of(spec, method, params, deadline)
+    method = opts.method
     t1 = time.perf_counter()
+    built = opts.wall_s if options is not None else t1 - t0
     hours = list(range(HOURS)) if opts.hourly else [None]
     solved: dict[tuple[float, ...], tuple[FleetInstance, FleetSolution, FleetSolution]] = {}
     plans = []
@@ -754,8 +768,8 @@ def fleet(spec: FleetSpec | dict | str | Path, *, method: Method = "cpsat", para
         plans.append(solved[key])
     t2 = time.perf_counter()
     if not opts.hourly:
-        return _single(opts, *plans[0], method, t0, t1, t2)
-    return _day(opts, plans, method, t0, t1, t2)
+        return _single(opts, *plans[0], method, t0, built, t2 - t1)
+    return _day(opts, plans, method, t0, built, t2 - t1)
 
 
 def _greedy_info(inst: FleetInstance, sol: FleetSolution, base: FleetSolution) -> GreedyInfo:
@@ -772,7 +786,7 @@ def _greedy_info(inst: FleetInstance, sol: FleetSolution, base: FleetSolution) -
 
 
 def _single(opts: FleetOptions, inst: FleetInstance, sol: FleetSolution, base: FleetSolution, method: Method,
-            t0: float, t1: float, t2: float) -> FleetResult:
+            t0: float, built: float, searched: float) -> FleetResult:
     cost = sol.cost / PRICE_UNITS
     served = sum(min(d, sum(o.tokens_per_s * sol.counts[k] for k, o in enumerate(inst.options) if o.workload == w))
                  for w, d in enumerate(inst.demand))
@@ -782,7 +796,7 @@ def _single(opts: FleetOptions, inst: FleetInstance, sol: FleetSolution, base: F
         gap = _gap(sol.served or 0, sol.served_bound, False)
     info = FleetSolverInfo(
         method=method, status=sol.status, objective=inst.objective, wall_s=time.perf_counter() - t0,
-        options_wall_s=t1 - t0, search_wall_s=t2 - t1, cost_bound_per_hour=_dollars(sol.cost_bound),
+        options_wall_s=built, search_wall_s=searched, cost_bound_per_hour=_dollars(sol.cost_bound),
         served_bound_tokens_per_s=sol.served_bound * RATE_UNIT if inst.objective == "max_served" and
         sol.served_bound is not None else None, gap=gap, options=len(inst.options), variables=sol.variables,
         checked=True)
@@ -795,7 +809,7 @@ def _single(opts: FleetOptions, inst: FleetInstance, sol: FleetSolution, base: F
 
 
 def _day(opts: FleetOptions, plans: list[tuple[FleetInstance, FleetSolution, FleetSolution]], method: Method,
-         t0: float, t1: float, t2: float) -> FleetResult:
+         t0: float, built: float, searched: float) -> FleetResult:
     insts = [p[0] for p in plans]
     sols = [p[1] for p in plans]
     bases = [p[2] for p in plans]
@@ -830,7 +844,7 @@ def _day(opts: FleetOptions, plans: list[tuple[FleetInstance, FleetSolution, Fle
         gap = _gap(tot, sum(s.served_bound or 0 for s in sols), False)
     info = FleetSolverInfo(
         method=method, status=status, objective=inst.objective, wall_s=time.perf_counter() - t0,
-        options_wall_s=t1 - t0, search_wall_s=t2 - t1, cost_bound_per_hour=bound / HOURS if bound is not None else None,
+        options_wall_s=built, search_wall_s=searched, cost_bound_per_hour=bound / HOURS if bound is not None else None,
         served_bound_tokens_per_s=sum(s.served_bound or 0 for s in sols) * RATE_UNIT / HOURS
         if inst.objective == "max_served" else None, gap=gap, options=len(inst.options),
         variables=max(s.variables for s in sols), checked=True, hours_optimal=optimal)
@@ -868,19 +882,20 @@ class CostPoint(_Strict):
     greedy_cost_per_hour: float | None
 
 
-def cost_curve(spec: FleetSpec | dict | str | Path, scales: Sequence[float], *, method: Method = "cpsat",
-               params=None, time_limit_s: float | None = None) -> list[CostPoint]:
+def cost_curve(spec: FleetSpec | dict | str | Path | None, scales: Sequence[float], *, method: Method = "cpsat",
+               params=None, time_limit_s: float | None = None, options: FleetOptions | None = None
+               ) -> list[CostPoint]:
     """The least cost [$/hour] of serving every workload's demand times each scale (min_cost), with the greedy
-    baseline's, on the options built once; a day plan's demands are taken at their daily mean. Levels the inventory
-    cannot serve have no cost."""
+    baseline's, on the options built once (or `options`); a day plan's demands are taken at their daily mean.
+    Levels the inventory cannot serve have no cost."""
     from planner.solver import SolverParams
 
     t0 = time.perf_counter()
     if params is None:
         params = SolverParams(time_limit_s=time_limit_s or DEFAULT_TIME_LIMIT_S)
     deadline = t0 + params.time_limit_s
-    fs, base = _spec_of(spec)
-    opts = FleetOptions(fs, base, method, params, deadline)
+    opts = options or FleetOptions.of(spec, method, params, deadline)
+    method = opts.method
     mean = [sum(d) / len(d) for d in opts.demand]
     out = []
     for i, s in enumerate(scales):

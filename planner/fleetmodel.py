@@ -11,7 +11,8 @@ type serving T output tokens/s), choose integer replica counts n_o:
   unit of placement (NVL72 racks) its pieces (blocks of nodes, whole domains) fill domain patterns in the same
   way, at most as many of each capacity as the inventory has domains;
 - inventory: the nodes used, sum_P z_P plus the nodes of every block and whole replica, within the GPU type's;
-- cost: every node used is paid in full, price x GPUs per node [$/hour].
+- cost: every node used is paid in full, price x GPUs per node [$/hour]; among plans of equal cost, the fewest
+  GPUs in replicas.
 
 The patterns make placement exact and linear: any packing of replicas into nodes puts in each node a multiset
 of sizes that is part of a maximal pattern, and any pattern count covering the replicas is a packing (`place`).
@@ -196,9 +197,18 @@ class FleetModel:
             cs += [x * self.inst.price(c) for x in k]
         return vs, cs
 
+    @property
+    def weight(self) -> int:
+        """The cost's weight in the objective: above the most GPUs the replicas can occupy, so that the GPUs
+        busy only break ties of cost."""
+        return sum(t.gpus for t in self.inst.types) + 1
+
     def minimize_cost(self) -> None:
-        """The least cost of the nodes used [micro-dollars/hour]."""
-        self.model.minimize(*self._cost_terms())
+        """The least cost of the nodes used [micro-dollars/hour]; among plans of equal cost, the fewest GPUs in
+        replicas (no replica the demand does not need)."""
+        vs, cs = self._cost_terms()
+        w = self.weight
+        self.model.minimize([*vs, *self.n], [*(c * w for c in cs), *(o.gpus for o in self.inst.options)])
 
     def maximize_served(self) -> None:
         """The most demand served, all workloads together [RATE_UNIT tokens/s]."""
@@ -273,7 +283,8 @@ def solve_cpsat(inst: FleetInstance, params=None, deadline: float | None = None,
         return out
     proven = r.status == "OPTIMAL" and (first is None or first.status == "OPTIMAL")
     out = fm.solution(r, "OPTIMAL" if proven else "FEASIBLE")
-    out.cost_bound = int(math.ceil(r.bound - 1e-6))
+    # cost * weight + busy GPUs >= bound (no objective: nothing to deploy, the cost is 0)
+    out.cost_bound = int(math.floor(r.bound + 1e-6)) // fm.weight if r.bound is not None else out.cost
     out.served_bound = served_bound if served_bound is not None else out.served
     out.wall_s = time.perf_counter() - t0
     return out
@@ -348,7 +359,7 @@ def exhaustive(inst: FleetInstance, deadline: float | None = None) -> FleetSolut
         if any(x > r.nodes for x, r in zip(lb, types)):
             return
         lb_cost = sum(x * inst.price(c) for c, x in enumerate(lb))
-        if inst.objective == "min_cost" and best[0] is not None and lb_cost >= best[0][0][1]:
+        if inst.objective == "min_cost" and best[0] is not None and lb_cost > best[0][0][1]:
             return
         if i == len(ws):
             nodes = []
@@ -358,7 +369,7 @@ def exhaustive(inst: FleetInstance, deadline: float | None = None) -> FleetSolut
                     return
                 nodes.append(got)
             cost = sum(x * inst.price(c) for c, x in enumerate(nodes))
-            key = (-sum(inst.served(counts)), cost)
+            key = (-sum(inst.served(counts)), cost, sum(o.gpus * n for o, n in zip(inst.options, counts)))
             if best[0] is None or key < best[0][0]:
                 best[0] = (key, list(counts), nodes)
             return
@@ -380,7 +391,7 @@ def exhaustive(inst: FleetInstance, deadline: float | None = None) -> FleetSolut
     go(0, [0] * len(types), [0] * len(types))
     if best[0] is None:
         return FleetSolution("INFEASIBLE", wall_s=time.perf_counter() - t0)
-    (neg_served, cost), found, nodes = best[0]
+    (neg_served, cost, _), found, nodes = best[0]
     placement = [place_exact(r, inst.replicas_on(c, found)) for c, r in enumerate(types)]
     return FleetSolution("OPTIMAL", found, nodes, placement, cost, -neg_served, cost, -neg_served,
                          wall_s=time.perf_counter() - t0)

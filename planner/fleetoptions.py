@@ -27,9 +27,9 @@ fleet plan using o is matched, in the same nodes and at no more cost, by one usi
 *dominated* and is dropped (`reduce`; with m = 1 this is the Pareto set of (GPUs, tokens/s): fewer or as many
 GPUs, at least as many tokens/s). Dominance is transitive and ties go to the first of a fixed order, so an optimum
 over the kept options is an optimum over every option of the tables. The exhaustive oracle (method 'exhaustive')
-instead keeps the best option of every replica size, found by plain enumeration (planner.oracle: every layout and
-batch for aggregated replicas, every worker pair for disaggregated units), a superset of the reduced set, and the
-tests check that both reach the same optimum.
+keeps only the Pareto set (m = 1), found by plain enumeration (planner.oracle: every layout and batch for
+aggregated replicas, every worker pair for disaggregated units), a superset of the reduced set, and the tests
+check that both reach the same optimum.
 
 Rates enter the CP-SAT model as integers of RATE_UNIT tokens/s, rounded down (a replica never counts for more
 than the float model gives it); dominance is decided on the same integers, so that both methods see one problem.
@@ -198,9 +198,11 @@ def _agg_oracle(q: Problem, space: Space, deadline: float) -> list[tuple[Paralle
 # --- disaggregated units ----------------------------------------------------------------------------------------
 
 
-def _disagg_units(q: Problem, space: Space, params, deadline: float) -> list[tuple[Parallel, int, Parallel, int]]:
-    """(prefill layout with dp = x, chunk, decode layout with dp = y, micro-batch) of the unit of the most output
-    tokens/s for each unit size up to q.gpus, by the closed form over the planner's pool tables (module docstring)."""
+def _disagg_units(q: Problem, space: Space, params, deadline: float
+                  ) -> list[tuple[Parallel, int, Parallel, int, float, float]]:
+    """(prefill layout with dp = x, chunk, decode layout with dp = y, micro-batch, tokens/s, TPOT) of the unit of
+    the most output tokens/s for each unit size up to q.gpus, by the closed form over the planner's pool tables
+    (module docstring)."""
     dp = disagg.make_disagg(q)
     s = disagg.DisaggSearcher(dp, space, space, "cpsat", params, deadline)
     pre, dec = s.tables
@@ -240,11 +242,12 @@ def _disagg_units(q: Problem, space: Space, params, deadline: float) -> list[tup
                 g = int(u[a])
                 if g not in best or t[a] > best[g][0]:
                     best[g] = (float(t[a]), (int(kp), int(x[a]), int(order[k[a]]), int(y[a])))
-    return [(pre.parallel(kp, x), int(pre.batch[kp]), dec.parallel(kd, y), int(dec.batch[kd]))
-            for _, (kp, x, kd, y) in (best[g] for g in sorted(best))]
+    return [(pre.parallel(kp, x), int(pre.batch[kp]), dec.parallel(kd, y), int(dec.batch[kd]), float(dec.rate[kd] * y),
+             float(dec.tpot_hi_s[kd])) for _, (kp, x, kd, y) in (best[g] for g in sorted(best))]
 
 
-def _disagg_oracle(q: Problem, space: Space, deadline: float) -> list[tuple[Parallel, int, Parallel, int]]:
+def _disagg_oracle(q: Problem, space: Space, deadline: float
+                   ) -> list[tuple[Parallel, int, Parallel, int, float, float]]:
     """The same by plain enumeration (planner.oracle.exhaustive_disagg_front): the exhaustive method's units."""
     from planner.oracle import exhaustive_disagg_front
     from planner.space import OutOfTime
@@ -256,7 +259,12 @@ def _disagg_oracle(q: Problem, space: Space, deadline: float) -> list[tuple[Para
     except OutOfTime:
         raise TimeLimitError("the fleet's enumeration of disaggregated units did not finish within the time limit",
                              limit_s=float("nan")) from None
-    return [(c.prefill, c.chunk, c.decode, c.micro_batch) for _, c in (front[g] for g in sorted(front))]
+    out = []
+    for g in sorted(front):
+        tokens, c = front[g]
+        tpot = cost.decode_pass_time(q, c.decode.model_copy(update={"dp": 1}), c.micro_batch)
+        out.append((c.prefill, c.chunk, c.decode, c.micro_batch, tokens, float(tpot)))
+    return out
 
 
 # --- the options of one workload ----------------------------------------------------------------------------------
@@ -316,8 +324,11 @@ def workload_options(w: int, problem_of: Callable[[ClusterSpec], Problem], types
             if serving in ("disagg", "auto") and q.confidence is None and limit >= 2:
                 units = (_disagg_oracle(q, space, deadline) if method == "exhaustive"
                          else _disagg_units(q, space, params, deadline))
-                for pre, chunk, dec, m in units:
-                    found.append(_unit(w, c, q, pre, chunk, dec, m))
+                for pre, chunk, dec, m, tokens, tpot in units:
+                    g = pre.gpus_used + dec.gpus_used
+                    found.append(Option(w, c, "disagg", g, tokens, tpot, math.nan,
+                                        f"prefill {pre.dp}x {_short(pre)} + decode {dec.dp}x {_short(dec)}",
+                                        q.model_copy(update={"gpus": g}), dec, m, chunk, pre))
                 if not units and serving == "disagg":
                     s = disagg.DisaggSearcher(disagg.make_disagg(q), space, space, method, params, deadline)
                     errors.append(disagg.diagnose(s, q.sla.min_tokens_per_s_per_user if q.sla else None))
@@ -328,29 +339,32 @@ def workload_options(w: int, problem_of: Callable[[ClusterSpec], Problem], types
         if not found:
             reasons[gt.name] = _reach(errors)
             continue
-        if method == "exhaustive":  # the best option of each size
+        if method == "exhaustive":  # the Pareto set of (GPUs, tokens/s): more GPUs only for more tokens/s
             found.sort(key=lambda o: (o.gpus, -o.rate, o.tpot_s, o.label))
-            found = [o for i, o in enumerate(found) if i == 0 or o.gpus != found[i - 1].gpus]
+            front: list[Option] = []
+            for o in found:
+                if not front or o.rate > front[-1].rate:
+                    front.append(o)
+            found = front
         else:
             found = reduce(found, gt.rule)
-        out += found
+        out += [_finished(o) for o in found]
     return WorkloadOptions(out, reasons)
 
 
-def _unit(w: int, c: int, q: Problem, pre: Parallel, chunk: int, dec: Parallel, m: int) -> Option:
-    """The option of one disaggregated unit, its figures from the float model, re-checked (a broken rule is a bug)."""
-    g = pre.gpus_used + dec.gpus_used
-    p = q.model_copy(update={"gpus": g})
+def _finished(o: Option) -> Option:
+    """A kept disaggregated unit with its TTFT at full load, re-checked on the float model (a broken rule is a bug:
+    the unit was built to obey them); an aggregated replica as it is."""
+    if o.serving == "agg":
+        return o
+    p, pre, dec = o.problem, o.prefill, o.parallel
     one_p, one_d = pre.model_copy(update={"dp": 1}), dec.model_copy(update={"dp": 1})
-    dp = disagg.make_disagg(p)
-    f = cost.disagg_metrics(p, one_p, chunk, pre.dp, p, one_d, m, dec.dp, dp.same_domain(g))
-    label = f"prefill {pre.dp}x {_short(pre)} + decode {dec.dp}x {_short(dec)}"
-    o = Option(w, c, "disagg", g, float(f["tokens_per_s"]), float(f["tpot_s"]), float(f["ttft_s"]), label, p, dec, m,
-               chunk, pre)
+    f = cost.disagg_metrics(p, one_p, o.chunk, pre.dp, p, one_d, o.micro_batch, dec.dp,
+                            disagg.make_disagg(p).same_domain(o.gpus))
     broken = o.violations()
     if broken:
-        raise RuntimeError(f"fleet unit {label} of {q.model.name} on {q.cluster.name} breaks {broken}")  # a bug
-    return o
+        raise RuntimeError(f"fleet unit {o.label} of {p.model.name} on {p.cluster.name} breaks {broken}")  # a bug
+    return replace(o, ttft_s=float(f["ttft_s"]))
 
 
 def _reach(errors: list[Exception]) -> Exception:

@@ -165,7 +165,12 @@ def plot_fleet_costs(points: Sequence, path: str | Path, *, title: str | None = 
     opt = [(p.demand_tokens_per_s, p.cost_per_hour) for p in points if p.cost_per_hour is not None]
     gre = [(p.demand_tokens_per_s, p.greedy_cost_per_hour) for p in points if p.greedy_cost_per_hour is not None]
     if opt:
-        ax.plot(*zip(*opt), marker="o", linewidth=2, drawstyle="default", label="optimum (CP-SAT, proven)")
+        proven = all(p.status == "OPTIMAL" for p in points if p.cost_per_hour is not None)
+        ax.plot(*zip(*opt), marker="o", linewidth=2, label="optimum (proven)" if proven else "best found")
+        loose = [(p.demand_tokens_per_s, p.cost_per_hour) for p in points if p.status == "FEASIBLE"]
+        if loose:
+            ax.scatter(*zip(*loose), s=90, facecolors="white", edgecolors="black", zorder=5,
+                       label="not proven optimal in the time limit")
     if gre:
         ax.plot(*zip(*gre), marker="s", linewidth=1.2, linestyle="--", label="greedy: cheapest $/token first")
     for p in points:

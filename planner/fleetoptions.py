@@ -17,8 +17,11 @@ requests/s = T / osl). Every figure comes from the single-deployment planner's t
   disagg.enumerate_argbest); for each unit size, the most tokens/s. Each unit kept is re-checked by
   disagg.deployment_violations.
 
-L is min(the GPU type's inventory, studies.max_replica_gpus): replicas (and units) larger than that are not
-considered (as in `planner size`: larger replicas only add communication, more replicas add throughput).
+Replicas of up to L GPUs are considered, and disaggregated units of up to 2L GPUs (workers from the candidate
+lists of L): L = min(the GPU type's inventory, the power of two at or above max(8, a node, 4 x the fewest GPUs the
+model fits on)). Larger replicas only add communication, and more replicas add throughput; `planner size` looks
+further (64 GPUs at least), which a fleet of many workloads and GPU types cannot afford in time. Optimal below
+means optimal over these options.
 
 **The reduction is exact for the fleet problem.** Replica counts enter the fleet's model linearly (n copies of an
 option serve n T), and the placement rule is monotone (planner.placement): m replicas of option q fit in the place
@@ -153,21 +156,24 @@ def _short(par: Parallel) -> str:
 # --- aggregated replicas -----------------------------------------------------------------------------------------
 
 
-def _agg_table(q: Problem, space: Space, params, deadline: float) -> list[tuple[Parallel, int, int, float, float,
-                                                                                  float]]:
-    """(layout, micro-batch, chunk, tokens/s, TPOT, TTFT) of the best option of each replica size in the table of
-    one replica (every rule obeyed): the single-deployment planner's table (planner.options)."""
-    t = Searcher(q, space, "cpsat", params, deadline=deadline).table
+def _agg_table(q: Problem, t) -> list[tuple[Parallel, int, int, float, float, float]]:
+    """(layout, micro-batch, chunk, tokens/s, TPOT, TTFT) of the best option of each replica size in the table `t`
+    of one replica (every rule obeyed): the single-deployment planner's table (planner.options)."""
     sla = q.sla.min_tokens_per_s_per_user if q.sla else None
     ok = np.flatnonzero(t.obeys(True, sla))
     if not len(ok):
         return []
     tokens = t.concurrency_of(ok) / t.tpot_s[ok]
     size = t.replica_gpus_of(ok)
-    order = np.lexsort((-t.chunk_of(ok), t.tpot_s[ok], -tokens, size))
-    first = order[np.r_[True, size[order][1:] != size[order][:-1]]]
-    return [(t.parallel(int(ok[i])), int(t.micro_batch_of(ok[i])), int(t.chunk_of(ok[i])), float(tokens[i]),
-             float(t.tpot_s[ok[i]]), float(t.ttft_s[ok[i]])) for i in first]
+    out = []
+    for g in np.unique(size):
+        mine = np.flatnonzero(size == g)
+        top = mine[tokens[mine] == tokens[mine].max()]
+        i = top[np.lexsort((-t.chunk_of(ok[top]), t.tpot_s[ok[top]]))[0]]  # ties: the lower TPOT, the larger chunk
+        k = int(ok[i])
+        out.append((t.parallel(k), int(t.micro_batch_of(k)), int(t.chunk_of(k)), float(tokens[i]), float(t.tpot_s[k]),
+                    float(t.ttft_s[k])))
+    return out
 
 
 def _agg_oracle(q: Problem, space: Space, deadline: float) -> list[tuple[Parallel, int, int, float, float, float]]:
@@ -217,33 +223,35 @@ def _disagg_units(q: Problem, space: Space, params, deadline: float
         return []
     eff = disagg.effective_capacity(dp, pre, ok_p, receive, limit_s)  # [prefill option, class, link]
     budget, osl, domain = q.gpus, q.workload.osl, q.cluster.scaleup_domain_gpus
-    best: dict[int, tuple[float, tuple[int, int, int, int]]] = {}
+    best_t = np.full(budget + 1, -np.inf)  # per unit size: the most tokens/s and its unit
+    best_u = np.zeros((budget + 1, 4), np.int64)
+    gp = pre.gpus[ok_p].astype(np.int64)[:, None, None]
+    xs = np.arange(1, budget // int(gp.min()) + 1)[None, :, None]
     for gd, j in np.unique(np.stack([dec.gpus[ok_d], klass[ok_d]], axis=1), axis=0):
         mine = ok_d[(dec.gpus[ok_d] == gd) & (klass[ok_d] == j)]
         order = mine[np.argsort(dec.rate[mine], kind="stable")]
         rates = dec.rate[order]
-        for i, kp in enumerate(ok_p):
-            gp = int(pre.gpus[kp])
-            if gp + gd > budget:
-                continue
-            xs = np.arange(1, (budget - gd) // gp + 1)[:, None]
-            ys = np.arange(1, (budget - gp) // gd + 1)[None, :]
-            used = xs * gp + ys * gd
-            e = eff[i, j][(used <= domain).astype(np.int64)]  # scale-up when the unit fits one domain
-            pos = np.searchsorted(rates, osl * e * xs / ys * (1 - DISAGG_MARGIN), side="right") - 1
-            valid = (used <= budget) & (pos >= 0)
-            if not valid.any():
-                continue
-            tokens = np.where(valid, rates[np.maximum(pos, 0)] * ys, -np.inf)
-            u, t = used[valid], tokens[valid]
-            x, y, k = np.broadcast_to(xs, used.shape)[valid], np.broadcast_to(ys, used.shape)[valid], pos[valid]
-            top = np.lexsort((-t, u))
-            for a in top[np.r_[True, u[top][1:] != u[top][:-1]]]:
-                g = int(u[a])
-                if g not in best or t[a] > best[g][0]:
-                    best[g] = (float(t[a]), (int(kp), int(x[a]), int(order[k[a]]), int(y[a])))
-    return [(pre.parallel(kp, x), int(pre.batch[kp]), dec.parallel(kd, y), int(dec.batch[kd]), float(dec.rate[kd] * y),
-             float(dec.tpot_hi_s[kd])) for _, (kp, x, kd, y) in (best[g] for g in sorted(best))]
+        ys = np.arange(1, budget // int(gd) + 1)[None, None, :]
+        used = xs * gp + ys * int(gd)  # [prefill option, x, y]
+        e = eff[:, j, :][np.arange(len(ok_p))[:, None, None], (used <= domain).astype(np.int64)]  # scale-up if 1 domain
+        pos = np.searchsorted(rates, osl * e * xs / ys * (1 - DISAGG_MARGIN), side="right") - 1
+        valid = (used <= budget) & (pos >= 0)
+        if not valid.any():
+            continue
+        u, t = used[valid], rates[pos[valid]] * np.broadcast_to(ys, used.shape)[valid]
+        top = np.lexsort((-t, u))
+        first = top[np.r_[True, u[top][1:] != u[top][:-1]]]
+        better = t[first] > best_t[u[first]]
+        first = first[better]
+        if not len(first):
+            continue
+        i, x, y = (np.broadcast_to(a, used.shape)[valid][first] for a in
+                   (np.arange(len(ok_p))[:, None, None], xs, ys))
+        best_t[u[first]] = t[first]
+        best_u[u[first]] = np.stack([ok_p[i], x, order[pos[valid][first]], y], axis=1)
+    sizes = np.flatnonzero(np.isfinite(best_t))
+    return [(pre.parallel(int(kp), int(x)), int(pre.batch[kp]), dec.parallel(int(kd), int(y)), int(dec.batch[kd]),
+             float(dec.rate[kd] * y), float(dec.tpot_hi_s[kd])) for kp, x, kd, y in best_u[sizes]]
 
 
 def _disagg_oracle(q: Problem, space: Space, deadline: float
@@ -290,6 +298,39 @@ def reduce(options: Sequence[Option], rule: NodeRule) -> list[Option]:
     return kept
 
 
+SMALL_REPLICA_GPUS = 8
+"""Replicas of up to max(this, a node) GPUs are always considered [GPUs]."""
+
+
+def _replica_limit(q: Problem, gpus: int, chunks: tuple[int, ...] | None, micro_batches: tuple[int, ...] | None,
+                   params, deadline: float):
+    """(L, the table of one replica of up to L GPUs when it is the one already built, else None): L = the GPU
+    type's inventory or, if fewer, the power of two at or above max(8, a node, 4 x the fewest GPUs the model fits
+    on) [GPUs]. The fewest GPUs come from the table of replicas of up to max(8, a node) GPUs (layout rules, memory,
+    chunk keeps up), or beyond it from search.min_gpus_to_fit; InfeasibleError when the model fits on none."""
+    from planner.options import BIT, TABLE_RULES
+    from planner.search import min_gpus_to_fit
+
+    small = min(gpus, max(SMALL_REPLICA_GPUS, q.cluster.gpus_per_node))
+    qs = q.model_copy(update={"gpus": small})
+    t = Searcher(qs, replace(Space.of(qs, chunks, micro_batches), max_dp=1), "cpsat", params, deadline=deadline).table
+    rules_ = sum(BIT[r] for r in TABLE_RULES if r != "ttft")
+    fits = np.flatnonzero((t.broken & np.uint16(rules_)) == 0)
+    fit = int(t.replica_gpus_of(fits).min()) if len(fits) else None
+    if fit is not None and (4 * fit <= small or small == gpus):
+        return small, t
+    if fit is None:
+        fit = min_gpus_to_fit(q, "cpsat", params, chunks=chunks, deadline=deadline)
+        if fit is None:
+            raise InfeasibleError(f"{q.model.name} fits on no layout of {q.cluster.name} GPUs at "
+                                  f"{q.precision_label}", "fit")
+    if fit > gpus:
+        raise InfeasibleError(f"{q.model.name} does not fit on {gpus} {q.cluster.name} GPUs at {q.precision_label}: "
+                              f"it fits on {fit}", "fit", {"gpus": fit})
+    limit = min(gpus, 1 << (max(small, 4 * fit) - 1).bit_length())
+    return limit, (t if limit == small else None)
+
+
 def workload_options(w: int, problem_of: Callable[[ClusterSpec], Problem], types: Sequence[GpuType], serving: str,
                      method: Method, params, deadline: float, chunks: tuple[int, ...] | None = None,
                      micro_batches: tuple[int, ...] | None = None) -> WorkloadOptions:
@@ -297,8 +338,6 @@ def workload_options(w: int, problem_of: Callable[[ClusterSpec], Problem], types
     reduced set (method 'cpsat') or the best option of every size (method 'exhaustive'), aggregated and/or
     disaggregated as `serving` allows (agg, disagg, auto: both), over the draft lengths of a searched speculative
     decoding; `reasons` says why a GPU type has none."""
-    from planner.studies import max_replica_gpus
-
     out: list[Option] = []
     reasons: dict[str, Exception] = {}
     for c, gt in enumerate(types):
@@ -306,7 +345,7 @@ def workload_options(w: int, problem_of: Callable[[ClusterSpec], Problem], types
         errors: list[Exception] = []
         for q in speculation_variants(problem_of(gt.cluster)):
             try:
-                limit = min(gt.gpus, max_replica_gpus(q, method, params, deadline))
+                limit, table = _replica_limit(q, gt.gpus, chunks, micro_batches, params, deadline)
             except InfeasibleError as e:
                 errors.append(e)
                 continue
@@ -314,23 +353,26 @@ def workload_options(w: int, problem_of: Callable[[ClusterSpec], Problem], types
             space = Space.of(q, chunks, micro_batches)
             if serving in ("agg", "auto"):
                 one = replace(space, max_dp=1)
-                rows = _agg_oracle(q, one, deadline) if method == "exhaustive" else _agg_table(q, one, params,
-                                                                                                 deadline)
+                if method == "exhaustive":
+                    rows = _agg_oracle(q, one, deadline)
+                else:
+                    rows = _agg_table(q, table or Searcher(q, one, "cpsat", params, deadline=deadline).table)
                 for par, m, chunk, tokens, tpot, ttft in rows:
                     found.append(Option(w, c, "agg", par.replica_gpus, tokens, tpot, ttft, _short(par),
                                         q.model_copy(update={"gpus": par.replica_gpus}), par, m, chunk))
                 if not rows:
                     errors.append(diagnose(Searcher(q, one, method, params, deadline=deadline)))
             if serving in ("disagg", "auto") and q.confidence is None and limit >= 2:
-                units = (_disagg_oracle(q, space, deadline) if method == "exhaustive"
-                         else _disagg_units(q, space, params, deadline))
+                qu = q.model_copy(update={"gpus": min(gt.gpus, 2 * limit)})  # units of workers of up to L GPUs
+                units = (_disagg_oracle(qu, space, deadline) if method == "exhaustive"
+                         else _disagg_units(qu, space, params, deadline))
                 for pre, chunk, dec, m, tokens, tpot in units:
                     g = pre.gpus_used + dec.gpus_used
                     found.append(Option(w, c, "disagg", g, tokens, tpot, math.nan,
                                         f"prefill {pre.dp}x {_short(pre)} + decode {dec.dp}x {_short(dec)}",
                                         q.model_copy(update={"gpus": g}), dec, m, chunk, pre))
                 if not units and serving == "disagg":
-                    s = disagg.DisaggSearcher(disagg.make_disagg(q), space, space, method, params, deadline)
+                    s = disagg.DisaggSearcher(disagg.make_disagg(qu), space, space, method, params, deadline)
                     errors.append(disagg.diagnose(s, q.sla.min_tokens_per_s_per_user if q.sla else None))
             elif serving == "disagg":
                 errors.append(InfeasibleError(

@@ -69,13 +69,22 @@ class InventoryItem(_Input):
 Number = float | int
 
 
+def _read(parse: Callable[[str], Any], value: Any) -> Any:
+    """A parser of planner.units applied in a field validator: its ParseError as the ValueError pydantic reports
+    with the field's name."""
+    try:
+        return parse(str(value))
+    except ParseError as e:
+        raise ValueError(str(e)) from None
+
+
 def _demand(value: Any, hourly: bool) -> tuple[float, float | None]:
     """(requests/s, tokens/s or None) of one demand value: '12req/s', '50000tok/s' or a number of requests/s
     (hourly values may be 0)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"a demand is a rate like 12req/s or 50000tok/s, or a number of requests/s; got {value!r}")
     if isinstance(value, str):
-        req, tok = parse_demand(value)
+        req, tok = _read(parse_demand, value)
         return (req or 0.0), tok
     if not math.isfinite(value) or value < 0 or (value == 0 and not hourly):
         raise ValueError(f"demand must be {'at least 0' if hourly else 'above 0'} requests/s, got {value!r}")
@@ -119,14 +128,14 @@ class FleetWorkload(_Input):
     @field_validator("sla")
     @classmethod
     def _sla(cls, v: str | Number) -> str | Number:
-        parse_sla_at(str(v))
+        _read(parse_sla_at, v)
         return v
 
     @field_validator("ttft")
     @classmethod
     def _ttft(cls, v: str | Number | None) -> str | Number | None:
         if v is not None:
-            parse_ttft_at(str(v))
+            _read(parse_ttft_at, v)
         return v
 
     @field_validator("demand")
@@ -145,28 +154,28 @@ class FleetWorkload(_Input):
     @classmethod
     def _confidence(cls, v: str | Number | None) -> str | Number | None:
         if v is not None:
-            parse_confidence(str(v))
+            _read(parse_confidence, v)
         return v
 
     @field_validator("spec")
     @classmethod
     def _spec(cls, v: str | None) -> str | None:
         if v is not None:
-            parse_spec(v)
+            _read(parse_spec, v)
         return v
 
     @field_validator("acceptance")
     @classmethod
     def _acceptance(cls, v: str | Number | None) -> str | Number | None:
         if v is not None:
-            parse_acceptance(str(v))
+            _read(parse_acceptance, v)
         return v
 
     @field_validator("chunks", "micro_batches")
     @classmethod
     def _grid(cls, v: str | list[int] | None) -> str | list[int] | None:
         if v is not None:
-            parse_int_list(v if isinstance(v, str) else ",".join(str(x) for x in v))
+            _read(parse_int_list, v if isinstance(v, str) else ",".join(str(x) for x in v))
         return v
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
     from planner import solve, estimate, load_model, load_cluster
     plans = solve(min_tokens_per_s_per_user=20)          # the study's case, best plan first
+    plan = planner.fleet("fleets/example.yaml")           # many workloads on a priced inventory (planner.fleetplan)
 """
 
 from planner.catalog import load_cluster, load_model
@@ -25,5 +26,14 @@ __all__ = [
     "SLA", "Calibration", "ClusterSpec", "InfeasibleError", "InvalidLayoutError", "ModelSpec", "Parallel",
     "Plan", "PlannerError", "Precision", "Problem", "SpecError", "SpecMethod", "Speculation", "UnknownNameError",
     "Workload", "estimate",
-    "load_cluster", "load_model", "make_problem", "min_gpus_to_fit", "solve",
+    "fleet", "load_cluster", "load_model", "make_problem", "min_gpus_to_fit", "solve",
 ]
+
+
+def __getattr__(name: str):
+    """`planner.fleet`, imported on first use (planner.fleetplan.fleet): `planner solve` never loads it."""
+    if name == "fleet":
+        from planner.fleetplan import fleet
+
+        return fleet
+    raise AttributeError(f"module 'planner' has no attribute {name!r}")

@@ -793,7 +793,7 @@ def schema(of: str) -> None:
     from planner import studies
 
     if of in ("fleet", "fleet-file"):
-        from planner import fleet as fleet_mod
+        from planner import fleetplan as fleet_mod
 
         _dump((fleet_mod.FleetResult if of == "fleet" else fleet_mod.FleetSpec).model_json_schema())
         return
@@ -1043,7 +1043,7 @@ def fleet(fleet_file: str, as_json: bool, method: str, time_limit: float, plot_o
     """
     import time
 
-    from planner import fleet as fleet_mod
+    from planner import fleetplan as fleet_mod
 
     _check_plot_path(plot_out)
     params = _params(time_limit)

@@ -47,7 +47,7 @@ PRICE_UNITS = 1_000_000
 LINEARIZATION_LEVEL = 2
 """CP-SAT's linearization level for the fleet (every constraint in its LP relaxation): on the 20-workload benchmark
 fleet it proved the optimum in 5 s, where the default level left the bound at 0 after 60 s (one worker)."""
-MAX_ENUMERATION = 2_000_000
+MAX_ENUMERATION = 20_000_000
 """Most steps the exhaustive enumeration takes before refusing the fleet as too large for it [steps]."""
 
 Domains = list[list[tuple[int, list[str]]]]
@@ -338,33 +338,58 @@ def exhaustive(inst: FleetInstance, deadline: float | None = None) -> FleetSolut
     """The fleet by enumeration of replica counts (the test oracle; small fleets only): every workload's
     combinations worth considering (_combos), every product of them, each placed by exact packing
     (placement.min_nodes) and priced; the least cost (min_cost) or the most served, then the least cost
-    (max_served). Pruned by a lower bound on nodes (each type's small GPUs over its node size, plus its block
-    and whole nodes) against the inventory and, for min_cost, against the best cost found."""
+    (max_served); ties to the fewest GPUs in replicas. Branch and bound: a partial product is dropped when its
+    nodes (each type's small GPUs over its node size, plus its block and whole nodes) exceed the inventory, or when
+    it cannot beat the best found: at most every remaining workload's demand served, at least the GPUs' price of
+    what is chosen plus the cheapest combination of every remaining workload (a node's price spread over its
+    GPUs: cost is additive in GPUs below the whole nodes)."""
     t0 = time.perf_counter()
     budget = [MAX_ENUMERATION]
-    ws = list(range(len(inst.demand)))
-    by_w = {w: [k for k, o in enumerate(inst.options) if o.workload == w] for w in ws}
-    combos = {w: _combos(inst, by_w[w], budget) for w in ws}
-    if any(not combos[w] for w in ws):
-        return FleetSolution("INFEASIBLE", wall_s=time.perf_counter() - t0)
     types = [t.rule for t in inst.types]
-    best: list = [None]  # (key, counts, nodes)
+    per_gpu = [inst.price(c) / r.node_gpus for c, r in enumerate(types)]
+    by_w = {w: [k for k, o in enumerate(inst.options) if o.workload == w] for w in range(len(inst.demand))}
+    table = {}  # per workload: (combo, small GPUs per type, big nodes per type, GPUs' price, served) for each combo
+    for w, ks in by_w.items():
+        rows = []
+        for combo in _combos(inst, ks, budget):
+            vol, big = [0] * len(types), [0] * len(types)
+            served = 0
+            for k, n in zip(ks, combo):
+                o = inst.options[k]
+                r = types[o.gpu_type]
+                if r.kind(o.gpus) == "small":
+                    vol[o.gpu_type] += n * o.gpus
+                else:
+                    big[o.gpu_type] += n * r.nodes_of(o.gpus)
+                served += n * o.rate
+            price = sum(p * (v + b * r.node_gpus) for p, v, b, r in zip(per_gpu, vol, big, types))
+            rows.append((combo, vol, big, price, min(served, inst.need(w))))
+        if not rows:
+            return FleetSolution("INFEASIBLE", wall_s=time.perf_counter() - t0)
+        rows.sort(key=lambda x: (-x[4], x[3]))  # the most served, then the cheapest, first
+        table[w] = rows
+    ws = sorted(table, key=lambda w: -min(x[3] for x in table[w]))  # the costliest workloads first
+    cheapest = [min(x[3] for x in table[w]) for w in ws]
+    rest_price = [sum(cheapest[i:]) for i in range(len(ws) + 1)]
+    rest_served = [sum(inst.need(w) for w in ws[i:]) for i in range(len(ws) + 1)]
+    best: list = [None]  # ((-served, cost, busy), counts, nodes)
     counts = [0] * len(inst.options)
+    minimise = inst.objective == "min_cost"
 
-    def lower(vol: list[int], big: list[int]) -> list[int]:
-        return [-(-v // r.node_gpus) + b for v, b, r in zip(vol, big, types)]
-
-    def go(i: int, vol: list[int], big: list[int]) -> None:
+    def go(i: int, vol: list[int], big: list[int], price: float, served: int) -> None:
         budget[0] -= 1
         if budget[0] < 0 or (deadline is not None and time.perf_counter() > deadline):
             raise SpecError(f"the fleet is too large for the exhaustive enumeration (more than {MAX_ENUMERATION:,} "
                             "steps or past the time limit): use the cpsat method")
-        lb = lower(vol, big)
+        lb = [-(-v // r.node_gpus) + b for v, b, r in zip(vol, big, types)]
         if any(x > r.nodes for x, r in zip(lb, types)):
             return
-        lb_cost = sum(x * inst.price(c) for c, x in enumerate(lb))
-        if inst.objective == "min_cost" and best[0] is not None and lb_cost > best[0][0][1]:
-            return
+        if best[0] is not None:
+            (top_served, top_cost, _) = best[0][0]
+            most = served + rest_served[i]
+            least = max(sum(x * inst.price(c) for c, x in enumerate(lb)), price + rest_price[i] - 0.5)
+            if (-most, least) > (top_served, top_cost) if not minimise else least > top_cost:
+                return
         if i == len(ws):
             nodes = []
             for c, r in enumerate(types):
@@ -378,21 +403,14 @@ def exhaustive(inst: FleetInstance, deadline: float | None = None) -> FleetSolut
                 best[0] = (key, list(counts), nodes)
             return
         w = ws[i]
-        for combo in combos[w]:
-            v2, b2 = list(vol), list(big)
+        for combo, v, b, p, got in table[w]:
             for k, n in zip(by_w[w], combo):
-                o = inst.options[k]
                 counts[k] = n
-                r = types[o.gpu_type]
-                if r.kind(o.gpus) == "small":
-                    v2[o.gpu_type] += n * o.gpus
-                else:
-                    b2[o.gpu_type] += n * r.nodes_of(o.gpus)
-            go(i + 1, v2, b2)
+            go(i + 1, [x + y for x, y in zip(vol, v)], [x + y for x, y in zip(big, b)], price + p, served + got)
         for k in by_w[w]:
             counts[k] = 0
 
-    go(0, [0] * len(types), [0] * len(types))
+    go(0, [0] * len(types), [0] * len(types), 0.0, 0)
     if best[0] is None:
         return FleetSolution("INFEASIBLE", wall_s=time.perf_counter() - t0)
     (neg_served, cost, _), found, nodes = best[0]

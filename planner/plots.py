@@ -158,7 +158,7 @@ def _write(fig, plt, path: Path) -> Path:
 
 
 def plot_fleet_costs(points: Sequence, path: str | Path, *, title: str | None = None) -> Path:
-    """A fleet's cost against its demand (planner.fleet.cost_curve): the optimum's $/hour and the greedy
+    """A fleet's cost against its demand (planner.fleetplan.cost_curve): the optimum's $/hour and the greedy
     baseline's at each demand level [output tokens/s], the demand of the fleet file marked."""
     path, plt = _figure(path)
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
@@ -194,7 +194,7 @@ def plot_fleet_costs(points: Sequence, path: str | Path, *, title: str | None = 
 
 
 def plot_fleet_day(result, path: str | Path, *, title: str | None = None) -> Path:
-    """A day plan (planner.fleet.FleetResult with hours): each hour's cost, the optimum's and the greedy
+    """A day plan (planner.fleetplan.FleetResult with hours): each hour's cost, the optimum's and the greedy
     baseline's [$/hour], against its demand [output tokens/s]."""
     path, plt = _figure(path)
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)

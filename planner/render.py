@@ -604,7 +604,7 @@ def _greedy_text(r: Any) -> str:
 
 
 def fleet_lines(r: Any) -> list[str]:
-    """Everything `planner fleet` prints (planner.fleet.FleetResult): the workloads and their deployments, the
+    """Everything `planner fleet` prints (planner.fleetplan.FleetResult): the workloads and their deployments, the
     GPU types used and their cost, the solver's status with bound and gap, and the greedy baseline; a day plan's
     hours, replicas per hour and peak inventory."""
     day = bool(r.hours)

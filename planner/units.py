@@ -1,7 +1,7 @@
 """Values written as text: speeds, durations, percentiles, demands, rates, lists and probabilities.
 
 The command line reads its options with these parsers (planner.cli turns a ParseError into click's "Invalid
-value for '--sla'" line) and the library reads the same forms in files (a fleet's workloads, planner.fleet), so
+value for '--sla'" line) and the library reads the same forms in files (a fleet's workloads, planner.fleetplan), so
 that `sla: 40ms@p99` in a YAML file means what `--sla 40ms@p99` means. Each raises ParseError (a SpecError)
 with one line naming the text and the forms it takes.
 """

@@ -27,9 +27,9 @@ from clirun import error_line, run, run_json
 
 from planner import disagg, load_cluster, make_problem, rules
 from planner.errors import InfeasibleError
-from planner.fleet import FleetOptions, cost_curve, fleet, load_fleet
 from planner.fleetmodel import FleetInstance, exhaustive, greedy, solve_cpsat
 from planner.fleetoptions import GpuType, Option, _agg_oracle, _agg_table, _disagg_oracle, _disagg_units
+from planner.fleetplan import FleetOptions, cost_curve, fleet, load_fleet
 from planner.placement import FirstFit, NodeRule, check_placement, min_nodes, pack, patterns, place_exact
 from planner.search import Searcher
 from planner.space import Space
@@ -116,8 +116,6 @@ def test_copies_fit_where_the_larger_replica_was(cluster, gpus):
         assert n >= 1, (small, big)
         footprint = 1 if rule.kind(big) == "small" else rule.nodes_of(big)
         own = NodeRule(rule.cluster, rule.node_gpus, rule.domain_nodes, footprint)  # just the big replica's nodes
-        if rule.kind(big) == "whole" and rule.domain_nodes > 1:  # whole domains: each a full domain
-            own = NodeRule(rule.cluster, rule.node_gpus, rule.domain_nodes, footprint)
         if rule.kind(big) == "small":
             assert n * small <= big
         else:
@@ -506,3 +504,9 @@ def test_solve_does_not_import_the_fleet():
             "CliRunner().invoke(planner.cli.main, ['solve', '--help']); "
             "sys.exit(1 if any(m.startswith('planner.fleet') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_the_api_exports_fleet():
+    import planner
+
+    assert planner.fleet is fleet and "fleet" in planner.__all__

@@ -24,7 +24,6 @@ import argparse
 import datetime as dt
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -88,12 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         r = fleet(THREE, time_limit_s=TIME_LIMIT_S)
         walls.append(time.perf_counter() - t0)
         results.append(r)
-    exe = shutil.which("planner")
-    cmd = ([exe] if exe else [sys.executable, "-m", "planner"]) + ["fleet", str(THREE)]
+    cmd = [sys.executable, "-m", "planner", "fleet", str(THREE)]  # this checkout's planner (run from ROOT)
     procs = []
     for _ in range(args.runs):
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, cwd="/", env=SUBPROCESS_ENV)
+        subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=SUBPROCESS_ENV)
         procs.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     oracle = fleet(THREE, method="exhaustive", time_limit_s=3600)
@@ -111,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| `planner.fleet` (cpsat), in process | {args.runs} | {median(walls)} | {min(walls):.2f} | "
         f"{max(walls):.2f} | {', '.join(sorted({x.solver.status for x in results}))} | {r.cost_per_hour:.2f} | "
         f"{r.solver.cost_bound_per_hour:.2f} | {r.solver.options} |",
-        f"| `planner fleet` (cpsat), fresh process | {args.runs} | {median(procs)} | {min(procs):.2f} | "
+        f"| `python -m planner fleet` (cpsat), fresh process | {args.runs} | {median(procs)} | {min(procs):.2f} | "
         f"{max(procs):.2f} | | | | |",
         f"| `method='exhaustive'`, in process | 1 | {oracle_wall:.2f} | | | {oracle.solver.status} | "
         f"{oracle.cost_per_hour:.2f} | | {oracle.solver.options} |", "",

@@ -301,6 +301,7 @@ class WorkloadResult(_Strict):
 
     name: str
     model: str
+    precision: str = Field(description="Weight formats, e.g. 'fp8' or 'bf16 + mxfp4 experts'")
     isl: int
     osl: int
     sla: SLA | None
@@ -693,7 +694,7 @@ def _workload_results(opts: FleetOptions, inst: FleetInstance, counts: Sequence[
             capacity = sum(o.tokens_per_s * counts[k] for k, o in enumerate(inst.options) if o.workload == w)
             served = min(demand, capacity)
         out.append(WorkloadResult(
-            name=wl.name, model=p.model.name, isl=p.workload.isl, osl=osl, sla=p.sla,
+            name=wl.name, model=p.model.name, precision=p.precision_label, isl=p.workload.isl, osl=osl, sla=p.sla,
             demand_req_per_s=demand / osl, demand_tokens_per_s=demand, served_req_per_s=served / osl,
             served_tokens_per_s=served, capacity_req_per_s=capacity / osl, deployments=deps,
             gpu_types_without_option=opts.reasons[w]))

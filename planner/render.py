@@ -559,6 +559,7 @@ OBJECTIVES = {"min_cost": "the cheapest plan serving every demand",
 
 
 def _placement_lines(r: Any) -> list[str]:
+    """Where the replicas sit, per GPU type: '2 nodes each [4x chat: TP1 PP1]', '1x big: TP8 PP1 on 2 trays'."""
     out = []
     for t in r.gpu_types:
         if not t.placement:
@@ -569,9 +570,11 @@ def _placement_lines(r: Any) -> list[str]:
             for x in g.replicas:
                 seen[x] = seen.get(x, 0) + 1
             content = ", ".join(f"{n}x {x}" if n > 1 else x for x, n in seen.items())
-            unit = t.node_unit + ("s" if g.nodes_each > 1 else "")
-            what = f"{g.nodes_each} {unit}" if g.nodes_each > 1 else f"1 {unit}"
-            groups.append(f"{g.count} x {what} [{content}]" if g.count > 1 else f"{what} [{content}]")
+            each = " each" if g.count > 1 else ""
+            if g.nodes_each > 1:  # one replica over whole nodes
+                groups.append(f"{g.count}x {content} on {g.nodes_each} {t.node_unit}s{each}")
+            else:
+                groups.append(f"{g.count} {t.node_unit}{'s' if g.count > 1 else ''}{each} [{content}]")
         out.append(f"placement {t.cluster}: " + "; ".join(groups))
     return out
 
@@ -611,7 +614,7 @@ def fleet_lines(r: Any) -> list[str]:
     head = (f"fleet: {len(r.workloads)} workload{'s' if len(r.workloads) != 1 else ''} on {_inventory(r)}; "
             f"{r.objective}: {OBJECTIVES[r.objective]}" + ("; a day's load curve, 24 hourly demands" if day else ""))
     demand = "demand (mean)" if day else "demand"
-    rows = [[w.name, w.model, f"{w.isl}/{w.osl}", _sla_text(w.sla), _rate(w.demand_req_per_s, w.osl),
+    rows = [[w.name, f"{w.model} {w.precision}", f"{w.isl}/{w.osl}", _sla_text(w.sla), _rate(w.demand_req_per_s, w.osl),
              f"{w.served_req_per_s:,.4g} req/s", f"{w.capacity_req_per_s:,.4g} req/s"] for w in r.workloads]
     out = [head, table(["workload", "model", "isl/osl", "SLA", demand, "served", "capacity"], rows)]
     for w in r.workloads:
@@ -622,8 +625,6 @@ def fleet_lines(r: Any) -> list[str]:
     peak = " (peak)" if day else ""
     out.append(table(["workload", "GPU type", "serving", "layout", f"replicas{peak}", "GPUs", "req/s", "tok/s/user",
                       "TTFT"], deps))
-    if day:
-        out += _day_lines(r)
     types = [[t.cluster, str(t.gpus_used), str(t.gpus_inventory), f"{t.nodes_used} of {t.nodes_inventory}",
               str(t.gpus_busy), f"{t.cost_per_gpu_hour:,.2f}", f"{t.cost_per_hour:,.2f}"] for t in r.gpu_types]
     used = "peak GPUs" if day else "GPUs used"
@@ -638,22 +639,23 @@ def fleet_lines(r: Any) -> list[str]:
         out.append(f"cost: {money(r.cost_per_hour)}/hour for {r.served_tokens_per_s:,.0f} output tokens/s served"
                    f"{per_m}")
     out += [_solver_text(r), _greedy_text(r)]
-    return out
+    return out + (_day_lines(r) if day else [])
 
 
 def _day_lines(r: Any) -> list[str]:
-    """A day plan: each hour's demand, GPUs and cost; the replicas of every deployment per hour; the peak."""
+    """A day plan: the peak inventory; each hour's demand, GPUs and cost; the replicas of every deployment per
+    hour."""
     names = [t.cluster for t in r.gpu_types]
     rows = [[str(h.hour), f"{h.demand_tokens_per_s:,.0f}", f"{h.served_tokens_per_s:,.0f}",
              *(str(h.gpus_used[n]) for n in names), f"{h.cost_per_hour:,.2f}",
              f"{h.greedy_cost_per_hour:,.2f}" if h.greedy_cost_per_hour is not None else "-",
              f"{h.gap:.2%}" if h.gap is not None else "-"] for h in r.hours]
-    out = [table(["hour", "demand tok/s", "served tok/s", *(f"{n} GPUs" for n in names), "$/hour", "greedy $/hour",
+    peaks = [f"{t.cluster} {t.gpus_used} of {t.gpus_inventory} GPUs (hour {t.peak_hour})" for t in r.gpu_types
+             if t.gpus_used]
+    out = ["peak inventory needed: " + (", ".join(peaks) if peaks else "none"),
+           table(["hour", "demand tok/s", "served tok/s", *(f"{n} GPUs" for n in names), "$/hour", "greedy $/hour",
                   "gap"], rows), "replicas per hour:"]
     grid = [[w.name, f"{d.cluster} {d.serving} {d.label}", *(str(x) for x in d.replicas_by_hour or [])]
             for w in r.workloads for d in w.deployments]
     out.append(table(["workload", "deployment", *(str(h) for h in range(24))], grid))
-    peaks = [f"{t.cluster} {t.gpus_used} of {t.gpus_inventory} GPUs (hour {t.peak_hour})" for t in r.gpu_types
-             if t.gpus_used]
-    out.append("peak inventory needed: " + (", ".join(peaks) if peaks else "none"))
     return out

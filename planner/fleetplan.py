@@ -596,7 +596,7 @@ def check(opts: FleetOptions, inst: FleetInstance, sol: FleetSolution) -> list[s
         served[o.workload] += n * tokens
     if inst.objective == "min_cost":
         out += [f"workload {inst.names[w]!r} served {s:g} of {d:g} tokens/s" for w, (s, d) in
-                enumerate(zip(served, inst.demand)) if s < d]
+                enumerate(zip(served, inst.demand)) if s < d * (1 - 1e-12)]
     for c, t in enumerate(inst.types):
         rule = t.rule
         placed = sol.placement[c]

@@ -9,10 +9,10 @@ requests/s = T / osl). Every figure comes from the single-deployment planner's t
   `planner size` uses); among the options obeying every rule (layout rules, memory, chunk keeps up, the SLA at its
   percentile, the TTFT limit), the most tokens/s for each replica size (ties: the lower TPOT, then the larger
   chunk);
-- disaggregated: the two pool tables of a deployment of up to L GPUs on one GPU type (planner.disagg), the prefill
+- disaggregated: the two pool tables of a deployment of up to 2L GPUs on one GPU type (planner.disagg), the prefill
   options disagg.prefill_rows keeps (no option of as few GPUs beats them in effective capacity, exact), and for
   every prefill option p, decode group (worker GPUs, KV receive class), worker counts x, y with
-  x g_p + y g_d <= L and the link the unit's size implies (scale-up when it fits one domain), the fastest decode
+  x g_p + y g_d <= 2L and the link the unit's size implies (scale-up when it fits one domain), the fastest decode
   option whose requests the x prefill workers serve within the TTFT limit: R y / osl <= E_p x (the closed form of
   disagg.enumerate_argbest); for each unit size, the most tokens/s. Each unit kept is re-checked by
   disagg.deployment_violations.
@@ -20,8 +20,8 @@ requests/s = T / osl). Every figure comes from the single-deployment planner's t
 Replicas of up to L GPUs are considered, and disaggregated units of up to 2L GPUs (workers from the candidate
 lists of L): L = min(the GPU type's inventory, the power of two at or above max(8, a node, 4 x the fewest GPUs the
 model fits on)). Larger replicas only add communication, and more replicas add throughput; `planner size` looks
-further (64 GPUs at least), which a fleet of many workloads and GPU types cannot afford in time. Optimal below
-means optimal over these options.
+further (64 GPUs at least), which a fleet of many workloads and GPU types cannot afford in time. A fleet plan is
+optimal over these options.
 
 **The reduction is exact for the fleet problem.** Replica counts enter the fleet's model linearly (n copies of an
 option serve n T), and the placement rule is monotone (planner.placement): m replicas of option q fit in the place
@@ -335,7 +335,7 @@ def workload_options(w: int, problem_of: Callable[[ClusterSpec], Problem], types
                      method: Method, params, deadline: float, chunks: tuple[int, ...] | None = None,
                      micro_batches: tuple[int, ...] | None = None) -> WorkloadOptions:
     """The options of workload `w` on every GPU type (`problem_of(cluster)`: its problem there): the dominance-
-    reduced set (method 'cpsat') or the best option of every size (method 'exhaustive'), aggregated and/or
+    reduced set (method 'cpsat') or the Pareto set found by plain enumeration (method 'exhaustive'), aggregated and/or
     disaggregated as `serving` allows (agg, disagg, auto: both), over the draft lengths of a searched speculative
     decoding; `reasons` says why a GPU type has none."""
     out: list[Option] = []

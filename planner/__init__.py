@@ -1,8 +1,11 @@
 """planner: the provably best way to deploy an LLM for inference on a GPU cluster.
 
-    from planner import solve, estimate, load_model, load_cluster
+    from planner import solve, estimate, load_model, load_cluster, sweep
     plans = solve(min_tokens_per_s_per_user=20)          # the study's case, best plan first
+    result = sweep("sweeps/example.yaml", jobs=2, cache="results.cache")   # a grid of scenarios: .rows
 """
+
+from typing import Any
 
 from planner.catalog import load_cluster, load_model
 from planner.errors import InfeasibleError, InvalidLayoutError, PlannerError, SpecError, UnknownNameError
@@ -25,5 +28,14 @@ __all__ = [
     "SLA", "Calibration", "ClusterSpec", "InfeasibleError", "InvalidLayoutError", "ModelSpec", "Parallel",
     "Plan", "PlannerError", "Precision", "Problem", "SpecError", "SpecMethod", "Speculation", "UnknownNameError",
     "Workload", "estimate",
-    "load_cluster", "load_model", "make_problem", "min_gpus_to_fit", "solve",
+    "load_cluster", "load_model", "make_problem", "min_gpus_to_fit", "solve", "sweep",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`planner.sweep`, imported on first use (planner.sweeps), so that `import planner` stays as fast."""
+    if name == "sweep":
+        from planner.sweeps import sweep
+
+        return sweep
+    raise AttributeError(f"module 'planner' has no attribute {name!r}")

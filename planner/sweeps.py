@@ -501,7 +501,8 @@ class SweepResult(BaseModel):
     reasons: dict[str, int] = Field(description="Scenarios without a plan by reason")
     solved: int = Field(description="Searches run now (scenarios of equal problems share one)")
     cached: int = Field(description="Scenarios answered from the cache")
-    runner: str = Field(description="'1 process', 'N processes' or 'Ray (ADDRESS)'")
+    runner: str = Field(description="What solved them: '1 process', 'N processes', 'Ray tasks on a local Ray' or "
+                                    "'Ray tasks at ADDRESS'")
     cache: str | None = Field(description="The cache folder (None: no cache)")
     wall_s: float = Field(description="Wall time of the whole sweep [s]")
 
@@ -536,6 +537,8 @@ def sweep(grid: SweepGrid | dict[str, Any] | str | Path, *, jobs: int | None = N
             grid = SweepGrid.model_validate(grid)
         except ValidationError as e:
             raise SpecError(f"grid: {validation_message(e)}") from None
+    if not isinstance(grid, SweepGrid):
+        raise SpecError(f"a grid is a SweepGrid, a dict of its fields or a YAML file, got {type(grid).__name__}")
     if jobs is None:
         jobs = available_cpus() if ray is not None else 1
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:

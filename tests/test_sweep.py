@@ -308,6 +308,8 @@ def test_library_errors_name_the_field():
         planner.sweep({"sweep": 1})
     with pytest.raises(SpecError, match="jobs"):
         planner.sweep({}, jobs=0)
+    with pytest.raises(SpecError, match="got list"):
+        planner.sweep([GRID])
 
 
 def test_the_sweep_and_ray_load_only_when_used():

@@ -1,9 +1,12 @@
 """planner: the provably best way to deploy an LLM for inference on a GPU cluster.
 
-    from planner import solve, estimate, load_model, load_cluster
+    from planner import solve, estimate, load_model, load_cluster, sweep
     plans = solve(min_tokens_per_s_per_user=20)          # the study's case, best plan first
     plan = planner.fleet("fleets/example.yaml")           # many workloads on a priced inventory (planner.fleetplan)
+    result = planner.sweep("sweeps/example.yaml", jobs=2, cache="results.cache")   # a grid of scenarios: .rows
 """
+
+from typing import Any
 
 from planner.catalog import load_cluster, load_model
 from planner.errors import InfeasibleError, InvalidLayoutError, PlannerError, SpecError, UnknownNameError
@@ -26,14 +29,19 @@ __all__ = [
     "SLA", "Calibration", "ClusterSpec", "InfeasibleError", "InvalidLayoutError", "ModelSpec", "Parallel",
     "Plan", "PlannerError", "Precision", "Problem", "SpecError", "SpecMethod", "Speculation", "UnknownNameError",
     "Workload", "estimate",
-    "fleet", "load_cluster", "load_model", "make_problem", "min_gpus_to_fit", "solve",
+    "fleet", "load_cluster", "load_model", "make_problem", "min_gpus_to_fit", "solve", "sweep",
 ]
 
 
-def __getattr__(name: str):
-    """`planner.fleet`, imported on first use (planner.fleetplan.fleet): `planner solve` never loads it."""
+def __getattr__(name: str) -> Any:
+    """`planner.fleet` and `planner.sweep`, imported on first use (planner.fleetplan, planner.sweeps), so that
+    `import planner` and `planner solve` stay as fast."""
     if name == "fleet":
         from planner.fleetplan import fleet
 
         return fleet
+    if name == "sweep":
+        from planner.sweeps import sweep
+
+        return sweep
     raise AttributeError(f"module 'planner' has no attribute {name!r}")

@@ -1065,3 +1065,59 @@ def fleet(fleet_file: str, as_json: bool, method: str, time_limit: float, plot_o
     _echo(render.fleet_lines(result))
     if plot_out:
         click.echo(f"chart written to {plot_out}")
+
+
+@main.command()
+@click.argument("grid", metavar="GRID.yaml", type=click.Path(dir_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Write one CSV row per scenario here (required unless --json).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
+              help="Local worker processes; with --ray, the CPUs of the local Ray it starts [default there: every "
+                   "CPU].")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run the scenarios as Ray tasks: on a local Ray (no address) or on the cluster at ADDRESS "
+                   "(auto, HOST:PORT, ray://HOST:PORT). Needs pip install 'planner[ray]'.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of cached results: a rerun solves only the scenarios missing there [default: "
+                   "--out's path + .cache].")
+@click.option("--no-cache", is_flag=True, help="Solve every scenario, keep nothing.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows and the summary as JSON on stdout.")
+def sweep(grid: str, out: str | None, jobs: int, ray_address: str | None, cache_dir: str | None, no_cache: bool,
+          quiet: bool, as_json: bool) -> None:
+    """Solve every scenario of a grid: one tidy CSV row per scenario (its plan, or why none exists).
+
+    GRID.yaml lists values of models, clusters, gpus, isl, osl, sla, ttft, precision and serving (a single value
+    is a list of one); their product is the scenarios, each solved as `planner solve` does, with the grid's fixed
+    options (backend, kv_precision, method, time_limit, chunks, ...). Rows come in the product's order (the last
+    axis varying fastest) however they ran. Results are cached by a hash of each scenario's problem, so a rerun
+    or an interrupted sweep (Ctrl-C) resumes where it stopped.
+    """
+    from planner import sweeps
+
+    if out is None and not as_json:
+        raise click.UsageError("give --out FILE.csv for the rows (or --json to print them)")
+    if cache_dir is not None and no_cache:
+        raise click.UsageError("--cache and --no-cache exclude each other")
+    if out is not None and not Path(out).resolve().parent.is_dir():
+        raise click.BadParameter(f"'{out}': its folder does not exist", param_hint="'--out'")
+    folder = None if no_cache else cache_dir or (f"{out}.cache" if out else f"{grid}.cache")
+    if ray_address is not None and ray_address.startswith("-"):
+        raise click.BadParameter(f"'{ray_address}' is not a Ray address", param_hint="'--ray'")
+    given = click.get_current_context().get_parameter_source("jobs") != click.core.ParameterSource.DEFAULT
+    bar = _Progress(quiet or as_json)
+    try:
+        result = sweeps.sweep(grid, jobs=jobs if given else None, ray=ray_address, cache=folder, progress=bar)
+    except sweeps.SweepInterrupted as e:
+        kept = f", kept in {e.cache}: run the same command again to finish" if e.cache else ""
+        bar.close()
+        click.echo(f"planner: interrupted: {e.done} of {e.total} scenarios finished{kept}", err=True)
+        sys.exit(130)
+    bar.close()
+    if out:
+        sweeps.write_csv(out, result.rows)
+    if as_json:
+        _dump(result.model_dump(mode="json"))
+        return
+    _echo(sweeps.summary_lines(result))
+    click.echo(f"rows written to {out}")

@@ -89,9 +89,9 @@ def python_blocks(text: str | None = None) -> list[tuple[int, str]]:
 
 
 def workdir(path: Path) -> Path:
-    """A folder that looks like the repository to the examples: data/, tests/ and fleets/ linked in."""
+    """A folder that looks like the repository to the examples: data/, fleets/, sweeps/ and tests/ linked in."""
     path.mkdir(parents=True, exist_ok=True)
-    for name in ("data", "tests", "fleets"):
+    for name in ("data", "fleets", "sweeps", "tests"):
         link = path / name
         if not link.exists():
             link.symlink_to(REPO / name, target_is_directory=True)

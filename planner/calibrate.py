@@ -244,7 +244,8 @@ class Dataset:
 
 
 def predict(ds: Dataset, calibration: Calibration) -> dict[str, np.ndarray]:
-    """Predicted ttft_ms, tpot_ms, tokens_per_s_per_gpu of every run under `calibration`."""
+    """Predicted ttft_ms, tpot_ms, tokens_per_s_per_gpu of every run under `calibration` (means only: the
+    quantile keys are NaN)."""
     rebound: dict[tuple, Problem] = {}  # one copy per group of runs sharing a problem
 
     def under(run: Run) -> Run:
@@ -253,7 +254,7 @@ def predict(ds: Dataset, calibration: Calibration) -> dict[str, np.ndarray]:
             rebound[key] = run.problem.model_copy(update={"calibration": calibration})
         return Run(rebound[key], run.parallel, run.concurrency, run.chunk)
 
-    return predict_all([under(run) for run in ds.runs])
+    return predict_all([under(run) for run in ds.runs], quantiles=False)
 
 
 def _residuals(ds: Dataset, pred: dict[str, np.ndarray]) -> np.ndarray:

@@ -332,9 +332,9 @@ def test_shipped_calibration_is_fitted():
 
 
 def test_fit_lowers_the_error_on_a_subset():
-    rows = [r for r in read_rows(DATA) if r["system"] == "h100_sxm" and r["backend"] == "vllm"]
+    rows = [r for r in read_rows(DATA) if r["system"] == "h100_sxm" and r["backend"] == "vllm"][::4]
     ds = Dataset.of(rows, Calibration())
-    assert len(ds.runs) > 30
+    assert len(ds.runs) > 20 and len({r.problem.model.name for r in ds.runs}) == 3
     before = error_table(ds, predict(ds, Calibration()))[0]
     cal = fit(ds, Calibration())
     after = error_table(ds, predict(ds, cal))[0]

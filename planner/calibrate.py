@@ -597,7 +597,8 @@ class DisaggSet:
 
 
 def predict_disagg_set(ds: DisaggSet, calibration: Calibration) -> dict[str, np.ndarray]:
-    """Predicted ttft_ms, tpot_ms, tokens_per_s_per_gpu of every disaggregated run under `calibration`."""
+    """Predicted ttft_ms, tpot_ms, tokens_per_s_per_gpu of every disaggregated run under `calibration` (means
+    only: the quantile keys are NaN)."""
     rebound: dict[tuple, Problem] = {}
 
     def under(run: DisaggRun) -> DisaggRun:
@@ -606,7 +607,7 @@ def predict_disagg_set(ds: DisaggSet, calibration: Calibration) -> dict[str, np.
             rebound[key] = run.problem.model_copy(update={"calibration": calibration})
         return DisaggRun(rebound[key], run.prefill, run.decode, run.concurrency, run.chunk, run.decode_batch)
 
-    return predict_disagg_all([under(run) for run in ds.runs])
+    return predict_disagg_all([under(run) for run in ds.runs], quantiles=False)
 
 
 def fit_disagg(ds: DisaggSet, start: Calibration, log: Callable[[str], None] | None = None) -> Calibration:

@@ -367,10 +367,10 @@ def predict_disagg(run: DisaggRun) -> dict[str, float]:
     return {k: float(v[0]) for k, v in predict_disagg_all([run]).items()}
 
 
-def predict_disagg_all(runs: list[DisaggRun]) -> dict[str, np.ndarray]:
+def predict_disagg_all(runs: list[DisaggRun], quantiles: bool = True) -> dict[str, np.ndarray]:
     """`_predict_disagg_group` for any disaggregated runs: grouped by problem, vectorised within a group, in
-    input order."""
-    return _grouped(runs, _predict_disagg_group)
+    input order (the quantiles NaN unless `quantiles`)."""
+    return _grouped(runs, lambda group: _predict_disagg_group(group, quantiles))
 
 
 def _pool_layouts(pars: list[Parallel]) -> cost.Layouts:
@@ -379,7 +379,7 @@ def _pool_layouts(pars: list[Parallel]) -> cost.Layouts:
                         pp=f([q.pp for q in pars]), ep=f([q.ep for q in pars]), dp=np.ones(len(pars), np.int64))
 
 
-def _predict_disagg_group(runs: list[DisaggRun]) -> dict[str, np.ndarray]:
+def _predict_disagg_group(runs: list[DisaggRun], quantiles: bool = True) -> dict[str, np.ndarray]:
     """Predicted TTFT [ms], TPOT [ms] and tokens/s/GPU of measured disaggregated deployments sharing one problem.
 
     The client keeps B requests in flight. m decode requests per decode rank (y workers of adp * pp ranks)
@@ -431,6 +431,9 @@ def _predict_disagg_group(runs: list[DisaggRun]) -> dict[str, np.ndarray]:
     wait = np.maximum(n - served, 0.0) / m * steps * tpot  # clients beyond the slots wait for one
     ttft = ttft + wait
     thr = b * osl / (ttft + (osl - 1) * tpot) / gpus
+    means = {"ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3, "tokens_per_s_per_gpu": thr, "decoding_per_rank": m}
+    if not quantiles:
+        return {**means, **{k: np.full(len(runs), np.nan) for k in _PREDICTIONS if k not in means}}
     q = {f"ttft_p{k}_ms": (np.minimum(percentiles.disagg_ttft_quantile(
         p, g["prefill_service_s"], g["prefill_load"], g["kv_transfer_s"], k / 100), 1e6) + wait) * 1e3
         for k in (50, 99)}

@@ -27,6 +27,8 @@ import json
 import math
 import re
 import shlex
+import sys
+import types
 from pathlib import Path
 from typing import Any, Literal
 
@@ -572,7 +574,7 @@ def trtllm_options(plan: Plan, role: _Role, version: str) -> dict[str, Any]:
         flat |= {f["spec_type"]: "MTP", f["spec_layers"]: _k(plan) or 1}
     if role.role != "server":
         flat[f["kv_transfer"]] = "NIXL"
-        flat[f["kv_transfer_tokens"]] = plan.isl + (role.chunk or 0)
+        flat[f["kv_transfer_tokens"]] = _context(plan) or plan.isl + plan.osl  # one request's whole KV cache
     return _nest(flat)
 
 
@@ -794,6 +796,17 @@ def export(plan: Plan, engine: str, version: str | None = None, *, model_path: s
     files = {"launch.sh": launch_script(title, commands, notes), **files}
     return Export(engine=engine, version=version, model=model, label=plan.label, serving=plan.serving,
                   commands=commands, files=files, notes=notes)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as export(): `planner.export(plan, "vllm")` whether `planner.export` was reached
+    as the package's attribute or imported as the module."""
+
+    def __call__(self, plan: Plan, engine: str, version: str | None = None, **kw: Any) -> Export:
+        return export(plan, engine, version, **kw)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 def write(result: Export, out: Path) -> list[Path]:

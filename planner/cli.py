@@ -119,6 +119,9 @@ def hint(e: PlannerError) -> str:
         return f"raise --time-limit to {max(1, math.ceil(e.seconds * 1.2))} or give fewer --micro-batches or --chunks"
     if isinstance(e, TimeLimitError):
         return "raise --time-limit"
+    needs = getattr(e, "needs", None)  # planner.export.ExportError
+    if needs:
+        return f"give --{needs.replace('_', '-')} {'N' if needs == 'gpus_per_node' else 'PATH'}"
     return ""
 
 

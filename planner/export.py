@@ -165,11 +165,12 @@ DP_RPC_PORT = 13345
 
 
 class ExportError(PlannerError):
-    """A plan's setting that an engine cannot express (`engine`, `setting`), or export input that is missing."""
+    """A plan's setting that an engine cannot express (`engine`, `setting`), or export input that is missing:
+    `needs` names the argument of export() that supplies it ('model_path', 'draft_model_path', 'gpus_per_node')."""
 
-    def __init__(self, message: str, engine: str = "", setting: str = "") -> None:
+    def __init__(self, message: str, engine: str = "", setting: str = "", needs: str | None = None) -> None:
         super().__init__(message)
-        self.engine, self.setting = engine, setting
+        self.engine, self.setting, self.needs = engine, setting, needs
 
 
 class _Frozen(BaseModel):
@@ -249,7 +250,7 @@ def _model_spec(plan: Plan) -> ModelSpec | None:
         return None
 
 
-def _checkpoint(plan: Plan, engine: str, model_path: str | None) -> tuple[str, str | None]:
+def _checkpoint(plan: Plan, engine: str, version: str, model_path: str | None) -> tuple[str, str | None]:
     """(repository or path to serve, --quantization value or None) for the plan's weight formats.
 
     With model_path, that checkpoint is taken to hold the plan's formats (the engine reads them from its
@@ -261,8 +262,8 @@ def _checkpoint(plan: Plan, engine: str, model_path: str | None) -> tuple[str, s
     spec = _model_spec(plan)
     repos = [a for a in (spec.aliases if spec else []) if "/" in a]
     if not repos:
-        raise ExportError(f"{engine}: {plan.model} has no public checkpoint in the catalog: give the path or "
-                          "repository of its weights with --model-path", engine, "model")
+        raise _fail(engine, version, "model", f"{plan.model} has no public checkpoint in the catalog: the path or "
+                    "repository of its weights is needed", needs="model_path")
     experts = plan.expert_precision or plan.precision
     for repo in repos:
         fmt = next((p for s, p in CHECKPOINT_SUFFIX.items() if repo.upper().endswith(s)), None)
@@ -279,8 +280,8 @@ def _checkpoint(plan: Plan, engine: str, model_path: str | None) -> tuple[str, s
         return repo, online
     have = ck.dense.value + (f" + {ck.experts.value} experts" if ck.experts else "")
     want = plan.precision.value + (f" + {experts.value} experts" if experts != plan.precision else "")
-    raise ExportError(f"{engine}: weights {want}: {repo} is {have} and {engine} does not quantize it to {want} at "
-                      f"load time: give a checkpoint in {want} with --model-path", engine, "precision")
+    raise _fail(engine, version, f"weights {want}", f"{repo} is {have} and {engine} does not quantize it to {want} "
+                f"at load time: a checkpoint in {want} is needed", needs="model_path")
 
 
 def _gpus_per_node(plan: Plan, cluster: str, given: int | None) -> int:
@@ -292,7 +293,8 @@ def _gpus_per_node(plan: Plan, cluster: str, given: int | None) -> int:
     try:
         return load_cluster(cluster).gpus_per_node
     except UnknownNameError:
-        raise SpecError(f"cluster {cluster!r} of the plan is not in the catalog: give --gpus-per-node") from None
+        raise ExportError(f"cluster {cluster!r} of the plan is not in the catalog: its GPUs per node are needed",
+                          setting="cluster", needs="gpus_per_node") from None
 
 
 def _floor(x: float, digits: int = 3) -> float:
@@ -364,7 +366,7 @@ def _k(plan: Plan) -> int:
     return (plan.speculation.draft_tokens or 0) if plan.speculation else 0
 
 
-def _draft(plan: Plan, engine: str, draft_path: str | None) -> str | None:
+def _draft(plan: Plan, engine: str, version: str, draft_path: str | None) -> str | None:
     """The draft's checkpoint: --draft-model-path, or the draft model's catalog checkpoint."""
     spec = plan.speculation
     if spec is None or spec.method == SpecMethod.mtp:
@@ -382,12 +384,12 @@ def _draft(plan: Plan, engine: str, draft_path: str | None) -> str | None:
         if repos:
             return next((r for r in repos if "instruct" in r.lower()), repos[0])
     what = "EAGLE head" if spec.method == SpecMethod.eagle else f"draft model {spec.draft_model}"
-    raise ExportError(f"{engine}: speculation {spec.method.value}: the {what} has no checkpoint in the catalog: give "
-                      "it with --draft-model-path", engine, "speculation")
+    raise _fail(engine, version, f"speculation {spec.method.value}", f"the {what} has no checkpoint in the catalog: "
+                "its path or repository is needed", needs="draft_model_path")
 
 
-def _fail(engine: str, version: str, setting: str, why: str) -> ExportError:
-    return ExportError(f"{engine} {version}: {setting}: {why}", engine, setting)
+def _fail(engine: str, version: str, setting: str, why: str, needs: str | None = None) -> ExportError:
+    return ExportError(f"{engine} {version}: {setting}: {why}", engine, setting, needs)
 
 
 # --- vLLM -------------------------------------------------------------------------------------------
@@ -754,7 +756,8 @@ def export(plan: Plan, engine: str, version: str | None = None, *, model_path: s
         raise ExportError(f"{engine} version {version!r} has no flag table: known {', '.join(ENGINES[engine])}",
                           engine, "version")
     if worker is not None and engine != "dynamo":
-        raise ExportError(f"{engine}: a worker engine goes with --engine dynamo", engine, "worker")
+        raise ExportError(f"{engine}: --worker names the engine of Dynamo's workers: it goes with --engine dynamo",
+                          engine, "worker")
     roles = _roles(plan, gpus_per_node)
     if engine == "dynamo":
         worker = (worker or (plan.backend if plan.backend in DYNAMO_WORKERS else "vllm")).lower()
@@ -762,8 +765,9 @@ def export(plan: Plan, engine: str, version: str | None = None, *, model_path: s
             raise ExportError(f"dynamo: unknown worker engine {worker!r}: one of {', '.join(DYNAMO_WORKERS)}",
                               engine, "worker")
     serves = worker or engine
-    model, quant = _checkpoint(plan, serves, model_path)
-    draft = _draft(plan, serves, draft_model_path)
+    serves_version = ENGINES[serves][0] if worker else version
+    model, quant = _checkpoint(plan, serves, serves_version, model_path)
+    draft = _draft(plan, serves, serves_version, draft_model_path)
     notes = []
     if model_path:
         notes.append(f"{model_path} is taken to hold the plan's weight formats ({plan.precision.value}"
@@ -781,9 +785,6 @@ def export(plan: Plan, engine: str, version: str | None = None, *, model_path: s
     elif engine == "sglang":
         commands = [c for r in roles for c in sglang_args(plan, r, model, quant, version, draft)]
     elif engine == "trtllm":
-        if quant:
-            raise _fail("trtllm", version, f"weights {plan.precision.value}", "TensorRT-LLM serves a checkpoint in "
-                        "its published format: give one in the plan's format with --model-path")
         for r in roles:
             name = "extra-llm-api-config.yaml" if r.role == "server" else f"extra-llm-api-config.{r.role}.yaml"
             files[name] = _dump_yaml(trtllm_options(plan, r, version))

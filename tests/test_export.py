@@ -307,23 +307,30 @@ def test_checkpoints_and_formats():
     assert export(qwen, "trtllm").model == "Qwen/Qwen3-32B-FP8"  # the -FP8 alias
     nvfp4 = estimate(model="qwen3-32b", cluster="b200", gpus=8, precision="fp4", parallel=Parallel(tp=1, dp=8))
     assert export(nvfp4, "sglang").model == "nvidia/Qwen3-32B-NVFP4"
-    with pytest.raises(ExportError, match=r"^trtllm: weights fp8: .* --model-path$"):
+    with pytest.raises(ExportError, match=r"^trtllm 1.2.1: weights fp8: .* a checkpoint in fp8 is needed$") as e:
         export(dense, "trtllm")
+    assert e.value.needs == "model_path"
     fp4 = estimate(model="llama-3.1-70b", cluster="b200", gpus=8, precision="fp4", parallel=Parallel(tp=2, dp=4))
     with pytest.raises(ExportError, match="weights fp4") as e:
         export(fp4, "vllm")
-    assert e.value.engine == "vllm" and e.value.setting == "precision"
+    assert e.value.engine == "vllm" and e.value.setting == "weights fp4"
     assert export(fp4, "vllm", model_path="/ckpt/llama-70b-nvfp4").model == "/ckpt/llama-70b-nvfp4"
     moe18 = dense.model_copy(update={"model": "gpt-moe-1.8t"})
-    with pytest.raises(ExportError, match="gpt-moe-1.8t has no public checkpoint.*--model-path"):
+    with pytest.raises(ExportError, match="gpt-moe-1.8t has no public checkpoint"):
         export(moe18, "sglang")
     assert export(moe18, "sglang", model_path="/weights/gpt-moe-1.8t").model == "/weights/gpt-moe-1.8t"
+    mine = dense.model_copy(update={"cluster": "my-h100s"})
+    with pytest.raises(ExportError, match="cluster 'my-h100s' of the plan is not in the catalog") as e:
+        export(mine, "vllm")
+    assert e.value.needs == "gpus_per_node"
+    assert export(mine, "vllm", gpus_per_node=4).commands[0].note.endswith("up to 2 per node of 4: each on its own "
+                                                                          "GPUs and PORT")
 
 
 def test_speculation_needs_its_draft():
     eagle = estimate(model="llama-3.1-8b", cluster="h100-sxm", gpus=8, precision="bf16", parallel=Parallel(dp=8),
                      speculation=Speculation(method="eagle", draft_tokens=2))
-    with pytest.raises(ExportError, match="EAGLE head .* --draft-model-path"):
+    with pytest.raises(ExportError, match="EAGLE head has no checkpoint"):
         export(eagle, "vllm")
     out = export(eagle, "vllm", draft_model_path="yuhuili/EAGLE3-LLaMA3.1-Instruct-8B")
     cfg = json.loads(options(out.commands[0].argv)["--speculative-config"])
@@ -435,7 +442,8 @@ def test_cli_errors_are_one_line(plan_file: Path, tmp_path: Path):
     assert "no such file" in error_line("export", tmp_path / "none.json", "--engine", "vllm")
     assert "'foo' is not one of" in error_line("export", plan_file, "--engine", "foo")
     assert "has no flag table: known 0.33.0" in error_line("export", plan_file, "--engine", "vllm", "--version", "9")
-    assert "trtllm: weights fp8" in error_line("export", plan_file, "--engine", "trtllm")
+    line = error_line("export", plan_file, "--engine", "trtllm")
+    assert "trtllm 1.2.1: weights fp8" in line and line.endswith("is needed (give --model-path PATH)")
     assert "has 1 plan" in error_line("export", plan_file, "--engine", "vllm", "--rank", "2")
     split = plans()["moe_adp"].model_copy(update={"parallel": Parallel(tp=1, attention_dp=8, ep=4, moe_tp=2)})
     bad.write_text(json.dumps(split.model_dump(mode="json")), encoding="utf-8")

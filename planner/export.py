@@ -454,11 +454,11 @@ def vllm_args(plan: Plan, role: _Role, model: str, quant: str | None, version: s
     gpn = role.gpus_per_node
     if par.attention_dp > 1:  # data-parallel ranks spread over the nodes, each rank's tp * pp GPUs on one node
         rank_gpus = par.tp * par.pp
-        if gpn % rank_gpus:
-            raise _fail("vllm", version, f"TP{par.tp} PP{par.pp} ADP{par.attention_dp} over {role.nodes} nodes",
-                        f"a data-parallel rank of {rank_gpus} GPUs does not fit a whole number of times into a node "
-                        f"of {gpn} GPUs")
         local = gpn // rank_gpus
+        if gpn % rank_gpus or par.attention_dp % local:
+            raise _fail("vllm", version, f"TP{par.tp} PP{par.pp} ADP{par.attention_dp} over {role.nodes} nodes",
+                        f"vLLM gives every node the same number of data-parallel ranks, and ranks of {rank_gpus} "
+                        f"GPUs do not fill nodes of {gpn} GPUs evenly")
         dp = [f["data_local"], str(local), f["data_address"], "$HEAD_IP", f["data_rpc_port"], str(DP_RPC_PORT)]
         return [Launch(role=role.role, instances=role.instances, gpus=role.gpus, nodes=role.nodes, ranks="first",
                        argv=args + dp + serve, note=note),

@@ -364,6 +364,10 @@ def test_unexpressible_layouts_fail_in_one_line_naming_engine_and_setting():
     odd = plans()["multinode_adp"].model_copy(update={"parallel": Parallel(tp=3, attention_dp=6, ep=18, moe_tp=1)})
     with pytest.raises(ExportError, match=r"^vllm 0.33.0: TP3 PP1 ADP6 over 3 nodes: "):
         export(odd, "vllm")
+    uneven = odd.model_copy(update={"parallel": Parallel(tp=1, attention_dp=12, ep=12, moe_tp=1)})
+    with pytest.raises(ExportError, match=r"^vllm 0.33.0: TP1 PP1 ADP12 over 2 nodes: .*evenly"):
+        export(uneven, "vllm")
+    check_sglang(uneven, export(uneven, "sglang"))  # SGLang: every node of the 12 GPUs runs one command
     with pytest.raises(ExportError, match="unknown engine 'foo'"):
         export(moe, "foo")
     with pytest.raises(ExportError, match="vllm version '0.1' has no flag table: known 0.33.0"):

@@ -4,6 +4,7 @@
     plans = solve(min_tokens_per_s_per_user=20)          # the study's case, best plan first
     plan = planner.fleet("fleets/example.yaml")           # many workloads on a priced inventory (planner.fleetplan)
     result = planner.sweep("sweeps/example.yaml", jobs=2, cache="results.cache")   # a grid of scenarios: .rows
+    out = planner.export(plans[0], "vllm")                # launch commands and files: .files["launch.sh"]
 """
 
 from typing import Any
@@ -29,13 +30,14 @@ __all__ = [
     "SLA", "Calibration", "ClusterSpec", "InfeasibleError", "InvalidLayoutError", "ModelSpec", "Parallel",
     "Plan", "PlannerError", "Precision", "Problem", "SpecError", "SpecMethod", "Speculation", "UnknownNameError",
     "Workload", "estimate",
-    "fleet", "load_cluster", "load_model", "make_problem", "min_gpus_to_fit", "solve", "sweep",
+    "export", "fleet", "load_cluster", "load_model", "make_problem", "min_gpus_to_fit", "solve", "sweep",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    """`planner.fleet` and `planner.sweep`, imported on first use (planner.fleetplan, planner.sweeps), so that
-    `import planner` and `planner solve` stay as fast."""
+    """`planner.fleet`, `planner.sweep` and `planner.export`, imported on first use (planner.fleetplan,
+    planner.sweeps, planner.export), so that `import planner` and `planner solve` stay as fast. planner.export
+    is the module, callable as its function export()."""
     if name == "fleet":
         from planner.fleetplan import fleet
 
@@ -44,4 +46,8 @@ def __getattr__(name: str) -> Any:
         from planner.sweeps import sweep
 
         return sweep
+    if name == "export":
+        import importlib
+
+        return importlib.import_module("planner.export")
     raise AttributeError(f"module 'planner' has no attribute {name!r}")

@@ -119,6 +119,9 @@ def hint(e: PlannerError) -> str:
         return f"raise --time-limit to {max(1, math.ceil(e.seconds * 1.2))} or give fewer --micro-batches or --chunks"
     if isinstance(e, TimeLimitError):
         return "raise --time-limit"
+    needs = getattr(e, "needs", None)  # planner.export.ExportError
+    if needs:
+        return f"give --{needs.replace('_', '-')} {'N' if needs == 'gpus_per_node' else 'PATH'}"
     return ""
 
 
@@ -1121,3 +1124,53 @@ def sweep(grid: str, out: str | None, jobs: int, ray_address: str | None, cache_
         return
     _echo(sweeps.summary_lines(result))
     click.echo(f"rows written to {out}")
+
+
+@main.command()
+@click.argument("plan_file", metavar="PLAN.json|-")
+@click.option("--engine", required=True, type=click.Choice(["vllm", "sglang", "trtllm", "dynamo"]),
+              help="Engine to deploy on: vLLM, SGLang, TensorRT-LLM (trtllm-serve with its extra LLM-API options "
+                   "YAML) or Dynamo (a DynamoGraphDeployment).")
+@click.option("--version", "version", default=None, help="The engine's version [default: the newest known].")
+@click.option("--worker", type=click.Choice(["vllm", "sglang", "trtllm"]), default=None,
+              help="--engine dynamo: the engine of its workers [default: the plan's backend, else vllm].")
+@click.option("--model-path", default=None,
+              help="Checkpoint to serve (a path or HuggingFace repository) in the plan's weight formats [default: "
+                   "the catalog's; required where it has none].")
+@click.option("--draft-model-path", default=None,
+              help="Speculative plans: the EAGLE head or draft model to serve [default: the catalog's].")
+@click.option("--gpus-per-node", type=click.IntRange(min=1), default=None,
+              help="GPUs per node, for a cluster not in the catalog [GPUs].")
+@click.option("--rank", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Which plan of a list (solve --json --top N) to export, best first.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write the files (launch.sh, YAML) into this folder instead of printing them.")
+@click.option("--json", "as_json", is_flag=True, help="Print the commands and files as JSON.")
+def export(plan_file: str, engine: str, version: str | None, worker: str | None, model_path: str | None,
+           draft_model_path: str | None, gpus_per_node: int | None, rank: int, out_dir: str | None,
+           as_json: bool) -> None:
+    """Launch commands or config files deploying a plan (the JSON of `planner solve --json`, or - for stdin).
+
+    vLLM and SGLang: launch.sh with the server command of each role (a disaggregated plan's prefill and decode
+    workers, by its first argument); TensorRT-LLM: launch.sh with trtllm-serve and its extra LLM-API options
+    YAML per role; Dynamo: dynamo.yaml, a DynamoGraphDeployment for kubectl apply. Carried: the parallel sizes,
+    running requests and batched tokens of the batch and chunk, the memory fraction, KV-cache and weight
+    formats, the context length, the arguments of a replica over several nodes, speculative decoding and the
+    prefill/decode roles. A setting the engine cannot express is an error naming it.
+    """
+    from planner import export as ex
+
+    plans = ex.load_plans(plan_file)
+    if rank > len(plans):
+        raise click.BadParameter(f"{plan_file} has {len(plans)} plan{'s' if len(plans) > 1 else ''}",
+                                 param_hint="'--rank'")
+    result = ex.export(plans[rank - 1], engine, version, model_path=model_path, draft_model_path=draft_model_path,
+                       worker=worker, gpus_per_node=gpus_per_node)
+    if out_dir is not None:
+        for path in ex.write(result, Path(out_dir)):
+            click.echo(f"wrote {path}")
+        return
+    if as_json:
+        _dump(result.model_dump(mode="json"))
+        return
+    click.echo(ex.text(result), nl=False)

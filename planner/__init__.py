@@ -36,8 +36,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """`planner.fleet`, `planner.sweep` and `planner.export`, imported on first use (planner.fleetplan,
-    planner.sweeps, planner.export), so that `import planner` and `planner solve` stay as fast. planner.export
-    is the module, callable as its function export()."""
+    planner.sweeps, planner.exports), so that `import planner` and `planner solve` stay as fast."""
     if name == "fleet":
         from planner.fleetplan import fleet
 
@@ -47,7 +46,7 @@ def __getattr__(name: str) -> Any:
 
         return sweep
     if name == "export":
-        import importlib
+        from planner.exports import export
 
-        return importlib.import_module("planner.export")
+        return export
     raise AttributeError(f"module 'planner' has no attribute {name!r}")

@@ -119,7 +119,7 @@ def hint(e: PlannerError) -> str:
         return f"raise --time-limit to {max(1, math.ceil(e.seconds * 1.2))} or give fewer --micro-batches or --chunks"
     if isinstance(e, TimeLimitError):
         return "raise --time-limit"
-    needs = getattr(e, "needs", None)  # planner.export.ExportError
+    needs = getattr(e, "needs", None)  # planner.exports.ExportError
     if needs:
         return f"give --{needs.replace('_', '-')} {'N' if needs == 'gpus_per_node' else 'PATH'}"
     return ""
@@ -1158,7 +1158,7 @@ def export(plan_file: str, engine: str, version: str | None, worker: str | None,
     formats, the context length, the arguments of a replica over several nodes, speculative decoding and the
     prefill/decode roles. A setting the engine cannot express is an error naming it.
     """
-    from planner import export as ex
+    from planner import exports as ex
 
     plans = ex.load_plans(plan_file)
     if rank > len(plans):

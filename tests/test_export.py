@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import planner
 from planner import Speculation, estimate, solve
 from planner.cli import main
-from planner.export import FLAGS, ExportError, export, memory_fractions
+from planner.exports import FLAGS, ExportError, export, memory_fractions
 from planner.specs import Batch, Parallel, Plan
 
 DATA = Path(__file__).resolve().parent / "data" / "engines"
@@ -396,15 +396,15 @@ def test_any_layout_exports_valid_flags_or_one_line_error(tp, adp, pp, ep_share,
     CHECKS[engine](plan, out)
 
 
-def test_planner_export_is_lazy_and_callable():
+def test_planner_export_is_lazy():
     import subprocess
     import sys
 
-    code = "import sys, planner; assert 'planner.export' not in sys.modules; print(callable(planner.export))"
+    code = "import sys, planner; assert 'planner.exports' not in sys.modules; print(callable(planner.export))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "True"
     assert planner.export(plans()["dense"], "sglang").engine == "sglang"
-    assert planner.export.export is export
+    assert planner.export is export
 
 
 # --- the command line ------------------------------------------------------------------------------

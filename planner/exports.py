@@ -1,6 +1,6 @@
 """Launch commands and configuration files that deploy a plan on a serving engine.
 
-    from planner.export import export
+    from planner.exports import export
     out = export(plan, "vllm")            # or "sglang", "trtllm", "dynamo"
     out.files["launch.sh"]; out.commands[0].argv
 
@@ -28,7 +28,6 @@ import math
 import re
 import shlex
 import sys
-import types
 from pathlib import Path
 from typing import Any, Literal
 
@@ -210,7 +209,6 @@ class Export(_Frozen):
 def load_plans(source: str | Path) -> list[Plan]:
     """The plans of a JSON file (`planner solve --json`: one plan, or a list with --top) or of stdin ('-'),
     best first; SpecError naming the file and what is wrong with it."""
-    import sys
 
     from planner.catalog import validation_message
 
@@ -797,17 +795,6 @@ def export(plan: Plan, engine: str, version: str | None = None, *, model_path: s
     files = {"launch.sh": launch_script(title, commands, notes), **files}
     return Export(engine=engine, version=version, model=model, label=plan.label, serving=plan.serving,
                   commands=commands, files=files, notes=notes)
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as export(): `planner.export(plan, "vllm")` whether `planner.export` was reached
-    as the package's attribute or imported as the module."""
-
-    def __call__(self, plan: Plan, engine: str, version: str | None = None, **kw: Any) -> Export:
-        return export(plan, engine, version, **kw)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 
 def write(result: Export, out: Path) -> list[Path]:

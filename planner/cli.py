@@ -660,9 +660,9 @@ def calibrate(data: tuple[str, ...], output: str, calibration: str | None, name:
         click.echo(render.interval_table_text(table))
     all_rows = [row for path in data for row in read_rows(Path(path))]
     if not anchor and any(row_mode(r) == "disagg" for r in all_rows):
-        cal = _fit_disagg_rows(all_rows, cal, names)
+        cal = _fit_rows("disagg", all_rows, cal, names)
     if not anchor and any(row_spec(r) != "none" for r in all_rows):
-        cal = _fit_spec_rows(all_rows, cal, names)
+        cal = _fit_rows("spec", all_rows, cal, names)
     save_calibration(cal, output)
     click.echo(f"median absolute errors before -> after the fit, on the runs it was fitted to; calibration written "
                f"to {output}", err=True)
@@ -681,51 +681,33 @@ def calibrate(data: tuple[str, ...], output: str, calibration: str | None, name:
                    f"{render.pct(b_thr)} -> {render.pct(a_thr)} (start -> anchored)")
 
 
-def _fit_disagg_rows(rows: list[dict[str, str]], cal: Any, names: str) -> Any:
-    """cal with the disaggregated factors fitted on the disaggregated rows; prints their errors before -> after."""
+def _fit_rows(kind: str, rows: list[dict[str, str]], cal: Any, names: str) -> Any:
+    """cal with the factors of `kind` fitted on its rows ('disagg': the disaggregated factors on the disaggregated
+    rows; 'spec': the draft acceptance on the speculative rows); prints their errors before -> after."""
     import numpy as np
 
-    from planner.calibrate import DisaggSet, fit_disagg, predict_disagg_set
+    from planner import calibrate as c
 
-    ds = DisaggSet.of(rows, cal)
-    click.echo(f"{len(ds.runs)} disaggregated runs to fit, {len(ds.errors)} disaggregated rows left out", err=True)
-    if not ds.runs:
+    if kind == "disagg":
+        what, fitted_what, ds = "disaggregated", "disaggregated factors", c.DisaggSet.of(rows, cal)
+        size, fit, predict = len(ds.runs), c.fit_disagg, c.predict_disagg_set
+    else:
+        what, fitted_what, ds = "speculative", "draft acceptance", c.SpecSet.of(rows, cal)
+        size, fit, predict = ds.size, c.fit_spec, c.predict_spec_set
+    click.echo(f"{size} {what} runs to fit, {len(ds.errors)} {what} rows left out", err=True)
+    if not size:
         return cal
-    before = predict_disagg_set(ds, cal)
-    fitted = fit_disagg(ds, cal, log=lambda msg: click.echo(f"  {msg}", err=True))
-    after = predict_disagg_set(ds, fitted)
+    before = predict(ds, cal)
+    fitted = fit(ds, cal, log=lambda msg: click.echo(f"  {msg}", err=True))
+    after = predict(ds, fitted)
 
     def err(pred: dict, key: str, measured: np.ndarray) -> float:
         return float(np.median(np.abs(pred[key] / measured - 1)))
 
-    click.echo(render.table(["disaggregated runs", "TPOT |err|", "TTFT |err|"], [[
-        str(len(ds.runs)), f"{err(before, 'tpot_ms', ds.tpot_ms):.1%} -> {err(after, 'tpot_ms', ds.tpot_ms):.1%}",
+    click.echo(render.table([f"{what} runs", "TPOT |err|", "TTFT |err|"], [[
+        str(size), f"{err(before, 'tpot_ms', ds.tpot_ms):.1%} -> {err(after, 'tpot_ms', ds.tpot_ms):.1%}",
         f"{err(before, 'ttft_ms', ds.ttft_ms):.1%} -> {err(after, 'ttft_ms', ds.ttft_ms):.1%}"]]))
-    source = f"{fitted.source}; disaggregated factors fitted on {names}".lstrip("; ")
-    return fitted.model_copy(update={"source": source})
-
-
-def _fit_spec_rows(rows: list[dict[str, str]], cal: Any, names: str) -> Any:
-    """cal with the draft acceptance fitted on the speculative rows; prints their errors before -> after."""
-    import numpy as np
-
-    from planner.calibrate import SpecSet, fit_spec, predict_spec_set
-
-    ds = SpecSet.of(rows, cal)
-    click.echo(f"{ds.size} speculative runs to fit, {len(ds.errors)} speculative rows left out", err=True)
-    if not ds.size:
-        return cal
-    before = predict_spec_set(ds, cal)
-    fitted = fit_spec(ds, cal, log=lambda msg: click.echo(f"  {msg}", err=True))
-    after = predict_spec_set(ds, fitted)
-
-    def err(pred: dict, key: str, measured: np.ndarray) -> float:
-        return float(np.median(np.abs(pred[key] / measured - 1)))
-
-    click.echo(render.table(["speculative runs", "TPOT |err|", "TTFT |err|"], [[
-        str(ds.size), f"{err(before, 'tpot_ms', ds.tpot_ms):.1%} -> {err(after, 'tpot_ms', ds.tpot_ms):.1%}",
-        f"{err(before, 'ttft_ms', ds.ttft_ms):.1%} -> {err(after, 'ttft_ms', ds.ttft_ms):.1%}"]]))
-    source = f"{fitted.source}; draft acceptance fitted on {names}".lstrip("; ")
+    source = f"{fitted.source}; {fitted_what} fitted on {names}".lstrip("; ")
     return fitted.model_copy(update={"source": source})
 
 
@@ -739,7 +721,7 @@ def _calibrate_spec(data: tuple[str, ...], start: Any, output: str, name: str | 
         raise click.UsageError(f"{', '.join(data)}: no rows with speculative decoding (spec_decoding mtp or eagle) "
                                "to fit")
     names = " ".join(Path(path).name for path in data)
-    cal = _fit_spec_rows(rows, start, names)
+    cal = _fit_rows("spec", rows, start, names)
     if name:
         cal = cal.model_copy(update={"name": name})
     save_calibration(cal, output)
@@ -756,7 +738,7 @@ def _calibrate_disagg(data: tuple[str, ...], start: Any, output: str, name: str 
     if not any(row_mode(r) == "disagg" for r in rows):
         raise click.UsageError(f"{', '.join(data)}: no disaggregated rows (mode disagg) to fit")
     names = " ".join(Path(path).name for path in data)
-    cal = _fit_disagg_rows(rows, start, names)
+    cal = _fit_rows("disagg", rows, start, names)
     if name:
         cal = cal.model_copy(update={"name": name})
     save_calibration(cal, output)

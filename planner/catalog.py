@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from planner import specs
 from planner.errors import SpecError, UnknownNameError
-from planner.specs import ClusterSpec, ModelSpec
+from planner.specs import ClusterSpec, ModelSpec, Plan
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -294,3 +294,34 @@ def all_models() -> list[ModelSpec]:
 def all_clusters() -> list[ClusterSpec]:
     """Every catalog cluster."""
     return [load_cluster(n) for n in names("clusters")]
+
+
+def load_plans(source: str | Path) -> list[Plan]:
+    """The plans of a JSON file (`planner solve --json`: one plan, or a list with --top) or of stdin ('-'),
+    best first; SpecError naming the file and what is wrong with it (`planner export`, `planner simulate`)."""
+    import sys
+
+    name = "stdin" if str(source) == "-" else str(source)
+    try:
+        text = sys.stdin.read() if str(source) == "-" else Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{name}: a folder, not a plan file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{name}: cannot read it ({e.__class__.__name__})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SpecError(f"{name}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except (RecursionError, ValueError):
+        raise SpecError(f"{name}: unreadable JSON") from None
+    items = data if isinstance(data, list) else [data]
+    if not items or not all(isinstance(d, dict) for d in items):
+        raise SpecError(f"{name}: not a plan (expected the JSON object or list `planner solve --json` prints)")
+    try:
+        return [Plan.model_validate(d) for d in items]
+    except ValidationError as e:
+        raise SpecError(f"{name}: not a plan: {validation_message(e)}") from None
+    except RecursionError:
+        raise SpecError(f"{name}: nested too deeply to be a plan") from None

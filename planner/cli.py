@@ -1141,8 +1141,9 @@ def export(plan_file: str, engine: str, version: str | None, worker: str | None,
     prefill/decode roles. A setting the engine cannot express is an error naming it.
     """
     from planner import exports as ex
+    from planner.catalog import load_plans
 
-    plans = ex.load_plans(plan_file)
+    plans = load_plans(plan_file)
     if rank > len(plans):
         raise click.BadParameter(f"{plan_file} has {len(plans)} plan{'s' if len(plans) > 1 else ''}",
                                  param_hint="'--rank'")

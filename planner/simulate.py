@@ -55,7 +55,6 @@ Times inside are seconds; the result is in milliseconds (``_ms``) where it says 
 from __future__ import annotations
 
 import heapq
-import json
 import math
 import time
 from bisect import bisect_right
@@ -156,44 +155,15 @@ class SimResult(_Out):
 
 
 def load_plan(source: str | Path) -> Plan:
-    """A Plan from a JSON file (`planner solve --json`), or from stdin when `source` is '-'; SpecError naming the
-    file and what is wrong with it."""
-    import sys
+    """The Plan of a JSON file (`planner solve --json`), or of stdin when `source` is '-'; SpecError naming the
+    file and what is wrong with it (catalog.load_plans), or that it holds several plans."""
+    from planner.catalog import load_plans
 
-    from planner.catalog import validation_message
-
-    name = "stdin" if str(source) == "-" else str(source)
-    if str(source) == "-":
-        text = sys.stdin.read()
-    else:
-        path = Path(source)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise SpecError(f"{name}: no such file") from None
-        except IsADirectoryError:
-            raise SpecError(f"{name}: a folder, not a plan file") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise SpecError(f"{name}: cannot read it ({e.__class__.__name__})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SpecError(f"{name}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    except (RecursionError, ValueError):
-        raise SpecError(f"{name}: unreadable JSON") from None
-    if isinstance(data, list):
-        if len(data) == 1 and isinstance(data[0], dict):
-            data = data[0]
-        else:
-            raise SpecError(f"{name}: a list of {len(data)} plans; simulate one (planner solve --json without --top)")
-    if not isinstance(data, dict):
-        raise SpecError(f"{name}: not a plan (expected the JSON object `planner solve --json` prints)")
-    try:
-        return Plan.model_validate(data)
-    except ValidationError as e:
-        raise SpecError(f"{name}: not a plan: {validation_message(e)}") from None
-    except RecursionError:
-        raise SpecError(f"{name}: nested too deeply to be a plan") from None
+    plans = load_plans(source)
+    if len(plans) != 1:
+        name = "stdin" if str(source) == "-" else str(source)
+        raise SpecError(f"{name}: a list of {len(plans)} plans; simulate one (planner solve --json without --top)")
+    return plans[0]
 
 
 def _catalog(kind: str, name: str, given: str | Path | ModelSpec | ClusterSpec | None):

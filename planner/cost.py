@@ -1115,23 +1115,24 @@ prefill time; beyond it TTFT grows without bound (x5.5 the prefill time at 0.9, 
 sized closer to its capacity leaves no headroom for a burst [share]."""
 
 
-def max_prefill_load(p: Problem, service_s, transfer_s, limit_s: float | None) -> np.ndarray:
-    """The highest prefill load rho the rules allow: MAX_PREFILL_LOAD, or lower where disagg_ttft would pass
-    `limit_s` (None: no limit): with B = limit - disagg_overhead - transfer, s = service and v = queue_variability,
+def max_prefill_load(p: Problem, service_s, transfer_s, limit_s: float | None, cap: float = MAX_PREFILL_LOAD
+                     ) -> np.ndarray:
+    """The highest prefill load rho the rules allow: `cap` (MAX_PREFILL_LOAD), or lower where disagg_ttft would
+    pass `limit_s` (None: no limit): with B = limit - disagg_overhead - transfer, s = service and v = queue_variability,
     s (1 + rho v / (2 (1 - rho))) <= B gives rho <= 2 q / (v + 2 q), q = (B - s) / s; 0 where even an
     idle pool misses the limit (B < s). A percentile TTFT limit (SLA.ttft_percentile) is inverted by bisection
     on planner.percentiles.disagg_ttft_quantile instead [share]."""
     s = np.asarray(service_s, dtype=float)
-    cap = np.full(np.broadcast(s, transfer_s).shape, MAX_PREFILL_LOAD)
+    most = np.full(np.broadcast(s, transfer_s).shape, cap)
     if limit_s is None:
-        return cap
+        return most
     budget = limit_s - disagg_overhead(p) - np.asarray(transfer_s, dtype=float)
     q = (budget - s) / s
     if p.sla is not None and p.sla.ttft_percentile is not None:
         from planner.percentiles import max_load_at_percentile
 
-        return np.minimum(cap, max_load_at_percentile(p, s, transfer_s, limit_s, p.sla.ttft_percentile))
-    return np.minimum(cap, np.where(q >= 0, 2 * q / (queue_variability(p) + 2 * np.maximum(q, 0)), 0.0))
+        return np.minimum(most, max_load_at_percentile(p, s, transfer_s, limit_s, p.sla.ttft_percentile))
+    return np.minimum(most, np.where(q >= 0, 2 * q / (queue_variability(p) + 2 * np.maximum(q, 0)), 0.0))
 
 
 def disagg_metrics(pre: Problem, pre_par: Parallel | Layouts, chunk, workers_p, dec: Problem,

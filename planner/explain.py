@@ -122,15 +122,15 @@ class Explanation(BaseModel):
 
     feasible: bool
     serving: str | None = Field(None, description="The winning plan's serving mode")
-    plan: Plan | None = None
     binding: list[str] = Field(default_factory=list, description="The rules that bind at the optimum")
-    rules: list[RuleStatus] = Field(default_factory=list)
-    runner_ups: list[RunnerUp] = Field(default_factory=list)
-    error: str | None = Field(None, description="Why no plan exists (the solve's message)")
     conflict: list[str] = Field(default_factory=list,
                                 description="A minimal set of requirements that conflict: removing any one of "
                                             "them leaves a plan")
     relaxations: list[Relaxation] = Field(default_factory=list)
+    error: str | None = Field(None, description="Why no plan exists (the solve's message)")
+    rules: list[RuleStatus] = Field(default_factory=list)
+    runner_ups: list[RunnerUp] = Field(default_factory=list)
+    plan: Plan | None = None
     notes: list[str] = Field(default_factory=list)
     wall_s: float = 0.0
 

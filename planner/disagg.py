@@ -644,6 +644,11 @@ def _short(par: Parallel) -> str:
     return par.model_copy(update={"dp": 1}).label.removesuffix(" DP1")
 
 
+def deployment_label(pre_par: Parallel, dec_par: Parallel) -> str:
+    """'prefill 4x TP1 PP8 + decode 1x TP8 ADP4 PP1': each pool's workers (its dp) and worker layout."""
+    return f"prefill {pre_par.dp}x {_short(pre_par)} + decode {dec_par.dp}x {_short(dec_par)}"
+
+
 def build_plan(dp: DisaggProblem, pre_par: Parallel, chunk: int, dec_par: Parallel, m: int, info: SolverInfo
                ) -> Plan:
     """The Plan of a disaggregated deployment (pre_par.dp prefill workers, dec_par.dp decode workers), every
@@ -685,7 +690,7 @@ def build_plan(dp: DisaggProblem, pre_par: Parallel, chunk: int, dec_par: Parall
         precision=p.precision, kv_precision=p.kv_precision, gemm_math=p.gemm_math,
         expert_precision=p.experts if p.mixed_formats else None,
         expert_gemm_math=p.math_for(p.experts) if p.mixed_formats else None,
-        label=f"prefill {x}x {_short(pre_par)} + decode {y}x {_short(dec_par)}", parallel=dec_par,
+        label=deployment_label(pre_par, dec_par), parallel=dec_par,
         batch=Batch(concurrency=conc, chunk_tokens=chunk, micro_batch=m), metrics=metrics, memory=dec_mem,
         solver=info, sla=p.sla, workload=p.workload, backend=p.backend, speculation=cost.resolved_speculation(p),
         notes=cost.approximation_notes(p),

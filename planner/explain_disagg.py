@@ -59,18 +59,25 @@ class Model:
 
     def rows(self, pre: disagg.PoolOptions, dec: disagg.PoolOptions, floor: float | None, limit: float | None
              ) -> tuple[np.ndarray, np.ndarray]:
-        """The prefill and decode options disagg's search needs on these tables at this floor and limit."""
-        prows = disagg.prefill_rows(self.dp, pre, self.receive, limit)
+        """The prefill and decode options disagg's search needs on these tables at this floor and limit (the
+        prefill rows of a table computed once per limit)."""
+        key = (id(pre), limit)
+        if key not in self._prefill:
+            self._prefill[key] = disagg.prefill_rows(self.dp, pre, self.receive, limit)
+        prows = self._prefill[key]
         return prows, disagg.decode_rows(self.dp, dec, self.klass, floor, pre, prows, self.receive, limit)
 
     def union_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """The options a search needs with every rule enforced, or any one of them released."""
         pre, dec = self.searcher.tables
+        self._prefill: dict = {}
+        masked = []  # kept alive while their rows are cached by id
         found = [self.rows(pre, dec, self.floor, self.limit)]
         for rule in POOL_RULES:
             bit = np.uint16(BIT[rule])
             if (pre.broken & bit).any():
-                found.append(self.rows(replace(pre, broken=pre.broken & ~bit), dec, self.floor, self.limit))
+                masked.append(replace(pre, broken=pre.broken & ~bit))
+                found.append(self.rows(masked[-1], dec, self.floor, self.limit))
             if (dec.broken & bit).any():
                 found.append(self.rows(pre, replace(dec, broken=dec.broken & ~bit), self.floor, self.limit))
         if self.floor:
@@ -147,6 +154,11 @@ class Model:
         pool = self.dec_pool
         lits = [lit for lit, k in zip(pool.chosen, pool.rows) if dec.lay[k] == lay]
         self.search.model.add_linear(lits, [1] * len(lits), 0, 0)
+
+    def label(self, sol) -> str:
+        """A solution's deployment in words (disagg.deployment_label)."""
+        pre_par, _, dec_par, _ = self.deployment(sol)
+        return disagg.deployment_label(pre_par, dec_par)
 
 
 def lifted_searcher(dp: disagg.DisaggProblem, ask: Ask) -> disagg.DisaggSearcher:
@@ -240,7 +252,7 @@ def explain_disagg(ask: Ask, p: Problem, plan: Plan, count: int) -> Explanation:
     if base.status not in ("OPTIMAL", "FEASIBLE") or abs(model.tokens_per_s_per_gpu(base) - best) > 1e-6 * best:
         notes.append("the explanation's model does not reproduce the plan's optimum; binding rules are unproven")
     names = [r for r in model.search.enforce if r != KEEPS_UP]
-    released = release_each(model.search, model.tokens_per_s_per_gpu, lambda sol: model.plan(sol).label, names)
+    released = release_each(model.search, model.tokens_per_s_per_gpu, model.label, names)
     if dp.shared:
         more = gpu_budget_release(ask, plan, p)
         if more is not None:

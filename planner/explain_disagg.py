@@ -215,12 +215,14 @@ def decode_violations(dp: disagg.DisaggProblem, par: Parallel, m: int, floor: fl
     return out
 
 
-def disagg_runner_ups(model: Model, plan: Plan, winner_terms: dict[str, float], count: int) -> list[RunnerUp]:
-    """The next `count` deployments, each with another decode layout than those before it, and what makes each
-    lose: the rules its decode layout breaks at the winner's micro-batch, the cost term."""
+def disagg_runner_ups(model: Model, base, plan: Plan, winner_terms: dict[str, float], count: int
+                      ) -> list[RunnerUp]:
+    """The next `count` deployments after the model's optimum `base`, each with another decode layout than those
+    before it, and what makes each lose: the rules its decode layout breaks at the winner's micro-batch, the cost
+    term."""
     dp, out = model.dp, []
     m_w = plan.decode.batch.micro_batch
-    sol = model.search.solve()
+    sol = base
     for _ in range(count):
         if sol.status not in ("OPTIMAL", "FEASIBLE"):
             break
@@ -261,7 +263,7 @@ def explain_disagg(ask: Ask, p: Problem, plan: Plan, count: int) -> Explanation:
         notes.append("gpu_budget is not re-solved with two clusters (each pool has its own GPUs)")
     statuses = mark_binding(disagg_statuses(dp, plan, floor, limit), released, best)
     winner_terms = deployment_terms(dp, plan)
-    ups = disagg_runner_ups(model, plan, winner_terms, count)
+    ups = disagg_runner_ups(model, base, plan, winner_terms, count)
     if ask.serving == "auto" and ask.decode_cluster is None:
         s = search.Searcher(p, ask.space(p), "cpsat", ask.params)
         ups += agg_runner_ups(s, plan, winner_terms, count)

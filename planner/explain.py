@@ -482,7 +482,8 @@ def minimal_conflict(p: Problem, table: Table, pattern: np.ndarray, params: Solv
         rest = [r for r in core if r != rule]
         if conflicts(rest)[0]:
             core = rest
-    return core
+    # re-check: the set conflicts, and (feasibility only grows as rules are dropped) each member was needed
+    return core if conflicts(core)[0] else []
 
 
 # --- an infeasible ask: the nearest relaxations -------------------------------------------------------------------

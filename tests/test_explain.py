@@ -177,7 +177,11 @@ def random_agg_problems(n: int, seed: int = 17):
     return out
 
 
-@pytest.mark.parametrize("p", random_agg_problems(6), ids=lambda p: f"{p.model.name}-{p.gpus}-{p.sla}")
+def case_id(p) -> str:
+    return f"{p.model.name}-{p.gpus}gpu-{p.sla.min_tokens_per_s_per_user:g}tok-ttft{p.sla.max_ttft_s}"
+
+
+@pytest.mark.parametrize("p", random_agg_problems(6), ids=case_id)
 def test_binding_rules_match_the_enumeration_on_random_instances(p):
     e = explain(p, serving="agg", runner_ups=0)
     assert set(e.binding) - {"gpu_budget"} == brute_binding(p, Space.of(p))

@@ -338,33 +338,56 @@ def main() -> None:
     """Find the provably best way to deploy an LLM for inference on a GPU cluster."""
 
 
+def _ask_options(f: Callable) -> Callable:
+    """The service level and the serving mode of one ask (`solve` and `explain`): --sla, --ttft, --confidence,
+    --serving, --decode-cluster, --decode-gpus, with the problem's, speculative decoding's and the search's
+    options."""
+    options = [
+        _problem_options,
+        click.option("--sla", "sla", default="20tok/s", show_default=True, callback=_callback(parse_sla_at),
+                     help="Minimum tokens/s per user: 20tok/s, 20, or 50ms per token; @p50/@p90/@p95/@p99 holds it "
+                          "for that share of requests (e.g. 40ms@p99) [default: the mean]."),
+        click.option("--ttft", default=None, callback=_callback(parse_ttft_at),
+                     help="Maximum time to first token, e.g. 5s or 500ms; 450ms@p99 for a percentile."),
+        click.option("--confidence", default=None, callback=_callback(parse_confidence),
+                     help="Plan so that the SLA and --ttft hold at this one-sided quantile of the held-out errors "
+                          "(0.5 to below 1, e.g. 0.9 or 90%%), and say what it costs in tokens/s/GPU [default: at "
+                          "the central estimate]."),
+        click.option("--serving", type=click.Choice(search.SERVING_MODES), default="auto", show_default=True,
+                     help="agg: every replica prefills and decodes; disagg: a prefill pool and a decode pool; auto: "
+                          "the better of the two, with the other's best on a line."),
+        click.option("--decode-cluster", default=None,
+                     help="Decode pool on another GPU type (disaggregated): catalog name or YAML path."),
+        click.option("--decode-gpus", type=click.IntRange(min=1), default=None,
+                     help="GPUs of the decode cluster [default: as many as --gpus]."),
+        _spec_options,
+        _search_options,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _ask_problem(kw: dict, sla, ttft, confidence: float | None):
+    """The Problem of an ask's options (pops the speculation options from kw), at --confidence when given."""
+    kw["speculation"] = _speculation(kw)
+    problem = _problem(kw, sla, ttft)
+    if confidence is not None:
+        from planner.uncertainty import with_confidence
+
+        problem = with_confidence(problem, confidence)
+    return problem
+
+
 @main.command()
-@_problem_options
-@click.option("--sla", "sla", default="20tok/s", show_default=True, callback=_callback(parse_sla_at),
-              help="Minimum tokens/s per user: 20tok/s, 20, or 50ms per token; @p50/@p90/@p95/@p99 holds it for "
-                   "that share of requests (e.g. 40ms@p99) [default: the mean].")
-@click.option("--ttft", default=None, callback=_callback(parse_ttft_at),
-              help="Maximum time to first token, e.g. 5s or 500ms; 450ms@p99 for a percentile.")
+@_ask_options
 @click.option("--top", type=click.IntRange(min=1, max=50), default=1, show_default=True,
               help="The K best distinct layouts.")
-@click.option("--confidence", default=None, callback=_callback(parse_confidence),
-              help="Plan so that the SLA and --ttft hold at this one-sided quantile of the held-out errors "
-                   "(0.5 to below 1, e.g. 0.9 or 90%%), and say what it costs in tokens/s/GPU [default: at the "
-                   "central estimate].")
-@click.option("--serving", type=click.Choice(search.SERVING_MODES), default="auto", show_default=True,
-              help="agg: every replica prefills and decodes; disagg: a prefill pool and a decode pool; auto: the "
-                   "better of the two, with the other's best on a line.")
-@click.option("--decode-cluster", default=None,
-              help="Decode pool on another GPU type (disaggregated): catalog name or YAML path.")
-@click.option("--decode-gpus", type=click.IntRange(min=1), default=None,
-              help="GPUs of the decode cluster [default: as many as --gpus].")
 @click.option("--verify", is_flag=True,
               help="Simulate the chosen plan (planner simulate's default traffic) and say whether each part of the "
                    "SLA holds in the simulation (lines on stderr with --json).")
 @click.option("--requests", type=click.IntRange(min=1, max=MAX_SIM_REQUESTS), default=None,
               help="With --verify: requests to simulate [default: 10,000].")
-@_spec_options
-@_search_options
 def solve(sla: tuple[float, int | None], ttft: tuple[float, int | None] | None, top: int, confidence: float | None,
           serving: str, decode_cluster: str | None, decode_gpus: int | None, verify: bool, requests: int | None,
           method: str,
@@ -376,12 +399,7 @@ def solve(sla: tuple[float, int | None], ttft: tuple[float, int | None] | None, 
     or disaggregated, whichever serves more. With --spec, speculative decoding: the best draft length of 1..4
     unless --draft-tokens, compared with no speculation on a line.
     """
-    kw["speculation"] = _speculation(kw)
-    problem = _problem(kw, sla, ttft)
-    if confidence is not None:
-        from planner.uncertainty import with_confidence
-
-        problem = with_confidence(problem, confidence)
+    problem = _ask_problem(kw, sla, ttft, confidence)
     if requests is not None and not verify:
         raise click.UsageError("--requests goes with --verify")
     plans = search.solve(problem, method=method, top=top, chunks=chunks, micro_batches=micro_batches,
@@ -399,6 +417,29 @@ def solve(sla: tuple[float, int | None], ttft: tuple[float, int | None] | None, 
                               decode_problem=sim.decode_problem_of_plan(best, problem, decode_cluster))
         for line in sim.verify_lines(result, best):
             click.echo(line, err=as_json)
+
+
+@main.command()
+@_ask_options
+@click.option("--runner-ups", type=click.IntRange(min=0, max=20), default=3, show_default=True,
+              help="Runner-up layouts to explain.")
+def explain(sla: tuple[float, int | None], ttft: tuple[float, int | None] | None, confidence: float | None,
+            serving: str, decode_cluster: str | None, decode_gpus: int | None, method: str,
+            chunks: tuple[int, ...] | None, micro_batches: tuple[int, ...] | None, time_limit: float, as_json: bool,
+            runner_ups: int, **kw: Any) -> None:
+    """Why the best plan is the best: which rules bind (proved by re-solving with each released), every rule's
+    slack, the runner-ups and what makes each lose; for an infeasible ask, a minimal set of requirements that
+    conflict and the nearest relaxations, each confirmed by solve. Takes solve's options."""
+    from planner import explain as ex
+
+    problem = _ask_problem(kw, sla, ttft, confidence)
+    result = ex.explain(problem, serving=serving, method=method, chunks=chunks, micro_batches=micro_batches,
+                        params=_params(time_limit), decode_cluster=decode_cluster, decode_gpus=decode_gpus,
+                        runner_ups=runner_ups)
+    if as_json:
+        _dump(result.model_dump(mode="json"))
+    else:
+        _echo(render.explain_lines(result, problem))
 
 
 @main.command()

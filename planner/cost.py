@@ -261,10 +261,11 @@ def _gemm(bytes_, flops, r: Rates) -> np.ndarray:
     return np.maximum(bytes_ / r.hbm, flops / r.gemm)
 
 
-def attention_block_time(p: Problem, tp, m, c, q=1, host: bool = True) -> np.ndarray:
-    """Time of the tensor-parallel part of a pass: every layer's attention and dense GEMMs, KV
-    reads, TP all-reduces, per-layer launch latency, LM head, the iteration overhead and the host
-    time per decoding request [s].
+def attention_block_terms(p: Problem, tp, m, c, q=1, host: bool = True) -> dict[str, np.ndarray]:
+    """The terms of attention_block_time, in the order it sums them [s]: dense GEMMs (attention projections,
+    dense and shared-expert FFNs), decode attention (KV reads against math), the prefill chunk's attention, the
+    LM head, the TP all-reduces, the fixed launch (and iteration) overhead and, with `host`, the host time per
+    decoding request.
 
     Decode requests attend isl + osl/2 tokens on average, each a roofline of its KV reads (paged-decode
     kernels, Rates.kv_read) and its math (FlashMLA-family kernels for MLA, FlashAttention-family for
@@ -283,17 +284,17 @@ def attention_block_time(p: Problem, tp, m, c, q=1, host: bool = True) -> np.nda
         + md.num_dense_layers * md.dense_ffn_params
         + md.num_moe_layers * md.shared_expert_params
     ) / tp
-    t = _gemm(dense_params * wb, 2 * n * dense_params, r)
+    terms = {"dense_gemm": _gemm(dense_params * wb, 2 * n * dense_params, r)}
     # decode attention: KV reads against attention math
     kv_tok = kv_bytes_per_token_layer(p, tp)
     dec_ctx = attended_layer_tokens(p, w.isl + w.osl / 2)
     decode_math = r.mla_decode if md.mla else r.attention
-    t = t + m * np.maximum(
+    terms["decode_attention"] = m * np.maximum(
         dec_ctx * kv_tok / r.kv_read, q * (dec_ctx * attention_flops_per_token_context(p, tp, False) / decode_math)
     )
     # prefill chunk attention
     pre_ctx = attended_layer_tokens(p, w.isl * (1 + w.prefix_hit) / 2)  # prompt tokens computed past the prefix
-    t = t + np.where(
+    terms["prefill_attention"] = np.where(
         c > 0,
         c * pre_ctx * attention_flops_per_token_context(p, tp, True) / r.attention
         + pre_ctx * kv_tok / r.kv_read,
@@ -301,14 +302,32 @@ def attention_block_time(p: Problem, tp, m, c, q=1, host: bool = True) -> np.nda
     )
     # LM head (BF16) for the decode tokens
     lm = md.vocab_size * md.hidden_size / tp
-    t = t + _gemm(lm * EMBED_BYTES, 2 * (m * q) * lm, r)
+    terms["lm_head"] = _gemm(lm * EMBED_BYTES, 2 * (m * q) * lm, r)
     # TP all-reduce after attention and after the FFN of every layer
-    t = t + 2 * md.num_layers * tp_allreduce_time(p, tp, n)
+    terms["tp_allreduce"] = 2 * md.num_layers * tp_allreduce_time(p, tp, n)
     # fixed launch and scheduler time, and the host's work per decoding request
     if not host:
-        return t + md.num_layers * k.layer_overhead_us * US
-    fixed = md.num_layers * k.layer_overhead_us * US + k.iteration_overhead_ms * 1e-3
-    return t + fixed + m * k.request_step_overhead_us * US
+        terms["overhead"] = np.asarray(md.num_layers * k.layer_overhead_us * US)
+        return terms
+    terms["overhead"] = np.asarray(md.num_layers * k.layer_overhead_us * US + k.iteration_overhead_ms * 1e-3)
+    terms["host"] = m * k.request_step_overhead_us * US
+    return terms
+
+
+def _total(terms: dict[str, np.ndarray]) -> np.ndarray:
+    """The sum of terms, left to right [their unit]."""
+    values = iter(terms.values())
+    t = next(values)
+    for v in values:
+        t = t + v
+    return t
+
+
+def attention_block_time(p: Problem, tp, m, c, q=1, host: bool = True) -> np.ndarray:
+    """Time of the tensor-parallel part of a pass: every layer's attention and dense GEMMs, KV
+    reads, TP all-reduces, per-layer launch latency, LM head, the iteration overhead and the host
+    time per decoding request [s]: the sum of attention_block_terms."""
+    return _total(attention_block_terms(p, tp, m, c, q, host))
 
 
 def tp_allreduce_time(p: Problem, tp, n) -> np.ndarray:
@@ -396,11 +415,16 @@ def moe_exchange_time(p: Problem, adp, ep, stage_crosses_domain, n) -> np.ndarra
     return np.where(adp > 1, md.num_moe_layers * 2 * one_way, 0.0)
 
 
-def moe_block_time(p: Problem, tp, adp, ep, n) -> np.ndarray:
-    """All routed-expert layers of a pass for n tokens per attention-DP rank [s]."""
+def moe_block_terms(p: Problem, tp, adp, ep, n) -> dict[str, np.ndarray]:
+    """The terms of moe_block_time [s]: the routed-expert GEMMs and the token exchange."""
     tp, adp = np.asarray(tp), np.asarray(adp)
     cross = crosses_domain(p, tp * adp)
-    return moe_gemm_work(p, adp, n) / tp + moe_exchange_time(p, adp, ep, cross, n)
+    return {"moe_gemm": moe_gemm_work(p, adp, n) / tp, "moe_exchange": moe_exchange_time(p, adp, ep, cross, n)}
+
+
+def moe_block_time(p: Problem, tp, adp, ep, n) -> np.ndarray:
+    """All routed-expert layers of a pass for n tokens per attention-DP rank [s]."""
+    return _total(moe_block_terms(p, tp, adp, ep, n))
 
 
 def pipeline_time(p: Problem, pp, replica_crosses_domain, n) -> np.ndarray:
@@ -542,6 +566,36 @@ def target_pass_time(p: Problem, par: Parallel | Layouts, m, c, q=1) -> np.ndarr
     )
 
 
+TIME_TERMS: dict[str, str] = {
+    "dense_gemm": "dense GEMMs (attention projections, dense FFNs)",
+    "decode_attention": "decode attention (KV-cache reads)",
+    "prefill_attention": "prefill chunk attention",
+    "lm_head": "LM head",
+    "tp_allreduce": "TP all-reduces",
+    "overhead": "launch and iteration overhead",
+    "host": "host time per request",
+    "moe_gemm": "routed-expert GEMMs",
+    "moe_exchange": "MoE token dispatch and combine",
+    "pipeline": "pipeline hand-offs",
+    "draft": "speculative draft passes",
+    "prefill_pool": "the prefill pool's GPUs",
+    "idle_gpus": "GPUs no replica uses",
+}
+"""The terms of pass_terms and gpu_time_terms by name, with the words a message uses."""
+
+
+def pass_terms(p: Problem, par: Parallel | Layouts, m, c) -> dict[str, np.ndarray]:
+    """The terms of pass_time [s] (TIME_TERMS), which sum to it up to rounding: the target pass's attention
+    block, routed-expert block and pipeline hand-offs and, with speculative decoding, the pp draft passes."""
+    q = 1 if p.speculation is None else draft_tokens(p) + 1
+    n = np.asarray(m) * q + np.asarray(c)
+    terms = {**attention_block_terms(p, par.tp, m, c, q), **moe_block_terms(p, par.tp, par.attention_dp, par.ep, n),
+             "pipeline": pipeline_time(p, par.pp, crosses_domain(p, par.replica_gpus), n)}
+    if p.speculation is not None:
+        terms["draft"] = np.asarray(par.pp) * draft_time(p, par, m, c)
+    return terms
+
+
 def pass_time(p: Problem, par: Parallel | Layouts, m, c) -> np.ndarray:
     """Time of one engine iteration of a micro-batch through all stages carrying m decode requests and c prefill
     tokens per rank [s]: one pass of the model, or with speculative decoding its draft and verify step
@@ -680,9 +734,14 @@ def spec_decode_step(p: Problem, par: Parallel | Layouts, m, c) -> tuple[np.ndar
     """
     if p.speculation is None:
         return target_pass_time(p, par, m, c), 1.0
-    k = draft_tokens(p)
-    draft = k * draft_pass_time(p, par, m) + draft_prefill_time(p, par, c)
-    return target_pass_time(p, par, m, c, k + 1) + np.asarray(par.pp) * draft, tokens_per_step(p)
+    step = target_pass_time(p, par, m, c, draft_tokens(p) + 1) + np.asarray(par.pp) * draft_time(p, par, m, c)
+    return step, tokens_per_step(p)
+
+
+def draft_time(p: Problem, par: Parallel | Layouts, m, c) -> np.ndarray:
+    """The draft's part of one speculative step on its stage: k draft passes of m tokens per rank and its pass
+    over the c prefill tokens [s]."""
+    return draft_tokens(p) * draft_pass_time(p, par, m) + draft_prefill_time(p, par, c)
 
 
 MTP_NOT_COUNTED = "multi-token-prediction (MTP)"
@@ -806,6 +865,35 @@ def metrics_grid(p: Problem, par: Parallel | Layouts, m, chunk, tails: bool = Fa
         out.update(wave_terms(p, par, m, chunk))
     out.update(memory_breakdown(p, par, m, chunk))
     return out
+
+
+def gpu_time_terms(p: Problem, par: Parallel | Layouts, m, chunk) -> dict[str, np.ndarray]:
+    """Where the GPU time of one output token goes, by term [GPU s per output token]: each term of the pass
+    (pass_terms) in metrics_grid's mean step (decode-only passes and chunk-carrying ones, weighted by the
+    prefill share f) times the replica's GPUs over the tokens its step yields, and `idle_gpus`, the GPUs given
+    that no replica uses. The terms sum to 1 / tokens_per_s_per_gpu up to rounding."""
+    f = np.minimum(prefill_share(p, m, chunk), 1.0)
+    decode, carried = pass_terms(p, par, m, 0), pass_terms(p, par, m, carried_chunk(p, m, chunk))
+    per_step = par.replica_gpus / (np.asarray(m) * par.attention_dp * par.pp * tokens_per_step(p))
+    terms = {k: ((1 - f) * decode[k] + f * carried[k]) * per_step for k in decode}
+    used = par.dp * par.replica_gpus
+    terms["idle_gpus"] = (p.gpus - used) / used * _total(terms)
+    return terms
+
+
+def disagg_gpu_time_terms(pre: Problem, pre_par: Parallel, chunk: int, workers_p: int, dec: Problem,
+                          dec_par: Parallel, m: int, workers_d: int, gpus: int) -> dict[str, float]:
+    """gpu_time_terms of a disaggregated deployment (pools as for disagg_metrics, `gpus` given to both) [GPU s
+    per output token]: the decode pool's pass terms (pass_terms, no chunk) over the tokens its pass yields,
+    `prefill_pool` (the prefill workers' GPUs over the output rate) and `idle_gpus`."""
+    rate = decode_rate(dec, dec_par, m)
+    tokens = workers_d * rate
+    per_step = dec_par.replica_gpus / (m * dec_par.attention_dp * dec_par.pp * tokens_per_step(dec))
+    terms = {k: float(v * per_step) for k, v in pass_terms(dec, dec_par, m, 0).items()}
+    terms["prefill_pool"] = float(workers_p * pre_par.replica_gpus / tokens)
+    used = workers_p * pre_par.replica_gpus + workers_d * dec_par.replica_gpus
+    terms["idle_gpus"] = float((gpus - used) / tokens)
+    return terms
 
 
 def evaluate(p: Problem, par: Parallel, m: int, chunk: int) -> Evaluation:
@@ -1027,23 +1115,24 @@ prefill time; beyond it TTFT grows without bound (x5.5 the prefill time at 0.9, 
 sized closer to its capacity leaves no headroom for a burst [share]."""
 
 
-def max_prefill_load(p: Problem, service_s, transfer_s, limit_s: float | None) -> np.ndarray:
-    """The highest prefill load rho the rules allow: MAX_PREFILL_LOAD, or lower where disagg_ttft would pass
-    `limit_s` (None: no limit): with B = limit - disagg_overhead - transfer, s = service and v = queue_variability,
+def max_prefill_load(p: Problem, service_s, transfer_s, limit_s: float | None, cap: float = MAX_PREFILL_LOAD
+                     ) -> np.ndarray:
+    """The highest prefill load rho the rules allow: `cap` (MAX_PREFILL_LOAD), or lower where disagg_ttft would
+    pass `limit_s` (None: no limit): with B = limit - disagg_overhead - transfer, s = service and v = queue_variability,
     s (1 + rho v / (2 (1 - rho))) <= B gives rho <= 2 q / (v + 2 q), q = (B - s) / s; 0 where even an
     idle pool misses the limit (B < s). A percentile TTFT limit (SLA.ttft_percentile) is inverted by bisection
     on planner.percentiles.disagg_ttft_quantile instead [share]."""
     s = np.asarray(service_s, dtype=float)
-    cap = np.full(np.broadcast(s, transfer_s).shape, MAX_PREFILL_LOAD)
+    most = np.full(np.broadcast(s, transfer_s).shape, cap)
     if limit_s is None:
-        return cap
+        return most
     budget = limit_s - disagg_overhead(p) - np.asarray(transfer_s, dtype=float)
     q = (budget - s) / s
     if p.sla is not None and p.sla.ttft_percentile is not None:
         from planner.percentiles import max_load_at_percentile
 
-        return np.minimum(cap, max_load_at_percentile(p, s, transfer_s, limit_s, p.sla.ttft_percentile))
-    return np.minimum(cap, np.where(q >= 0, 2 * q / (queue_variability(p) + 2 * np.maximum(q, 0)), 0.0))
+        return np.minimum(most, max_load_at_percentile(p, s, transfer_s, limit_s, p.sla.ttft_percentile))
+    return np.minimum(most, np.where(q >= 0, 2 * q / (queue_variability(p) + 2 * np.maximum(q, 0)), 0.0))
 
 
 def disagg_metrics(pre: Problem, pre_par: Parallel | Layouts, chunk, workers_p, dec: Problem,

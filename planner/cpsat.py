@@ -13,7 +13,7 @@ negation (CP-SAT's own convention, -index - 1).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from ortools.sat import cp_model_pb2, sat_parameters_pb2
@@ -41,6 +41,7 @@ class Response:
     objective: float | None
     bound: float | None
     wall_s: float
+    core: list[int] = field(default_factory=list)  # INFEASIBLE under assumptions: a subset of them that conflicts
 
     def value(self, var: int) -> int:
         """The value of a variable in the solution."""
@@ -91,6 +92,17 @@ class Model:
         del self.proto.variables[var].domain[:]
         self.proto.variables[var].domain.extend((int(value), int(value)))
 
+    def free(self, var: int, lo: int = 0, hi: int = 1) -> None:
+        """Give a variable its whole domain back, lo..hi (a Boolean fixed by `fix`: 0..1)."""
+        del self.proto.variables[var].domain[:]
+        self.proto.variables[var].domain.extend((int(lo), int(hi)))
+
+    def assume(self, literals: Sequence[int]) -> None:
+        """Solve under these assumptions (replacing any before): an INFEASIBLE solve names a subset of them that
+        conflicts (Response.core)."""
+        del self.proto.assumptions[:]
+        self.proto.assumptions.extend(int(x) for x in literals)
+
     def hint(self, var: int, value: int) -> None:
         """A solution hint for one variable (CP-SAT tries it first)."""
         self.proto.solution_hint.vars.append(int(var))
@@ -129,4 +141,5 @@ class Model:
         values = np.asarray(r.solution, dtype=np.int64) if found else np.zeros(0, np.int64)
         scored = found and self.has_objective
         return Response(status=status, values=values, objective=r.objective_value if scored else None,
-                        bound=r.best_objective_bound if scored else None, wall_s=r.wall_time)
+                        bound=r.best_objective_bound if scored else None, wall_s=r.wall_time,
+                        core=[int(x) for x in r.sufficient_assumptions_for_infeasibility])

@@ -206,13 +206,13 @@ def receive_classes(dec: PoolOptions) -> tuple[np.ndarray, np.ndarray]:
 
 
 def effective_capacity(dp: DisaggProblem, pre: PoolOptions, rows: np.ndarray, receive: np.ndarray,
-                       limit_s: float | None) -> np.ndarray:
+                       limit_s: float | None, cap: float = cost.MAX_PREFILL_LOAD) -> np.ndarray:
     """E [prefill option, receive class, link]: a prefill worker's capacity times the highest load at which TTFT
-    stays within `limit_s` for a decode worker of that class over that link (cost.max_prefill_load; 1 without
-    a limit) [requests/s]."""
+    stays within `limit_s` for a decode worker of that class over that link, at most `cap` (cost.max_prefill_load)
+    [requests/s]."""
     rows = np.asarray(rows)
     transfer = cost.kv_transfer_time(pre.link_s[rows][:, None, :], receive[None, :, :])
-    rho = cost.max_prefill_load(dp.prefill, pre.service_s[rows][:, None, None], transfer, limit_s)
+    rho = cost.max_prefill_load(dp.prefill, pre.service_s[rows][:, None, None], transfer, limit_s, cap)
     return pre.rate[rows][:, None, None] * rho
 
 
@@ -526,14 +526,14 @@ class DisaggSearcher:
                                  limit_s=self.params.time_limit_s)
         kp, kd = sol.options["prefill"], sol.options["decode"]
         x, y = sol.replicas["prefill"], sol.replicas["decode"]
-        kp, x = self._leanest_prefill(prows, kp, kd, y, limit, x)
+        kp, x = self.leanest_prefill(prows, kp, kd, y, limit, x)
         ymax = int(budget_d // dec.gpus[drows].min())
         bound = None if sol.bound is None else (sol.bound + ymax) / scale / dp.gpus  # each y loses < 1 unit
         cand = DisaggCandidate(pre.parallel(kp, int(x)), int(pre.batch[kp]), dec.parallel(kd, int(y)),
                                int(dec.batch[kd]), sol.status, bound, model_options=len(prows) + len(drows))
         return self._certify(cand, floor, limit, best_tokens)
 
-    def _leanest_prefill(self, prows: np.ndarray, kp: int, kd: int, y: int, limit: float | None, x: int
+    def leanest_prefill(self, prows: np.ndarray, kp: int, kd: int, y: int, limit: float | None, x: int
                          ) -> tuple[int, int]:
         """Among the prefill options of the model that serve the chosen decode pool (option kd, y workers) within
         every rule, the one needing the fewest GPUs at its fewest workers, then the lowest TTFT: the same output
@@ -644,6 +644,11 @@ def _short(par: Parallel) -> str:
     return par.model_copy(update={"dp": 1}).label.removesuffix(" DP1")
 
 
+def deployment_label(pre_par: Parallel, dec_par: Parallel) -> str:
+    """'prefill 4x TP1 PP8 + decode 1x TP8 ADP4 PP1': each pool's workers (its dp) and worker layout."""
+    return f"prefill {pre_par.dp}x {_short(pre_par)} + decode {dec_par.dp}x {_short(dec_par)}"
+
+
 def build_plan(dp: DisaggProblem, pre_par: Parallel, chunk: int, dec_par: Parallel, m: int, info: SolverInfo
                ) -> Plan:
     """The Plan of a disaggregated deployment (pre_par.dp prefill workers, dec_par.dp decode workers), every
@@ -685,7 +690,7 @@ def build_plan(dp: DisaggProblem, pre_par: Parallel, chunk: int, dec_par: Parall
         precision=p.precision, kv_precision=p.kv_precision, gemm_math=p.gemm_math,
         expert_precision=p.experts if p.mixed_formats else None,
         expert_gemm_math=p.math_for(p.experts) if p.mixed_formats else None,
-        label=f"prefill {x}x {_short(pre_par)} + decode {y}x {_short(dec_par)}", parallel=dec_par,
+        label=deployment_label(pre_par, dec_par), parallel=dec_par,
         batch=Batch(concurrency=conc, chunk_tokens=chunk, micro_batch=m), metrics=metrics, memory=dec_mem,
         solver=info, sla=p.sla, workload=p.workload, backend=p.backend, speculation=cost.resolved_speculation(p),
         notes=cost.approximation_notes(p),

@@ -659,3 +659,103 @@ def _day_lines(r: Any) -> list[str]:
             for w in r.workloads for d in w.deployments]
     out.append(table(["workload", "deployment", *(str(h) for h in range(24))], grid))
     return out
+
+
+def problem_line(problem: Problem) -> str:
+    """An ask without a plan in one line: model, GPUs, formats, lengths and service level."""
+    text = _format(problem.precision, problem.gemm_math, "weights")
+    if problem.mixed_formats:
+        text += " + " + _format(problem.experts, problem.math_for(problem.experts), "experts")
+    w, sla = problem.workload, problem.sla
+    line = (f"{problem.model.name} on {problem.gpus} x {problem.cluster.name}, {text} / {problem.kv_precision.value} "
+            f"KV cache, isl {w.isl} / osl {w.osl} tokens")
+    if sla and sla.min_tokens_per_s_per_user:
+        line += f"; SLA >= {sla.min_tokens_per_s_per_user:g} tokens/s/user"
+        line += f" at p{sla.tpot_percentile}" if sla.tpot_percentile else ""
+    if sla and sla.max_ttft_s is not None:
+        line += f", TTFT <= {duration(sla.max_ttft_s * 1000)}"
+        line += f" at p{sla.ttft_percentile}" if sla.ttft_percentile else ""
+    return line
+
+
+def slack_text(value: float | None, unit: str) -> str:
+    """A rule's slack with its unit: '12.0 GB', '0.000 rho', '3 GPUs', '-' for none."""
+    if value is None:
+        return "-"
+    if unit == "GPUs":
+        return f"{value:.0f} GPUs"
+    if unit == "rho":
+        return f"{value:.3f} rho"
+    if unit == "s":
+        return duration(value * 1000)
+    return f"{value:.2f} {unit}" if unit == "tok/s/user" else f"{value:.1f} {unit}"
+
+
+STATUS_ORDER = {"binding": 0, "tight": 1, "slack": 2, "holds": 3}
+"""The order of explain's rule table: binding rules first."""
+
+
+def rule_rows(result: Any) -> list[list[str]]:
+    """explain's rule table: binding rules first, each with its slack and what releasing it allows."""
+    out = []
+    for st in sorted(result.rules, key=lambda r: STATUS_ORDER[r.status]):
+        gain = "-"
+        if st.status == "binding" and st.released_tokens_per_s_per_gpu is not None:
+            more = st.released_tokens_per_s_per_gpu / result.plan.metrics.tokens_per_s_per_gpu - 1
+            gain = f"{st.released_tokens_per_s_per_gpu:,.2f} tok/s/GPU (+{more:.2%}): {st.released_label}"
+        out.append([st.rule, st.status, slack_text(st.slack, st.unit), st.detail, gain])
+    return out
+
+
+def runner_up_rows(result: Any) -> list[list[str]]:
+    """explain's runner-up table."""
+    out = []
+    for i, u in enumerate(result.runner_ups, 1):
+        loses = []
+        if u.breaks_at_winner_batch:
+            loses.append(f"breaks {', '.join(u.breaks_at_winner_batch)} at the winner's batch")
+        if u.cost_term is not None and (u.cost_excess_ms or 0) > 0:
+            loses.append(f"+{u.cost_excess_ms:.3g} ms GPU/token on {u.cost_term}")
+        out.append([str(i), u.label, u.serving, f"{u.tokens_per_s_per_gpu:,.1f}", f"{u.tokens_per_s_per_user:.1f}",
+                    f"{u.gap:.2%}", "; ".join(loses) or "-"])
+    return out
+
+
+def headline_text(h: Any) -> str:
+    """A relaxation's resulting plan in one line."""
+    return (f"{h.label} ({h.serving}) on {h.gpus} GPUs, {h.tokens_per_s_per_gpu:,.1f} tok/s/GPU at "
+            f"{h.tokens_per_s_per_user:.1f} tok/s/user, TTFT {duration(h.ttft_ms)}")
+
+
+def change_text(change: dict[str, Any]) -> str:
+    """A relaxation's change as command-line options: '--sla 45tok/s'."""
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in change.items())
+
+
+def explain_lines(result: Any, problem: Problem) -> list[str]:
+    """Everything `planner explain` prints."""
+    if not result.feasible:
+        lines = [problem_line(problem), f"infeasible: {result.error}"]
+        if result.conflict:
+            lines.append(f"conflict (a minimal set of requirements that cannot hold together): "
+                         f"{', '.join(result.conflict)}")
+        if result.relaxations:
+            lines.append("relaxations, each confirmed by planner solve:")
+            lines.append(table(["change", "result"], [[change_text(r.change), headline_text(r.result)]
+                                                      for r in result.relaxations]))
+        else:
+            lines.append("no relaxation found that planner solve confirms")
+        return lines + [f"note: {n}" for n in result.notes]
+    plan = result.plan
+    m = plan.metrics
+    lines = [sla_line(plan, problem),
+             f"plan: {plan.label} ({plan.serving}), {m.tokens_per_s_per_gpu:,.1f} tok/s/GPU at "
+             f"{m.tokens_per_s_per_user:.1f} tok/s/user, TTFT {duration(m.ttft_ms)}",
+             f"binding: {', '.join(result.binding) or 'none'} (releasing each lets the solver serve more "
+             "tokens/s/GPU)",
+             table(["rule", "status", "slack", "at the optimum", "released"], rule_rows(result))]
+    if result.runner_ups:
+        lines.append("runner-ups:")
+        lines.append(table(["#", "layout", "serving", "tok/s/GPU", "tok/s/user", "gap", "loses on"],
+                           runner_up_rows(result)))
+    return lines + [f"note: {n}" for n in result.notes]

@@ -84,6 +84,7 @@ class Solution:
     objective: float | None = None
     bound: float | None = None
     wall_s: float = 0.0
+    core: list[str] = field(default_factory=list)  # INFEASIBLE under assumed rules: rules that conflict
 
 
 def _sum(*terms: Terms) -> Terms:
@@ -93,12 +94,16 @@ def _sum(*terms: Terms) -> Terms:
 class SearchModel:
     """A CP-SAT model built in steps: pools, rules, one objective, then `solve`."""
 
-    def __init__(self, params: SolverParams | None = None, model: Model | None = None) -> None:
-        """`model`: a planner.cpsat.Model to build on (e.g. one holding a caller's other variables)."""
+    def __init__(self, params: SolverParams | None = None, model: Model | None = None, pool_rules: bool = False
+                 ) -> None:
+        """`model`: a planner.cpsat.Model to build on (e.g. one holding a caller's other variables). With
+        `pool_rules`, each pool's per-option rules get literals of their own, named `pool.rule` (e.g.
+        `decode.memory`), so that a caller may release one pool's rule alone."""
         self.params = params or SolverParams()
         self.model = model if model is not None else Model()
         self.pools: list[Pool] = []
         self.enforce: dict[str, int] = {}
+        self.pool_rules = pool_rules
         self._scale = 1.0
         self._sense: Literal["max", "min"] = "max"
 
@@ -133,11 +138,30 @@ class SearchModel:
             self.enforce[rule] = lit
         return self.enforce[rule]
 
+    def release(self, *rules: str) -> None:
+        """Stop enforcing these rules (their literals free: the solver may break them); `enforce_all` undoes it."""
+        for rule in rules:
+            self.model.free(self.enforce[rule])
+
+    def enforce_all(self) -> None:
+        """Enforce every rule again, with no assumption."""
+        for lit in self.enforce.values():
+            self.model.fix(lit, 1)
+        self.model.assume([])
+
+    def assume_rules(self, rules: list[str]) -> None:
+        """Enforce these rules as CP-SAT assumptions and no other: an INFEASIBLE solve then names a subset of them
+        that conflicts (Solution.core)."""
+        for lit in self.enforce.values():
+            self.model.free(lit)
+        self.model.assume([self.enforce[r] for r in rules])
+
     def _forbid(self, pool: Pool, rule: str, broken: np.ndarray) -> None:
         """The rule as a constraint: none of the pool's options where `broken` holds may be chosen."""
         lits = [lit for lit, b in zip(pool.chosen, broken) if b]
         if lits:
-            self.model.add_linear(lits, [1] * len(lits), 0, 0, enforce=[self.rule_literal(rule)])
+            name = f"{pool.name}.{rule}" if self.pool_rules else rule
+            self.model.add_linear(lits, [1] * len(lits), 0, 0, enforce=[self.rule_literal(name)])
 
     def _recorded(self, pool: Pool, rule: str) -> np.ndarray:
         return (pool.table.broken[pool.rows] & np.uint16(BIT[rule])) != 0
@@ -220,6 +244,11 @@ class SearchModel:
         assert pool.replicas is not None, "a pool with free replicas"
         self.model.add_linear([pool.replicas], [1], at_least, INT_MAX)
 
+    def add_replica_budget(self, pool: Pool, gpus: int) -> None:
+        """One replica of the chosen option fits in `gpus` GPUs, enforced by the literal 'gpu_budget': for a
+        table tabulated on more GPUs than given, so that the budget may be released or assumed."""
+        self._forbid(pool, "gpu_budget", pool.table.replica_gpus_of(pool.rows) > gpus)
+
     def add_pool_budget(self, pool: Pool, gpus: int) -> None:
         """A pool's replicas alone use at most `gpus` GPUs (a pool on a cluster of its own)."""
         self.add_gpu_budget([pool], gpus)
@@ -233,7 +262,7 @@ class SearchModel:
         return z
 
     def add_rate_matching(self, prefill: Pool, decode: Pool, demand: np.ndarray, klass: np.ndarray,
-                          effective: np.ndarray, same_domain: int | None) -> None:
+                          effective: np.ndarray, same_domain: int | None, rule: str = "rate_matching") -> None:
         """The prefill pool keeps up with the decode pool, within the TTFT limit.
 
         The decode options of receive class j (`klass` [per decode option]) ask for sum(demand_d * y_d) prompts
@@ -242,14 +271,14 @@ class SearchModel:
         worker's capacity times the highest load at which TTFT stays within the limit for that class and link
         (cost.max_prefill_load; rounded down). One constraint per class: only the chosen decode option's class
         asks for any. Over scale-out (link 0) unless `same_domain` (a literal, None: never) holds, where the
-        scale-up figures (link 1, never lower) apply. Enforced by the rule literal 'rate_matching'."""
+        scale-up figures (link 1, never lower) apply. Enforced by the literal of `rule`."""
         assert prefill.per_option_replicas is not None and decode.per_option_replicas is not None
-        rule = self.rule_literal("rate_matching")
+        lit = self.rule_literal(rule)
         for j in sorted(set(int(c) for c in klass)):
             mine = [i for i, c in enumerate(klass) if int(c) == j]
             asked = [decode.per_option_replicas[i] for i in mine]
             coeffs = [-int(demand[i]) for i in mine]
-            links = ((0, [rule]),) if same_domain is None else ((1, [rule]), (0, [rule, not_(same_domain)]))
+            links = ((0, [lit]),) if same_domain is None else ((1, [lit]), (0, [lit, not_(same_domain)]))
             for z, enforce in links:
                 served = [int(e) for e in effective[:, j, z]]
                 self.model.add_linear([*prefill.per_option_replicas, *asked], served + coeffs, 0, INT_MAX,
@@ -322,7 +351,8 @@ class SearchModel:
         t0 = time.perf_counter()
         left = self.params.time_limit_s if deadline is None else deadline - t0
         r = self.model.solve(left, self.params.workers, self.params.seed, self.params.linearization_level)
-        out = Solution(status=r.status, wall_s=time.perf_counter() - t0)
+        names = {lit: rule for rule, lit in self.enforce.items()}
+        out = Solution(status=r.status, wall_s=time.perf_counter() - t0, core=[names[x] for x in r.core if x in names])
         if r.status in ("OPTIMAL", "FEASIBLE"):
             for pool in self.pools:
                 out.options[pool.name] = next(int(k) for k, lit in zip(pool.rows, pool.chosen) if r.value(lit))

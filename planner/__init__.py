@@ -5,6 +5,7 @@
     plan = planner.fleet("fleets/example.yaml")           # many workloads on a priced inventory (planner.fleetplan)
     result = planner.sweep("sweeps/example.yaml", jobs=2, cache="results.cache")   # a grid of scenarios: .rows
     out = planner.export(plans[0], "vllm")                # launch commands and files: .files["launch.sh"]
+    why = planner.explain(make_problem())                 # binding rules, runner-ups, or conflict and relaxations
 """
 
 from typing import Any
@@ -30,13 +31,14 @@ __all__ = [
     "SLA", "Calibration", "ClusterSpec", "InfeasibleError", "InvalidLayoutError", "ModelSpec", "Parallel",
     "Plan", "PlannerError", "Precision", "Problem", "SpecError", "SpecMethod", "Speculation", "UnknownNameError",
     "Workload", "estimate",
-    "export", "fleet", "load_cluster", "load_model", "make_problem", "min_gpus_to_fit", "solve", "sweep",
+    "explain", "export", "fleet", "load_cluster", "load_model", "make_problem", "min_gpus_to_fit", "solve", "sweep",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    """`planner.fleet`, `planner.sweep` and `planner.export`, imported on first use (planner.fleetplan,
-    planner.sweeps, planner.exports), so that `import planner` and `planner solve` stay as fast."""
+    """`planner.fleet`, `planner.sweep`, `planner.export` and `planner.explain`, imported on first use
+    (planner.fleetplan, planner.sweeps, planner.exports, planner.explanations), so that `import planner` and
+    `planner solve` stay as fast."""
     if name == "fleet":
         from planner.fleetplan import fleet
 
@@ -45,6 +47,10 @@ def __getattr__(name: str) -> Any:
         from planner.sweeps import sweep
 
         return sweep
+    if name == "explain":
+        from planner.explanations import explain
+
+        return explain
     if name == "export":
         from planner.exports import export
 

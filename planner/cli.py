@@ -430,7 +430,7 @@ def explain(sla: tuple[float, int | None], ttft: tuple[float, int | None] | None
     """Why the best plan is the best: which rules bind (proved by re-solving with each released), every rule's
     slack, the runner-ups and what makes each lose; for an infeasible ask, a minimal set of requirements that
     conflict and the nearest relaxations, each confirmed by solve. Takes solve's options."""
-    from planner import explain as ex
+    from planner import explanations as ex
 
     problem = _ask_problem(kw, sla, ttft, confidence)
     result = ex.explain(problem, serving=serving, method=method, chunks=chunks, micro_batches=micro_batches,

@@ -12,8 +12,8 @@ import pytest
 from clirun import error_line, run, run_json
 
 from planner import cost, disagg, rules, search
-from planner.explain import Ask, explain, with_change
-from planner.explain_disagg import KEEPS_UP, Model, lifted_searcher
+from planner.explanations import Ask, explain, with_change
+from planner.explanations_disagg import KEEPS_UP, Model, lifted_searcher
 from planner.search import make_problem
 from planner.solver import SolverParams
 from planner.space import Space

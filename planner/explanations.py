@@ -426,7 +426,7 @@ def explain_plan(ask: Ask, plan: Plan, count: int) -> Explanation:
         p = p.model_copy(update={"speculation": p.speculation.model_copy(
             update={"draft_tokens": plan.speculation.draft_tokens})})  # the winning draft length
     if plan.serving == "disagg":
-        from planner.explain_disagg import explain_disagg
+        from planner.explanations_disagg import explain_disagg
 
         return explain_disagg(ask, p, plan, count)
     return explain_agg(ask, p, plan, count)

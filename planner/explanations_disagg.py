@@ -1,5 +1,5 @@
 """`planner explain` of a disaggregated plan: each pool's rules, the rate matching, the TTFT limit and the GPU
-budget at the optimum, binding proved by re-solving (planner.explain), and the runner-up deployments.
+budget at the optimum, binding proved by re-solving (planner.explanations), and the runner-up deployments.
 
 One CP-SAT model holds both pools (as planner.disagg's search builds it) over options tabulated with the layout
 rules lifted, with every pool's rules under literals of their own (SearchModel(pool_rules=True): released one at
@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from planner import cost, disagg, rules, search
-from planner.explain import (
+from planner.explanations import (
     RELEASE_TIME_S,
     Ask,
     Explanation,

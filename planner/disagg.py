@@ -24,7 +24,7 @@ import numpy as np
 
 from planner import cost, percentiles, rules
 from planner.errors import InfeasibleError, SpecError, TimeLimitError
-from planner.options import BIT, candidate_layouts
+from planner.options import BIT, Table, candidate_layouts
 from planner.space import Space
 from planner.specs import (
     Alternative,
@@ -413,6 +413,30 @@ def deployment_violations(dp: DisaggProblem, pre_par: Parallel, chunk: int, dec_
 # --- the search ----------------------------------------------------------------------------------------------
 
 
+def add_pools(model, dp: DisaggProblem, pre: Table, prows: np.ndarray, dec: Table, drows: np.ndarray,
+              floor: float | None) -> tuple:
+    """The prefill and decode pools of a disaggregated deployment in a SearchModel, at least one worker each, with
+    their layout and memory rules, the decode pool's SLA (`floor` tokens/s/user) and the GPU budget (shared: both
+    pools within the cluster's GPUs and the KV link's domain variable; else each pool within its own);
+    (prefill pool, decode pool, the domain variable or None)."""
+    budget_p = dp.prefill.gpus
+    budget_d = dp.prefill.gpus if dp.shared else dp.decode.gpus
+    pp = model.add_pool(pre, prows, name="prefill", replicas="free", max_replicas=budget_p // pre.gpus[prows])
+    dd = model.add_pool(dec, drows, name="decode", replicas="free", max_replicas=budget_d // dec.gpus[drows])
+    model.require_replicas(pp, 1)
+    model.require_replicas(dd, 1)
+    for pool in (pp, dd):
+        model.add_layout_rules(pool)
+        model.add_memory(pool)
+    model.add_sla(dd, floor)
+    if dp.shared:
+        model.add_gpu_budget([pp, dd], dp.prefill.gpus)
+        return pp, dd, model.add_kv_domain([pp, dd], dp.domain_gpus)
+    model.add_pool_budget(pp, dp.prefill.gpus)
+    model.add_pool_budget(dd, dp.decode.gpus)
+    return pp, dd, None
+
+
 @dataclass
 class DisaggSearcher:
     """Searches of one disaggregated problem by CP-SAT or the exhaustive oracle; every result certified."""
@@ -485,26 +509,10 @@ class DisaggSearcher:
         if not len(prows) or not len(drows):
             return None
         dp = self.dp
-        budget_p = dp.prefill.gpus
-        budget_d = dp.prefill.gpus if dp.shared else dp.decode.gpus
         # the rate-matching constraints are enforced linear ones: in CP-SAT's LP relaxation only at level 2
         level = LINEARIZATION_LEVEL if len(prows) + len(drows) <= LINEARIZATION_OPTIONS else None
         model = SearchModel(replace(self.params, linearization_level=level))
-        pp = model.add_pool(pre, prows, name="prefill", replicas="free", max_replicas=budget_p // pre.gpus[prows])
-        dd = model.add_pool(dec, drows, name="decode", replicas="free", max_replicas=budget_d // dec.gpus[drows])
-        model.require_replicas(pp, 1)
-        model.require_replicas(dd, 1)
-        for pool in (pp, dd):
-            model.add_layout_rules(pool)
-            model.add_memory(pool)
-        model.add_sla(dd, floor)
-        if dp.shared:
-            model.add_gpu_budget([pp, dd], dp.prefill.gpus)
-            z = model.add_kv_domain([pp, dd], dp.domain_gpus)
-        else:
-            model.add_pool_budget(pp, dp.prefill.gpus)
-            model.add_pool_budget(dd, dp.decode.gpus)
-            z = None
+        pp, dd, z = add_pools(model, dp, pre, prows, dec, drows, floor)
         eff = effective_capacity(dp, pre, prows, receive, limit)
         demand = dec.rate[drows] / dp.decode.workload.osl
         unit = max(float(eff.max()), float(demand.max())) / 2.0**RATE_BITS
@@ -527,7 +535,7 @@ class DisaggSearcher:
         kp, kd = sol.options["prefill"], sol.options["decode"]
         x, y = sol.replicas["prefill"], sol.replicas["decode"]
         kp, x = self.leanest_prefill(prows, kp, kd, y, limit, x)
-        ymax = int(budget_d // dec.gpus[drows].min())
+        ymax = int((dp.prefill.gpus if dp.shared else dp.decode.gpus) // dec.gpus[drows].min())
         bound = None if sol.bound is None else (sol.bound + ymax) / scale / dp.gpus  # each y loses < 1 unit
         cand = DisaggCandidate(pre.parallel(kp, int(x)), int(pre.batch[kp]), dec.parallel(kd, int(y)),
                                int(dec.batch[kd]), sol.status, bound, model_options=len(prows) + len(drows))

@@ -93,23 +93,8 @@ class Model:
         level = disagg.LINEARIZATION_LEVEL if len(prows) + len(drows) <= disagg.LINEARIZATION_OPTIONS else None
         model = SearchModel(replace(params, linearization_level=level,
                                     time_limit_s=min(params.time_limit_s, RELEASE_TIME_S)), pool_rules=True)
-        budget_p = dp.prefill.gpus
-        budget_d = dp.prefill.gpus if dp.shared else dp.decode.gpus
-        self.pre_pool = pp = model.add_pool(pre, prows, "prefill", "free", budget_p // pre.gpus[prows])
-        self.dec_pool = dd = model.add_pool(dec, drows, "decode", "free", budget_d // dec.gpus[drows])
-        model.require_replicas(pp, 1)
-        model.require_replicas(dd, 1)
-        for pool in (pp, dd):
-            model.add_layout_rules(pool)
-            model.add_memory(pool)
-        model.add_sla(dd, self.floor)
-        if dp.shared:
-            model.add_gpu_budget([pp, dd], dp.prefill.gpus)
-            z = model.add_kv_domain([pp, dd], dp.domain_gpus)
-        else:
-            model.add_pool_budget(pp, dp.prefill.gpus)
-            model.add_pool_budget(dd, dp.decode.gpus)
-            z = None
+        pp, dd, z = disagg.add_pools(model, dp, pre, prows, dec, drows, self.floor)
+        self.pre_pool, self.dec_pool = pp, dd
         full = disagg.effective_capacity(dp, pre, prows, self.receive, None, cap=1.0)
         demand = dec.rate[drows] / dp.decode.workload.osl
         unit = max(float(full.max()), float(demand.max())) / 2.0**disagg.RATE_BITS

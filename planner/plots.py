@@ -68,14 +68,7 @@ def plot_frontiers(
     label_layouts: bool = True,
 ) -> Path:
     """Draw one or more frontiers on one chart and write it to `path` (.png, .svg or .pdf)."""
-    path = Path(path)
-    if path.suffix.lower() not in FORMATS:
-        raise SpecError(f"{path}: cannot tell the picture format; use a name ending in {', '.join(FORMATS)}")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    path, plt = _figure(path)
     fig, ax = plt.subplots(figsize=(10, 6.2), dpi=120)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     ys = []
@@ -124,14 +117,7 @@ def plot_frontiers(
     if any(f.serving == "auto" for f in frontiers):
         notes.append("solid: aggregated, dashed: disaggregated")
     ax.text(0.01, 0.01, "; ".join(notes), transform=ax.transAxes, fontsize=7, color="grey")
-    fig.tight_layout()
-    try:
-        fig.savefig(path)
-    except OSError as e:
-        raise SpecError(f"{path}: cannot write ({e.strerror or e})") from None
-    finally:
-        plt.close(fig)
-    return path
+    return _write(fig, plt, path)
 
 
 def _figure(path: str | Path):

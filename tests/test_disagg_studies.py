@@ -260,7 +260,8 @@ def test_cli_compare_and_size_say_which_mode():
     (["frontier", *SMALL, "--serving", "disagg", "--all-layouts"], "--all-layouts"),
     (["frontier", *SMALL, "--serving", "disagg", "--confidence", "0.9"], "aggregated plans only"),
     (["size", *SMALL, "--demand", "1req/s", "--sla", "5000", "--serving", "disagg"], "unreachable"),
-    (["size", *SMALL, "--demand", "1e30req/s", "--sla", "20", "--serving", "auto"], "aggregated or disaggregated"),
+    (["size", *SMALL, "--demand", "1e30req/s", "--sla", "20", "--serving", "auto", "--max-gpus", "1024"],
+     "aggregated or disaggregated"),
 ])
 def test_cli_serving_errors_are_one_line(args, needle):
     assert needle in error_line(*args)

@@ -35,7 +35,7 @@ from planner.fleetmodel import PRICE_UNITS, FleetInstance, FleetSolution, Object
 from planner.fleetoptions import RATE_UNIT, GpuType, Option, workload_options
 from planner.placement import check_placement, groups_of
 from planner.search import DEFAULT_PRECISION, DEFAULT_TIME_LIMIT_S, Method
-from planner.specs import MAX_GPUS, SLA, ClusterSpec, Plan, Problem, Serving, _Input, _Strict
+from planner.specs import MAX_GPUS, SLA, ClusterSpec, FileSolveOptions, Plan, Problem, Serving, _Input, _Strict
 from planner.units import (
     ParseError,
     parse_acceptance,
@@ -91,7 +91,7 @@ def _demand(value: Any, hourly: bool) -> tuple[float, float | None]:
     return float(value), None
 
 
-class FleetWorkload(_Input):
+class FleetWorkload(_Input, FileSolveOptions):
     """One workload: a model served at a service level with a demand; any option of `planner solve` besides."""
 
     name: str = Field(min_length=1, description="Name of the workload, unique in the fleet")
@@ -104,26 +104,10 @@ class FleetWorkload(_Input):
         "hourly values (a day's load curve)")
     ttft: str | Number | None = Field(None, description="Maximum time to first token: 2s, 500ms, 450ms@p99")
     precision: str = Field(DEFAULT_PRECISION.value, description="Weight format, as planner solve --precision")
-    expert_precision: str | None = None
-    kv_precision: Literal["fp8", "bf16"] | None = None
-    backend: str = "*"
-    calibration: str | None = Field(None, description="Calibration YAML [default: the shipped one]")
-    memory_utilization: float | None = Field(None, gt=0.3, le=1.0)
     serving: Literal["agg", "disagg", "auto"] = Field("auto", description="Serving modes considered")
     confidence: str | Number | None = Field(None, description="As planner solve --confidence (aggregated only)")
-    isl_cv: float = Field(0.0, ge=0, le=4)
-    osl_cv: float = Field(0.0, ge=0, le=4)
-    lengths: Literal["lognormal", "normal", "uniform", "exponential"] = "lognormal"
     trace: str | None = Field(None, description="Request lengths from a trace (CSV or JSONL); sets isl/osl")
-    arrivals: Literal["open", "closed"] = "open"
-    burstiness: float | None = Field(None, ge=0, le=1)
-    prefix_hit: float = Field(0.0, ge=0, lt=1)
-    prefix_cache_tokens: int | None = Field(None, ge=0)
-    spec: str | None = Field(None, description="Speculative decoding: mtp, eagle or draft:MODEL")
-    draft_tokens: int | None = Field(None, ge=1, le=8)
     acceptance: str | Number | None = None
-    chunks: str | list[int] | None = Field(None, description="Chunk sizes: 256,512 or 128:8192:128 or a list")
-    micro_batches: str | list[int] | None = Field(None, description="Micro-batches: 8,16 or 1:512:1 or a list")
 
     @field_validator("sla")
     @classmethod

@@ -1194,3 +1194,25 @@ class Problem(_Input):
     def attention_math(self) -> str:
         """Format of attention math: FP8 with an FP8 KV cache where the GPU has it, else BF16."""
         return "fp8" if self.kv_precision == Precision.fp8 and self.cluster.supports("fp8") else "bf16"
+
+
+class FileSolveOptions(BaseModel):
+    """Options of `planner solve` that a file gives under their own names, each as the CLI takes it: a fleet's
+    workloads (planner.fleetplan.FleetWorkload) and a sweep's grid (planner.sweeps.SweepGrid) share them."""
+
+    expert_precision: str | None = None
+    kv_precision: Literal["fp8", "bf16"] | None = None
+    backend: str = "*"
+    calibration: str | None = Field(None, description="Calibration YAML [default: the shipped one]")
+    memory_utilization: float | None = Field(None, gt=0.3, le=1.0)
+    isl_cv: float = Field(0.0, ge=0, le=4)
+    osl_cv: float = Field(0.0, ge=0, le=4)
+    lengths: Literal["lognormal", "normal", "uniform", "exponential"] = "lognormal"
+    arrivals: Literal["open", "closed"] = "open"
+    burstiness: float | None = Field(None, ge=0, le=1)
+    prefix_hit: float = Field(0.0, ge=0, lt=1)
+    prefix_cache_tokens: int | None = Field(None, ge=0)
+    spec: str | None = Field(None, description="Speculative decoding: mtp, eagle or draft:MODEL")
+    draft_tokens: int | None = Field(None, ge=1, le=8)
+    chunks: str | list[int] | None = Field(None, description="Chunk sizes: 256,512 or 128:8192:128 or a list")
+    micro_batches: str | list[int] | None = Field(None, description="Micro-batches: 8,16 or 1:512:1 or a list")

@@ -37,7 +37,7 @@ from planner.errors import (
     SpecError,
     TimeLimitError,
 )
-from planner.specs import LengthShape, Plan, Precision, Problem, Workload
+from planner.specs import FileSolveOptions, LengthShape, Plan, Precision, Problem, Workload
 
 AXES: tuple[str, ...] = ("models", "clusters", "gpus", "isl", "osl", "sla", "ttft", "precision", "serving")
 """The grid's scenario axes, in the order of their product (the last varies fastest)."""
@@ -79,7 +79,7 @@ COLUMNS: tuple[str, ...] = INPUT_COLUMNS + RESULT_COLUMNS + WALL_COLUMNS
 # --- the grid ------------------------------------------------------------------------------------
 
 
-class SweepGrid(BaseModel):
+class SweepGrid(FileSolveOptions):
     """A sweep: lists of values per axis (a single value counts as a list of one; defaults: `planner solve`'s) and
     fixed options applying to every scenario (as `planner solve` takes them)."""
 
@@ -96,26 +96,10 @@ class SweepGrid(BaseModel):
                                  description="Weight formats (Precision names) or 'checkpoint'")
     serving: list[Literal["agg", "disagg", "auto"]] = Field(default=["auto"], description="Serving modes")
 
-    kv_precision: Literal["fp8", "bf16"] | None = None
-    expert_precision: str | None = None
-    backend: str = "*"
-    calibration: str | None = Field(None, description="Calibration YAML [default: the shipped one]")
-    memory_utilization: float | None = Field(None, gt=0.3, le=1.0)
-    isl_cv: float = Field(0.0, ge=0, le=4)
-    osl_cv: float = Field(0.0, ge=0, le=4)
-    lengths: Literal["lognormal", "normal", "uniform", "exponential"] = "lognormal"
-    arrivals: Literal["open", "closed"] = "open"
-    burstiness: float | None = Field(None, ge=0, le=1)
-    prefix_hit: float = Field(0.0, ge=0, lt=1)
-    prefix_cache_tokens: int | None = Field(None, ge=0)
-    spec: str | None = Field(None, description="Speculative decoding: mtp, eagle or draft:MODEL")
-    draft_tokens: int | None = Field(None, ge=1, le=8)
     acceptance: float | None = Field(None, gt=0, lt=1)
     confidence: float | None = Field(None, ge=0.5, lt=1)
     decode_cluster: str | None = None
     decode_gpus: int | None = Field(None, ge=1)
-    chunks: str | list[int] | None = Field(None, description="Chunk sizes: 256,512 or 128:8192:128 or a list")
-    micro_batches: str | list[int] | None = None
     method: Literal["cpsat", "exhaustive"] = "cpsat"
     time_limit: str | float = Field(60.0, description="Time limit of each scenario's search [s]: 60, 2s")
 

@@ -78,6 +78,16 @@ def median(xs: list[float]) -> str:
     return f"{statistics.median(xs):.2f}" if xs else "-"
 
 
+def timed_fleets(spec, runs: int) -> tuple[list[float], list]:
+    """`runs` solves of one fleet (a path or a dict) in this process: their wall times [s] and results."""
+    walls, results = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        results.append(fleet(spec, time_limit_s=TIME_LIMIT_S))
+        walls.append(time.perf_counter() - t0)
+    return walls, results
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=5, help="runs of the 3 x 3 fleet")
@@ -89,12 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     lines: list[str] = []
 
     # --- 3 x 3 --------------------------------------------------------------------------------------------------
-    walls, results = [], []
-    for _ in range(args.runs):
-        t0 = time.perf_counter()
-        r = fleet(THREE, time_limit_s=TIME_LIMIT_S)
-        walls.append(time.perf_counter() - t0)
-        results.append(r)
+    walls, results = timed_fleets(THREE, args.runs)
     cmd = [sys.executable, "-m", "planner", "fleet", str(THREE)]  # this checkout's planner (run from ROOT)
     procs = []
     for _ in range(args.runs):
@@ -139,12 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(f"# benchmarks/fleet_speed.py: the 20 x 5 fleet of seed {seed}\n"
                             + yaml.safe_dump(spec, sort_keys=False))
-        walls, res = [], []
-        for _ in range(args.big_runs):
-            t0 = time.perf_counter()
-            x = fleet(spec, time_limit_s=TIME_LIMIT_S)
-            walls.append(time.perf_counter() - t0)
-            res.append(x)
+        walls, res = timed_fleets(spec, args.big_runs)
         all_walls += walls
         x = res[0]
         gaps = [y.solver.gap or 0.0 for y in res]
